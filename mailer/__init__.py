@@ -1,0 +1,1 @@
+"""Issue -> email. Knows nothing about subscribers or queues, so it can be used (and tested) alone."""

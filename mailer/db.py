@@ -1,0 +1,125 @@
+"""SQLAlchemy 2 engine, sessions and the declarative Base shared by every package's models.
+
+The engine is cached per URL so that CLI commands, web requests and Celery tasks in one process share a pool.
+SQLite gets WAL, foreign keys and a busy timeout, because the embedded default has a web server and inline tasks
+writing to one file at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, Enum, Integer, MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# A 64-bit key on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def email_hash(normalised_email: str) -> str:
+    """The stable fingerprint kept for suppressions, so an erased address can still be refused."""
+    return hashlib.sha256(normalised_email.encode()).hexdigest()
+
+
+def enum_column(enum: type[StrEnum], name: str) -> Enum:
+    """Status values stored as short strings with a CHECK constraint: portable, readable in psql."""
+    return Enum(enum, name=name, native_enum=False, create_constraint=True, length=32,
+                values_callable=lambda e: [m.value for m in e])
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+_ENGINES: dict[str, Engine] = {}
+_FACTORIES: dict[str, sessionmaker[Session]] = {}
+
+
+def get_engine(url: str | None = None) -> Engine:
+    url = url or default_url()
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = _make_engine(url)
+    return engine
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def dispose_engines() -> None:
+    """Close pooled connections (after a fork, and between tests that switch databases)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+    _FACTORIES.clear()
+
+
+def _session_factory(url: str) -> sessionmaker[Session]:
+    factory = _FACTORIES.get(url)
+    if factory is None:
+        factory = _FACTORIES[url] = sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    return factory
+
+
+def default_url() -> str:
+    from mailer.settings import get_settings
+
+    url = get_settings().database_url
+    assert url is not None
+    return url
+
+
+def new_session(url: str | None = None) -> Session:
+    return _session_factory(url or default_url())()
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A unit of work: commit on success, roll back on any error, always close."""
+    session = new_session(url)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

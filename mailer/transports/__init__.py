@@ -1,0 +1,1 @@
+"""Transports hand a rendered batch to a mail system. The engine sees only the protocol in base.py."""

@@ -1,0 +1,38 @@
+"""CLI commands that run the service: db, serve, worker, beat."""
+
+from __future__ import annotations
+
+import typer
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from mailer.migrate import upgrade
+
+    upgrade(revision=revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(...)) -> None:
+    """Roll migrations back to REVISION ("base" empties the database)."""
+    from mailer.migrate import downgrade
+
+    downgrade(revision=revision)
+    typer.echo(f"database at {revision}")
+
+
+def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+          reload: bool = typer.Option(False)) -> None:
+    """Serve the web app (public pages, admin, API, webhooks) under uvicorn."""
+    import uvicorn
+
+    uvicorn.run("newsletter.web.app:create_app", factory=True, host=host, port=port, reload=reload)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+    app.command("serve")(serve)

@@ -1,0 +1,1 @@
+"""The FastAPI app: public subscriber pages, the admin, the JSON API and provider webhooks."""

@@ -1,0 +1,5 @@
+"""Routes: admin (filled in by its feature)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: api (filled in by its feature)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: preview (filled in by its feature)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,155 @@
+"""Lists, subscribers, subscriptions, the consent audit trail and the suppression list."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mailer.db import Base, BigId, enum_column, utcnow
+
+
+class SubscriptionStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class ConsentKind(StrEnum):
+    REQUESTED = "requested"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    RESUBSCRIBED = "resubscribed"
+    IMPORTED = "imported"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    SUPPRESSED = "suppressed"
+    UNSUPPRESSED = "unsuppressed"
+    PREFERENCES = "preferences"
+    PURGED = "purged"
+    ERASED = "erased"
+
+
+class ConsentSource(StrEnum):
+    FORM = "form"
+    IMPORT = "import"
+    ADMIN = "admin"
+    API = "api"
+    PROVIDER = "provider"
+    SYSTEM = "system"
+
+
+class SuppressionReason(StrEnum):
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE_LIMIT = "soft_bounce_limit"
+    COMPLAINT = "complaint"
+    DROPPED = "dropped"
+    MANUAL = "manual"
+    ERASED = "erased"
+
+
+class MailingList(Base):
+    __tablename__ = "lists"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    from_name: Mapped[str | None] = mapped_column(String(200))
+    from_email: Mapped[str | None] = mapped_column(String(320))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    double_opt_in: Mapped[bool] = mapped_column(Boolean, default=True)
+    welcome_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # Normalised (see subscribers.service.normalise_email) before it is stored, so UNIQUE means "same mailbox".
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber",
+                                                             cascade="all, delete-orphan")
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "list_id"),
+        Index("ix_subscriptions_list_status", "list_id", "status", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    status: Mapped[SubscriptionStatus] = mapped_column(enum_column(SubscriptionStatus, "subscription_status"))
+    source: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
+    mailing_list: Mapped[MailingList] = relationship()
+
+
+class ConsentEvent(Base):
+    """Append-only proof of consent: who agreed to (or left) what, when, from where."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (Index("ix_consent_events_subscriber_at", "subscriber_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"))
+    list_id: Mapped[int | None] = mapped_column(ForeignKey("lists.id", ondelete="SET NULL"))
+    kind: Mapped[ConsentKind] = mapped_column(enum_column(ConsentKind, "consent_kind"))
+    source: Mapped[ConsentSource] = mapped_column(enum_column(ConsentSource, "consent_source"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    provider_event_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class Suppression(Base):
+    """Addresses never to be mailed. Keyed by hash so that erasure can drop the address and keep the refusal."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    reason: Mapped[SuppressionReason] = mapped_column(enum_column(SuppressionReason, "suppression_reason"))
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    provider_event_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class ImportJob(Base):
+    """A CSV import's checkpoint, so an interrupted import resumes after the last committed chunk."""
+
+    __tablename__ = "import_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(500))
+    file_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(32), default="running")
+    confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+    consent_source: Mapped[str] = mapped_column(String(200), default="")
+    byte_offset: Mapped[int] = mapped_column(BigId, default=0)
+    line_no: Mapped[int] = mapped_column(BigId, default=0)
+    imported: Mapped[int] = mapped_column(BigId, default=0)
+    skipped: Mapped[int] = mapped_column(BigId, default=0)
+    errors: Mapped[int] = mapped_column(BigId, default=0)
+    report_path: Mapped[str | None] = mapped_column(String(500))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

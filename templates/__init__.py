@@ -1,0 +1,1 @@
+"""Email and page templates, shipped as package data."""

@@ -1,0 +1,72 @@
+"""The Celery app, configured from Settings. With no broker URL it runs tasks inline (the embedded default).
+
+Reliability choices: acks late + reject on worker lost so a killed worker's task is redelivered; prefetch 1 so a
+batch is never parked behind a slow one; a visibility timeout longer than the longest batch so Redis does not hand
+a running task to a second worker; JSON payloads only (ids), so a task never carries personal data or pickles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from mailer.settings import get_settings
+
+SEND_QUEUE = "send"
+HOUSEKEEPING_QUEUE = "housekeeping"
+TASK_MODULES = ["worker.tasks", "worker.subscriber_tasks", "worker.event_tasks"]
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("newsletter", include=TASK_MODULES)
+    inline = not settings.broker_url
+    app.conf.update(
+        broker_url=settings.broker_url or "memory://",
+        result_backend=None,
+        task_ignore_result=True,
+        task_always_eager=inline,
+        task_eager_propagates=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": max(3600, settings.claim_lease_s * 2)},
+        broker_connection_retry_on_startup=True,
+        task_default_queue=HOUSEKEEPING_QUEUE,
+        task_routes={"worker.tasks.send_batch": {"queue": SEND_QUEUE},
+                     "worker.tasks.plan_send": {"queue": SEND_QUEUE}},
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+celery_app = make_celery()
+
+
+def reconfigure() -> None:
+    """Re-read Settings into the existing app (tests and the CLI change the environment after import)."""
+    fresh = make_celery()
+    celery_app.conf.update(fresh.conf)
+
+
+def enqueue_after_commit(session: Session, task: Any, *args: Any, **kwargs: Any) -> None:
+    """Enqueue once the session's transaction commits, so a worker never looks for a row that is not there yet.
+
+    Inline mode runs the task right after the commit, in this process.
+    """
+
+    def _send(_session: Session) -> None:
+        task.apply_async(args=args, kwargs=kwargs)
+
+    if session.in_transaction():
+        event.listen(session, "after_commit", _send, once=True)
+    else:
+        task.apply_async(args=args, kwargs=kwargs)
+

@@ -1,0 +1,125 @@
+"""Sends, the per-recipient delivery ledger and the provider events that come back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailer.db import Base, BigId, enum_column, utcnow
+
+
+class SendStatus(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class EventKind(StrEnum):
+    PROCESSED = "processed"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCE = "bounce"  # hard
+    BLOCKED = "blocked"  # soft
+    DROPPED = "dropped"
+    SPAMREPORT = "spamreport"
+    UNSUBSCRIBE = "unsubscribe"
+    GROUP_UNSUBSCRIBE = "group_unsubscribe"
+    GROUP_RESUBSCRIBE = "group_resubscribe"
+    OPEN = "open"
+    CLICK = "click"
+    OTHER = "other"
+
+
+class Send(Base):
+    """One issue going to one list. The rendered parts are frozen here at plan time so later edits change nothing."""
+
+    __tablename__ = "sends"
+    __table_args__ = (Index("ix_sends_status_scheduled", "status", "scheduled_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="RESTRICT"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="RESTRICT"))
+    status: Mapped[SendStatus] = mapped_column(enum_column(SendStatus, "send_status"), default=SendStatus.DRAFT)
+    transport: Mapped[str] = mapped_column(String(32))
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    allow_resend: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Frozen at plan time.
+    subject: Mapped[str | None] = mapped_column(String(998))
+    html: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    planned: Mapped[int] = mapped_column(BigId, default=0)
+
+
+class Delivery(Base):
+    """The ledger: one row per recipient per send. Its status is the truth about who got what."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("send_id", "subscriber_id"),
+        Index("ix_deliveries_send_status_id", "send_id", "status", "id"),
+        Index("ix_deliveries_status_claimed", "status", "claimed_at"),
+        Index("ix_deliveries_provider_message_id", "provider_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    status: Mapped[DeliveryStatus] = mapped_column(enum_column(DeliveryStatus, "delivery_status"),
+                                                   default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    # What came back (filled by the events policy).
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    bounce: Mapped[str | None] = mapped_column(String(16))  # "hard" | "soft"
+    complained_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opens: Mapped[int] = mapped_column(Integer, default=0)
+    machine_opens: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ProviderEvent(Base):
+    """Every event a provider reported, stored before it is applied, deduplicated on the provider's own id."""
+
+    __tablename__ = "provider_events"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_event_id"),
+        Index("ix_provider_events_email_kind_at", "email", "kind", "occurred_at"),
+        Index("ix_provider_events_unprocessed", "processed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[EventKind] = mapped_column(enum_column(EventKind, "event_kind"))
+    email: Mapped[str | None] = mapped_column(String(320))
+    send_id: Mapped[int | None] = mapped_column(ForeignKey("sends.id", ondelete="SET NULL"), index=True)
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
