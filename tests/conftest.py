@@ -58,6 +58,7 @@ def pg_database() -> Iterator[str]:
     url = f"{base}/{name}"
     from mailer.migrate import upgrade
 
+    # Migrations are what production runs; tests/test_foundation.py checks they match the models.
     upgrade(url)
     db_module.dispose_engines()
     yield url
