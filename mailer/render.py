@@ -1,0 +1,157 @@
+"""Issue -> email: Jinja2 renders MJML, mjml-python compiles it, premailer inlines the CSS. Once per issue.
+
+The result still holds the per-recipient placeholders (mailer.placeholders); filling them is a string substitution
+per recipient (mailer.message.personalize), so sending a million copies never runs MJML or premailer again.
+Nothing here touches the network: mjml-python gets an empty font table (no Google Fonts link) and premailer runs
+with allow_network=False.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import mjml
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+from premailer import Premailer
+
+import templates as templates_pkg
+from mailer.issue import Issue
+from mailer.settings import Settings, get_settings
+
+EMAIL_TEMPLATES = Path(templates_pkg.__file__).parent / "email"
+_HEAD_META = (
+    '<meta name="color-scheme" content="light dark">'
+    '<meta name="supported-color-schemes" content="light dark">'
+    '<meta name="x-apple-disable-message-reformatting">'
+)
+
+
+class RenderError(ValueError):
+    """The issue rendered, but must not be sent as is (e.g. Gmail would clip it)."""
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    web_html: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode())
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(EMAIL_TEMPLATES)),
+        # HTML-escape in the MJML templates; the .txt.j2 twins are plain text and must not be escaped.
+        autoescape=select_autoescape(enabled_extensions=("mjml.j2",), default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def compile_mjml(source: str) -> str:
+    # fonts={} stops mjml-python from linking Google Fonts for the default font families.
+    return str(mjml.mjml2html(source, fonts={}, disable_comments=True))
+
+
+def inline_css(html: str) -> str:
+    return str(Premailer(
+        html,
+        allow_network=False,
+        allow_loading_external_files=False,
+        keep_style_tags=True,  # media queries (phones, dark mode) only work from a <style> block
+        strip_important=False,
+        remove_classes=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    ).transform())
+
+
+def _finish(html: str, lang: str) -> str:
+    """Make sure the document carries the language and the dark-mode hints, whatever the compiler emitted."""
+    if re.search(r"<html[^>]*\blang=", html) is None:
+        html = re.sub(r"<html\b", f'<html lang="{lang}"', html, count=1)
+    if 'name="color-scheme"' not in html:
+        html = html.replace("<head>", "<head>" + _HEAD_META, 1)
+    return html
+
+
+def render_mjml_template(name: str, context: dict[str, Any], lang: str) -> str:
+    mjml_source = _environment().get_template(f"{name}.mjml.j2").render(**context)
+    return _finish(inline_css(compile_mjml(mjml_source)), lang)
+
+
+def render_text_template(name: str, context: dict[str, Any]) -> str:
+    text = _environment().get_template(f"{name}.txt.j2").render(**context)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def _base_context(settings: Settings) -> dict[str, Any]:
+    return {"postal_address": settings.postal_address, "masthead": settings.from_name, "dateline": "",
+            "preheader": "", "list_name": "", "web": False}
+
+
+def render_email(name: str, context: dict[str, Any], *, lang: str = "en",
+                 settings: Settings | None = None) -> RenderedEmail:
+    """Render a transactional email pair (templates/email/{name}.mjml.j2 and .txt.j2) in the shared layout."""
+    ctx = _base_context(settings or get_settings()) | {"lang": lang} | context
+    return RenderedEmail(html=render_mjml_template(name, ctx, lang), text=render_text_template(name, ctx))
+
+
+def issue_context(issue: Issue, settings: Settings, *, web: bool) -> dict[str, Any]:
+    return _base_context(settings) | {
+        "lang": issue.lang,
+        "subject": issue.subject,
+        "preheader": issue.preheader,
+        "masthead": issue.title,
+        "dateline": issue.date.strftime("%-d %B %Y") if issue.date else "",
+        "intro_html": Markup(issue.intro.html),  # noqa: S704 - markdown-it output with raw HTML disabled
+        "intro_text": issue.intro.text,
+        "stories": [{"number": s.number, "headline": s.headline, "html": Markup(s.body.html),  # noqa: S704
+                     "text": s.body.text} for s in issue.stories],
+        "outro_heading": issue.outro_heading,
+        "outro_html": Markup(issue.outro.html) if issue.outro else "",  # noqa: S704
+        "outro_text": issue.outro.text if issue.outro else "",
+        "cta": issue.cta,
+        "web": web,
+    }
+
+
+def render_issue(issue: Issue, settings: Settings | None = None, *, force: bool = False) -> RenderedIssue:
+    settings = settings or get_settings()
+    email_ctx = issue_context(issue, settings, web=False)
+    html = render_mjml_template("issue", email_ctx, issue.lang)
+    text = render_text_template("issue", email_ctx)
+    web_html = render_mjml_template("issue", issue_context(issue, settings, web=True), issue.lang)
+    size = len(html.encode())
+    warnings: list[str] = []
+    if size > settings.html_max_bytes:
+        message = (f"HTML is {size / 1024:.1f} KB; Gmail clips messages over "
+                   f"{settings.html_max_bytes / 1024:.0f} KB. Shorten the issue or force it.")
+        if not force:
+            raise RenderError(message)
+        warnings.append(message)
+    elif size > settings.html_warn_bytes:
+        warnings.append(f"HTML is {size / 1024:.1f} KB, close to Gmail's clipping limit "
+                        f"({settings.html_max_bytes / 1024:.0f} KB).")
+    return RenderedIssue(issue.subject, issue.preheader, html, text, web_html, warnings)
