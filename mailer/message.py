@@ -14,7 +14,7 @@ from email.policy import SMTP
 from email.utils import format_datetime
 
 from mailer.db import utcnow
-from mailer.placeholders import substitutions
+from mailer.placeholders import fill, substitutions
 from mailer.transports.base import Content, Recipient
 
 _NEWLINES = re.compile(r"[\r\n]+")
@@ -43,13 +43,7 @@ def make_message_id(domain: str) -> str:
 def personalize(content: Content, recipient: Recipient) -> tuple[str, str]:
     """Fill one recipient's placeholders into the HTML and text parts (plain substitution: no re-rendering)."""
     table = substitutions(recipient.values)
-    html, text = content.html, content.text
-    for token, value in table.items():
-        if token in html:
-            html = html.replace(token, value)
-        if token in text:
-            text = text.replace(token, value)
-    return html, text
+    return fill(content.html, table), fill(content.text, table)
 
 
 def build_message(content: Content, recipient: Recipient, *, message_id_domain: str) -> EmailMessage:

@@ -8,8 +8,10 @@ Plain ASCII letters and underscores pass untouched through Jinja2, MJML, lxml/pr
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import lru_cache
 
 
 class Key(StrEnum):
@@ -28,11 +30,33 @@ def text_token(key: Key) -> str:
     return f"__NLT_{key.value}__"
 
 
+_TOKENS = tuple((key, f"__NLH_{key.value}__", f"__NLT_{key.value}__") for key in Key)
+_NEEDS_ESCAPE = re.compile(r"[&<>\"']")
+
+
 def substitutions(values: Mapping[Key, str]) -> dict[str, str]:
     """The token -> value table for one recipient, escaped for the part each token lives in."""
     table: dict[str, str] = {}
-    for key in Key:
+    for key, html_key, text_key in _TOKENS:
         raw = values.get(key, "")
-        table[html_token(key)] = html.escape(raw, quote=True)
-        table[text_token(key)] = raw
+        table[html_key] = html.escape(raw, quote=True) if _NEEDS_ESCAPE.search(raw) else raw
+        table[text_key] = raw
     return table
+
+
+_TOKEN = re.compile(r"(__NL[HT]_[A-Z_]+?__)")
+
+
+@lru_cache(maxsize=16)
+def _split(template: str) -> tuple[str, ...]:
+    """Static text and token names, alternating. Cached: a send fills the same document for every recipient,
+    and a str caches its own hash, so the lookup costs no rescan of the document."""
+    return tuple(_TOKEN.split(template))
+
+
+def fill(template: str, table: Mapping[str, str]) -> str:
+    """Every placeholder replaced by its value; unknown tokens stay as they are. One join, no rescanning."""
+    parts = list(_split(template))
+    for index in range(1, len(parts), 2):
+        parts[index] = table.get(parts[index], parts[index])
+    return "".join(parts)
