@@ -16,7 +16,8 @@ HEADER = "# Benchmarks\n\nFigures written by the scripts in `bench/`; each secti
 
 
 def machine() -> str:
-    return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, {platform.machine()}"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{python}, {os.cpu_count()} cores, {platform.machine()}"
 
 
 def write_section(name: str, body: str) -> None:

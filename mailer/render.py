@@ -137,6 +137,12 @@ def issue_context(issue: Issue, settings: Settings, *, web: bool) -> dict[str, A
     }
 
 
+def issue_mjml(issue: Issue, settings: Settings | None = None, *, web: bool = False) -> str:
+    """The MJML document for an issue (what mjml-python compiles; tests validate it with the reference compiler)."""
+    context = issue_context(issue, settings or get_settings(), web=web)
+    return _environment().get_template("issue.mjml.j2").render(**context)
+
+
 def render_issue(issue: Issue, settings: Settings | None = None, *, force: bool = False) -> RenderedIssue:
     settings = settings or get_settings()
     email_ctx = issue_context(issue, settings, web=False)

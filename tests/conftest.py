@@ -117,3 +117,11 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def settings():
     return get_settings()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from tests.support.browser import launch
+
+    with launch() as chromium:
+        yield chromium
