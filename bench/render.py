@@ -48,7 +48,8 @@ def main() -> None:
     ]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     body = ("## Render (`python -m bench.render`)\n\nThe example issue (8 stories). A render runs Jinja2, MJML and "
-            "premailer twice (email and web variant) plus the text template.\n\n| figure | value | goal |\n|---|---|---|\n"
+            "premailer twice (email and web variant) plus the text template.\n\n"
+            "| figure | value | goal |\n|---|---|---|\n"
             + table)
     print(body)
     write_section("render", body)

@@ -1,5 +1,294 @@
-"""Routes: public (filled in by its feature)."""
+"""Pages for subscribers: subscribe, confirm, unsubscribe (and RFC 8058 one-click), preferences.
 
-from fastapi import APIRouter
+Rules that shape this file:
+- A GET never changes state: mail scanners fetch every link, so links open a page whose button POSTs.
+- The subscribe answer is identical whether the address is new, pending, confirmed or suppressed (no enumeration).
+- The unsubscribe POST is also the RFC 8058 one-click target, so it needs no cookie and no CSRF token: the signed
+  token in the URL is the capability (only the recipient has it), and it answers 200 with no redirect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailer.db import new_session
+from mailer.settings import get_settings
+from newsletter.web.csrf import verify_csrf
+from newsletter.web.ratelimit import limiter
+from newsletter.web.templating import render_page
+from subscribers import service
+from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription
+from subscribers.service import InvalidEmail, Notify, ServiceError
+from subscribers.tokens import Purpose, TokenError, link, read_token
 
 router = APIRouter()
+
+
+def db_session() -> Any:
+    session = new_session()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _client(request: Request) -> tuple[str | None, str | None]:
+    return (request.client.host if request.client else None), request.headers.get("user-agent")
+
+
+def _enqueue(session: Session, notify: list[Notify]) -> None:
+    from worker.app import enqueue_after_commit
+    from worker.subscriber_tasks import send_notification
+
+    for item in notify:
+        enqueue_after_commit(session, send_notification, item.kind, item.subscription_id)
+
+
+def _message(request: Request, heading: str, *paragraphs: str, status_code: int = 200,
+             action_url: str | None = None, action_label: str = "") -> HTMLResponse:
+    return render_page(request, "public/message.html", {"heading": heading, "paragraphs": paragraphs,
+                                                        "action_url": action_url, "action_label": action_label},
+                       status_code=status_code)
+
+
+def _token_problem(request: Request, exc: TokenError, session: Session, list_id: int | None = None) -> HTMLResponse:
+    """Tampered and expired links get a page that says so and offers the way forward."""
+    action_url = None
+    if list_id is not None:
+        mailing_list = session.get(MailingList, list_id)
+        action_url = f"/lists/{mailing_list.slug}/subscribe" if mailing_list else None
+    if exc.expired:
+        return _message(request, "This link has expired",
+                        "For your security, links in our emails stop working after a while.",
+                        "Sign up again and we'll email you a fresh link.",
+                        status_code=410, action_url=action_url, action_label="Get a fresh link")
+    return _message(request, "This link is not valid",
+                    "It may have been cut short or changed. Open the link straight from the email, "
+                    "or sign up again to get a new one.", status_code=400, action_url=action_url,
+                    action_label="Sign up again")
+
+
+def _list_or_404(session: Session, slug: str) -> MailingList | None:
+    return session.scalar(select(MailingList).where(MailingList.slug == slug.lower()))
+
+
+# Subscribe ----------------------------------------------------------------------------------------------------
+
+@router.get("/lists/{slug}/subscribe", response_class=HTMLResponse)
+def subscribe_form(request: Request, slug: str, session: Session = Depends(db_session)) -> HTMLResponse:
+    mailing_list = _list_or_404(session, slug)
+    if mailing_list is None:
+        return _message(request, "No such list", "Check the address of this page.", status_code=404)
+    return render_page(request, "public/subscribe.html", {"mailing_list": mailing_list})
+
+
+@router.post("/lists/{slug}/subscribe", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
+async def subscribe(request: Request, slug: str, session: Session = Depends(db_session)) -> HTMLResponse:
+    mailing_list = _list_or_404(session, slug)
+    if mailing_list is None:
+        return _message(request, "No such list", "Check the address of this page.", status_code=404)
+    form = await request.form()
+    email, name = str(form.get("email", "")), str(form.get("name", ""))
+    ip, user_agent = _client(request)
+    settings = get_settings()
+    check_inbox = _message(request, "Check your inbox",
+                           f"If {mailing_list.name} can send to that address, an email is on its way. "
+                           "Open it and press the button to confirm.",
+                           "Nothing arrived after a few minutes? Look in your spam folder.")
+    if str(form.get("website", "")).strip():  # the honeypot: only bots fill a field nobody can see
+        return check_inbox
+    if not limiter().hit(f"sub:ip:{ip}", settings.subscribe_rate_per_ip, settings.subscribe_rate_window_s):
+        return _message(request, "Too many attempts", "Please wait a while before trying again.", status_code=429)
+    try:
+        address = service.normalise_email(email)
+    except InvalidEmail as exc:
+        return render_page(request, "public/subscribe.html",
+                           {"mailing_list": mailing_list, "error": str(exc), "email": email, "name": name},
+                           status_code=400)
+    if not limiter().hit(f"sub:addr:{address}", settings.subscribe_rate_per_email, settings.subscribe_rate_window_s):
+        return _message(request, "Too many attempts", "Please wait a while before trying again.", status_code=429)
+    outcome = service.subscribe(session, mailing_list, address, name, source=ConsentSource.FORM, ip=ip,
+                                user_agent=user_agent)
+    _enqueue(session, outcome.notify)
+    session.commit()
+    if not mailing_list.double_opt_in:
+        return _message(request, "You're subscribed", f"Welcome to {mailing_list.name}.")
+    return check_inbox
+
+
+# Confirm ------------------------------------------------------------------------------------------------------
+
+def _confirm_target(session: Session, token: str) -> tuple[Subscriber, MailingList, Subscription | None]:
+    data = read_token(Purpose.CONFIRM, token)
+    subscriber = session.get(Subscriber, data.subscriber_id)
+    mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
+    if subscriber is None or mailing_list is None or subscriber.erased_at is not None:
+        raise TokenError("This link is not valid.")
+    subscription = session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber.id,
+                                                             Subscription.list_id == mailing_list.id))
+    return subscriber, mailing_list, subscription
+
+
+def _list_of_expired(token: str) -> int | None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    ok, payload = URLSafeTimedSerializer(get_settings().secret, salt="newsletter.confirm").loads_unsafe(token)
+    return payload[1] if ok and isinstance(payload, list) and len(payload) == 2 else None
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm_page(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+    try:
+        subscriber, mailing_list, subscription = _confirm_target(session, token)
+    except TokenError as exc:
+        return _token_problem(request, exc, session, _list_of_expired(token) if exc.expired else None)
+    if subscription is not None and subscription.status.value == "confirmed":
+        return _message(request, "You're already subscribed", f"{mailing_list.name} is on its way to "
+                                                               f"{subscriber.email}.")
+    return render_page(request, "public/confirm.html", {"mailing_list": mailing_list, "email": subscriber.email})
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
+def confirm(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+    try:
+        subscriber, mailing_list, _subscription = _confirm_target(session, token)
+        ip, user_agent = _client(request)
+        outcome = service.confirm(session, subscriber.id, mailing_list.id, ip=ip, user_agent=user_agent)
+    except TokenError as exc:
+        return _token_problem(request, exc, session, _list_of_expired(token) if exc.expired else None)
+    except ServiceError as exc:
+        return _message(request, "Nothing to confirm", str(exc), status_code=410)
+    _enqueue(session, outcome.notify)
+    session.commit()
+    if outcome.refused:
+        return _message(request, "We can't send to this address",
+                        "Mail to this address was refused before, so we don't send to it. Contact us if that's "
+                        "a mistake.")
+    return _message(request, "You're subscribed", f"Thanks for confirming. {mailing_list.name} will arrive at "
+                                                   f"{subscriber.email}.")
+
+
+# Unsubscribe (page + RFC 8058 one-click) ----------------------------------------------------------------------
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+def unsubscribe_page(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+    try:
+        data = read_token(Purpose.UNSUBSCRIBE, token)
+    except TokenError as exc:
+        return _token_problem(request, exc, session)
+    subscriber = session.get(Subscriber, data.subscriber_id)
+    if subscriber is None or subscriber.erased_at is not None:
+        return _message(request, "You're unsubscribed", "We hold no subscription for this link any more.")
+    mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
+    return render_page(request, "public/unsubscribe.html", {
+        "mailing_list": mailing_list, "email": subscriber.email,
+        "preferences_url": link(Purpose.PREFERENCES, subscriber.id)})
+
+
+@router.post("/unsubscribe/{token}")
+async def unsubscribe(request: Request, token: str, session: Session = Depends(db_session)) -> Response:
+    """Page button and RFC 8058 one-click alike: no cookie, no CSRF token, 200 without redirect, idempotent."""
+    form = await request.form()
+    one_click = form.get("List-Unsubscribe") == "One-Click"
+    try:
+        data = read_token(Purpose.UNSUBSCRIBE, token)
+    except TokenError as exc:
+        if one_click:
+            return Response(str(exc), status_code=410 if exc.expired else 400, media_type="text/plain")
+        return _token_problem(request, exc, session)
+    scope_all = form.get("scope") == "all" or data.list_id is None
+    ip, user_agent = _client(request)
+    subscriber = session.get(Subscriber, data.subscriber_id)
+    if subscriber is not None and subscriber.erased_at is None:
+        service.unsubscribe(session, subscriber.id, None if scope_all else data.list_id,
+                            source=ConsentSource.FORM, ip=ip, user_agent=user_agent,
+                            detail={"method": "one-click" if one_click else "page", "scope": "all" if scope_all
+                                    else "list"})
+        session.commit()
+    if one_click:
+        return Response("Unsubscribed.", status_code=200, media_type="text/plain")
+    mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
+    what = "any of our lists" if scope_all or mailing_list is None else mailing_list.name
+    return _message(request, "You're unsubscribed", f"You won't receive {what} any more.",
+                    "Changed your mind? You can subscribe again from your preferences.",
+                    action_url=link(Purpose.PREFERENCES, data.subscriber_id), action_label="Preferences")
+
+
+# Preferences --------------------------------------------------------------------------------------------------
+
+def _preferences_page(request: Request, session: Session, subscriber: Subscriber, token: str,
+                      notice: str = "") -> HTMLResponse:
+    rows = session.execute(select(Subscription, MailingList).join(MailingList)
+                           .where(Subscription.subscriber_id == subscriber.id).order_by(MailingList.name)).all()
+    return render_page(request, "public/preferences.html", {
+        "email": subscriber.email, "name": subscriber.name, "notice": notice,
+        "rows": [{"list": mailing_list, "status": sub.status.value} for sub, mailing_list in rows],
+        "export_url": f"/preferences/{token}/export"})
+
+
+def _preferences_subscriber(session: Session, token: str) -> Subscriber:
+    data = read_token(Purpose.PREFERENCES, token)
+    subscriber = session.get(Subscriber, data.subscriber_id)
+    if subscriber is None or subscriber.erased_at is not None:
+        raise TokenError("This link is not valid.")
+    return subscriber
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse)
+def preferences(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+    try:
+        subscriber = _preferences_subscriber(session, token)
+    except TokenError as exc:
+        return _token_problem(request, exc, session)
+    return _preferences_page(request, session, subscriber, token)
+
+
+@router.get("/preferences/{token}/export")
+def export(request: Request, token: str, session: Session = Depends(db_session)) -> Response:
+    try:
+        subscriber = _preferences_subscriber(session, token)
+    except TokenError as exc:
+        return _token_problem(request, exc, session)
+    return JSONResponse(service.export_subscriber(session, subscriber.id),
+                        headers={"Content-Disposition": 'attachment; filename="my-newsletter-data.json"',
+                                 "Cache-Control": "no-store"})
+
+
+@router.post("/preferences/{token}", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
+async def update_preferences(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+    try:
+        subscriber = _preferences_subscriber(session, token)
+    except TokenError as exc:
+        return _token_problem(request, exc, session)
+    form = await request.form()
+    action = str(form.get("action", ""))
+    ip, user_agent = _client(request)
+    list_id = int(str(form.get("list_id") or 0)) if str(form.get("list_id") or "0").isdigit() else 0
+    notice = ""
+    if action == "name":
+        service.update_preferences(session, subscriber.id, name=str(form.get("name", "")), ip=ip,
+                                   user_agent=user_agent)
+        notice = "Saved."
+    elif action == "unsubscribe" and list_id:
+        service.unsubscribe(session, subscriber.id, list_id, source=ConsentSource.FORM, ip=ip, user_agent=user_agent,
+                            detail={"method": "preferences"})
+        notice = "Unsubscribed."
+    elif action == "resubscribe" and list_id:
+        outcome = service.resubscribe(session, subscriber.id, list_id, source=ConsentSource.FORM, ip=ip,
+                                      user_agent=user_agent)
+        notice = "We can't send to this address." if outcome.refused else "Subscribed again."
+    elif action == "erase":
+        if form.get("confirm_erase") != "yes":
+            return _preferences_page(request, session, subscriber, token, "Tick the box to confirm erasure.")
+        service.erase(session, subscriber.id, source=ConsentSource.FORM)
+        session.commit()
+        return _message(request, "Your data is erased",
+                        "We deleted your address and everything we knew about you. We keep only a one-way "
+                        "fingerprint of the address so that it is never added again by mistake.")
+    session.commit()
+    return _preferences_page(request, session, subscriber, token, notice)

@@ -1,0 +1,63 @@
+"""The transactional emails of subscribing (confirm, welcome): one function each that builds the message.
+
+They are rendered per recipient because each carries a signed link; they are one-offs, so the cost is irrelevant.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from mailer.placeholders import Key
+from mailer.render import render_email
+from mailer.settings import Settings, get_settings
+from mailer.transports.base import Content, Recipient
+from subscribers.models import MailingList, Subscriber, Subscription
+from subscribers.tokens import Purpose, link
+
+
+class NotificationSkipped(Exception):
+    """Nothing to send any more (the subscription changed since the notification was queued)."""
+
+
+def list_identity(mailing_list: MailingList, settings: Settings) -> tuple[str, str, str | None]:
+    """(from name, from email, reply-to) of a list, falling back to the service-wide defaults."""
+    return (mailing_list.from_name or settings.from_name, mailing_list.from_email or settings.from_email,
+            mailing_list.reply_to or settings.reply_to)
+
+
+def build_notification(session: Session, kind: str, subscription_id: int,
+                       settings: Settings | None = None) -> tuple[Content, Recipient]:
+    settings = settings or get_settings()
+    subscription = session.get(Subscription, subscription_id)
+    if subscription is None:
+        raise NotificationSkipped(f"subscription {subscription_id} no longer exists")
+    subscriber = session.get(Subscriber, subscription.subscriber_id)
+    mailing_list = session.get(MailingList, subscription.list_id)
+    assert subscriber is not None and mailing_list is not None
+    if kind == "confirm" and subscription.status.value != "pending":
+        raise NotificationSkipped("already confirmed or unsubscribed")
+    if kind == "welcome" and subscription.status.value != "confirmed":
+        raise NotificationSkipped("no longer subscribed")
+    from_name, from_email, reply_to = list_identity(mailing_list, settings)
+    unsubscribe_url = link(Purpose.UNSUBSCRIBE, subscriber.id, mailing_list.id, settings)
+    preferences_url = link(Purpose.PREFERENCES, subscriber.id, None, settings)
+    context = {
+        "name": subscriber.name, "list_name": mailing_list.name, "description": mailing_list.description,
+        "masthead": mailing_list.name, "valid_days": settings.confirm_token_max_age_days,
+        "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url,
+    }
+    if kind == "confirm":
+        subject = f"Please confirm your subscription to {mailing_list.name}"
+        context |= {"confirm_url": link(Purpose.CONFIRM, subscriber.id, mailing_list.id, settings),
+                    "preheader": "One click and you're in.", "subject": subject}
+    elif kind == "welcome":
+        subject = f"Welcome to {mailing_list.name}"
+        context |= {"preheader": "Thanks for confirming.", "subject": subject}
+    else:
+        raise ValueError(f"unknown notification kind {kind!r}")
+    rendered = render_email(kind, context, settings=settings)
+    content = Content(subject=subject, html=rendered.html, text=rendered.text, from_email=from_email,
+                      from_name=from_name, reply_to=reply_to, category=kind)
+    recipient = Recipient(email=subscriber.email, values={Key.NAME: subscriber.name, Key.EMAIL: subscriber.email},
+                          unsubscribe_url=unsubscribe_url if kind == "welcome" else None)
+    return content, recipient

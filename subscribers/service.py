@@ -1,0 +1,380 @@
+"""The rules of consent: who is subscribed to what, how they got there, and how they leave.
+
+Every function takes the caller's session and never commits, so a web request or a task decides the transaction.
+Functions that imply an email (confirmation, welcome) return it as a Notify instead of sending it: this package
+never imports the worker, and the caller enqueues after its commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailer.db import email_hash, utcnow
+from mailer.settings import get_settings
+from subscribers.models import (
+    ConsentEvent,
+    ConsentKind,
+    ConsentSource,
+    MailingList,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+)
+
+
+class InvalidEmail(ValueError):
+    """The address cannot receive mail; the message is safe to show to the person who typed it."""
+
+
+class ServiceError(ValueError):
+    """A request that the rules refuse, with a message for the person who asked."""
+
+
+@dataclass(frozen=True)
+class Notify:
+    kind: str  # "confirm" | "welcome"
+    subscription_id: int
+
+
+@dataclass
+class Outcome:
+    subscription: Subscription | None
+    notify: list[Notify] = field(default_factory=list)
+    changed: bool = False
+    refused: str | None = None  # why nothing happened (e.g. "suppressed"); never shown to the public
+
+
+def normalise_email(raw: str, *, check_deliverability: bool | None = None) -> str:
+    """Validate and normalise: trimmed, Unicode-normalised, lower-cased (mailboxes are case-insensitive in practice)."""
+    if check_deliverability is None:
+        check_deliverability = get_settings().check_deliverability
+    candidate = (raw or "").strip()
+    if not candidate:
+        raise InvalidEmail("Please enter an email address.")
+    if len(candidate) > 320:
+        raise InvalidEmail("That email address is too long.")
+    try:
+        info = validate_email(candidate, check_deliverability=check_deliverability)
+    except EmailNotValidError as exc:
+        raise InvalidEmail(str(exc)) from exc
+    return info.normalized.lower()
+
+
+# Lists --------------------------------------------------------------------------------------------------------
+
+def create_list(session: Session, slug: str, name: str, *, double_opt_in: bool = True, from_name: str | None = None,
+                from_email: str | None = None, reply_to: str | None = None, welcome: bool = False,
+                description: str = "") -> MailingList:
+    slug = slug.strip().lower()
+    if not slug or not slug.replace("-", "").replace("_", "").isalnum():
+        raise ServiceError("A list slug uses letters, digits, '-' and '_' only.")
+    if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
+        raise ServiceError(f"A list called '{slug}' already exists.")
+    for address in (from_email, reply_to):
+        if address:
+            normalise_email(address, check_deliverability=False)
+    mailing_list = MailingList(slug=slug, name=name.strip() or slug, double_opt_in=double_opt_in,
+                               from_name=from_name, from_email=from_email, reply_to=reply_to,
+                               welcome_enabled=welcome, description=description)
+    session.add(mailing_list)
+    session.flush()
+    return mailing_list
+
+
+def get_list(session: Session, slug: str) -> MailingList:
+    found = session.scalar(select(MailingList).where(MailingList.slug == slug.strip().lower()))
+    if found is None:
+        raise ServiceError(f"No list called '{slug}'.")
+    return found
+
+
+def list_counts(session: Session, list_id: int) -> dict[str, int]:
+    rows = session.execute(select(Subscription.status, func.count()).where(Subscription.list_id == list_id)
+                           .group_by(Subscription.status)).all()
+    counts = {status.value: 0 for status in SubscriptionStatus}
+    counts.update({SubscriptionStatus(status).value: n for status, n in rows})
+    return counts
+
+
+# Consent trail ------------------------------------------------------------------------------------------------
+
+def record_consent(session: Session, subscriber_id: int | None, list_id: int | None, kind: ConsentKind, *,
+                   source: ConsentSource, ip: str | None = None, user_agent: str | None = None,
+                   detail: Mapping[str, Any] | None = None, provider_event_id: int | None = None) -> ConsentEvent:
+    event = ConsentEvent(subscriber_id=subscriber_id, list_id=list_id, kind=kind, source=source, ip=ip,
+                         user_agent=(user_agent or None) and user_agent[:500], detail=dict(detail or {}),
+                         provider_event_id=provider_event_id, at=utcnow())
+    session.add(event)
+    return event
+
+
+# Suppressions -------------------------------------------------------------------------------------------------
+
+def is_suppressed(session: Session, email: str) -> bool:
+    return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(email))) is not None
+
+
+def suppress(session: Session, email: str, reason: SuppressionReason, *, source: ConsentSource, note: str = "",
+             provider_event_id: int | None = None) -> Suppression:
+    """Idempotent: an address already suppressed keeps its first reason (the earliest evidence)."""
+    digest = email_hash(email)
+    existing = session.scalar(select(Suppression).where(Suppression.email_hash == digest))
+    if existing is not None:
+        return existing
+    suppression = Suppression(email_hash=digest, email=email, reason=reason, note=note[:500],
+                              provider_event_id=provider_event_id)
+    session.add(suppression)
+    subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email))
+    if subscriber_id is not None:
+        record_consent(session, subscriber_id, None, ConsentKind.SUPPRESSED, source=source,
+                       detail={"reason": reason.value, "note": note}, provider_event_id=provider_event_id)
+    session.flush()
+    return suppression
+
+
+def unsuppress(session: Session, email: str, *, source: ConsentSource, note: str = "") -> bool:
+    digest = email_hash(email)
+    removed = session.execute(delete(Suppression).where(Suppression.email_hash == digest)).rowcount
+    if removed:
+        subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email))
+        record_consent(session, subscriber_id, None, ConsentKind.UNSUPPRESSED, source=source, detail={"note": note})
+    return bool(removed)
+
+
+# Subscribing --------------------------------------------------------------------------------------------------
+
+def _subscriber_for(session: Session, email: str, name: str) -> Subscriber:
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
+    if subscriber is not None:
+        if name and not subscriber.name:
+            subscriber.name = name
+        return subscriber
+    try:
+        with session.begin_nested():
+            subscriber = Subscriber(email=email, name=name, attributes={})
+            session.add(subscriber)
+    except IntegrityError:  # a concurrent request created it first
+        subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
+        assert subscriber is not None
+    return subscriber
+
+
+def subscribe(session: Session, mailing_list: MailingList, email: str, name: str = "", *, source: ConsentSource,
+              ip: str | None = None, user_agent: str | None = None, confirmed: bool = False,
+              consent_note: str = "", override_suppression: bool = False) -> Outcome:
+    """Start (or restart) a subscription. `confirmed` is for consent obtained elsewhere and must say where."""
+    address = normalise_email(email)
+    name = " ".join((name or "").split())[:200]
+    if confirmed and source in (ConsentSource.IMPORT, ConsentSource.ADMIN, ConsentSource.API) and not consent_note:
+        raise ServiceError("Adding someone as confirmed needs a consent source (where and when they agreed).")
+    if is_suppressed(session, address):
+        if not override_suppression:
+            return Outcome(None, refused="suppressed")
+        unsuppress(session, address, source=source, note=f"override: {consent_note}")
+    direct = confirmed or not mailing_list.double_opt_in
+    subscriber = _subscriber_for(session, address, name)
+    subscription = session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber.id,
+                                                             Subscription.list_id == mailing_list.id))
+    now = utcnow()
+    detail = {"note": consent_note} if consent_note else {}
+    if not direct:
+        detail["double_opt_in"] = True
+    elif not mailing_list.double_opt_in:
+        detail["double_opt_in"] = False  # the list explicitly does not ask for confirmation
+
+    def event(kind: ConsentKind) -> None:
+        record_consent(session, subscriber.id, mailing_list.id, kind, source=source, ip=ip, user_agent=user_agent,
+                       detail=detail)
+
+    if subscription is None:
+        status = SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING
+        subscription = Subscription(subscriber_id=subscriber.id, list_id=mailing_list.id, status=status,
+                                    source=source.value, created_at=now, confirmed_at=now if direct else None)
+        session.add(subscription)
+        session.flush()
+        event(ConsentKind.IMPORTED if source is ConsentSource.IMPORT else ConsentKind.REQUESTED)
+        if direct:
+            event(ConsentKind.CONFIRMED)
+            return Outcome(subscription, _welcome(mailing_list, subscription, source), changed=True)
+        return Outcome(subscription, [Notify("confirm", subscription.id)], changed=True)
+
+    if subscription.status is SubscriptionStatus.CONFIRMED:
+        return Outcome(subscription)
+    if direct:
+        was = subscription.status
+        subscription.status, subscription.confirmed_at, subscription.unsubscribed_at = (
+            SubscriptionStatus.CONFIRMED, now, None)
+        event(ConsentKind.RESUBSCRIBED if was is SubscriptionStatus.UNSUBSCRIBED else ConsentKind.CONFIRMED)
+        return Outcome(subscription, _welcome(mailing_list, subscription, source), changed=True)
+    # Pending again (or still): ask for confirmation again. Someone who left must opt in again, by email.
+    if subscription.status is SubscriptionStatus.UNSUBSCRIBED:
+        subscription.status, subscription.unsubscribed_at = SubscriptionStatus.PENDING, None
+    subscription.created_at = now
+    event(ConsentKind.REQUESTED)
+    return Outcome(subscription, [Notify("confirm", subscription.id)], changed=True)
+
+
+def _welcome(mailing_list: MailingList, subscription: Subscription, source: ConsentSource) -> list[Notify]:
+    # Only people who signed up themselves are welcomed; an import must not mail a whole list out of the blue.
+    if mailing_list.welcome_enabled and source is ConsentSource.FORM:
+        return [Notify("welcome", subscription.id)]
+    return []
+
+
+def _subscription(session: Session, subscriber_id: int, list_id: int) -> Subscription | None:
+    return session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber_id,
+                                                     Subscription.list_id == list_id))
+
+
+def confirm(session: Session, subscriber_id: int, list_id: int, *, ip: str | None = None,
+            user_agent: str | None = None) -> Outcome:
+    """Idempotent: confirming twice is fine; a link from before an unsubscribe does not undo it."""
+    subscription = _subscription(session, subscriber_id, list_id)
+    if subscription is None:
+        raise ServiceError("This subscription no longer exists. Please sign up again.")
+    if subscription.status is not SubscriptionStatus.PENDING:
+        return Outcome(subscription)
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or is_suppressed(session, subscriber.email):
+        return Outcome(subscription, refused="suppressed")
+    subscription.status, subscription.confirmed_at = SubscriptionStatus.CONFIRMED, utcnow()
+    record_consent(session, subscriber_id, list_id, ConsentKind.CONFIRMED, source=ConsentSource.FORM, ip=ip,
+                   user_agent=user_agent, detail={"double_opt_in": True})
+    mailing_list = session.get(MailingList, list_id)
+    assert mailing_list is not None
+    return Outcome(subscription, _welcome(mailing_list, subscription, ConsentSource.FORM), changed=True)
+
+
+def unsubscribe(session: Session, subscriber_id: int, list_id: int | None, *, source: ConsentSource,
+                ip: str | None = None, user_agent: str | None = None, detail: Mapping[str, Any] | None = None,
+                provider_event_id: int | None = None) -> int:
+    """Leave one list (or every list when list_id is None). Idempotent; returns how many subscriptions changed."""
+    query = select(Subscription).where(Subscription.subscriber_id == subscriber_id,
+                                       Subscription.status != SubscriptionStatus.UNSUBSCRIBED)
+    if list_id is not None:
+        query = query.where(Subscription.list_id == list_id)
+    changed = 0
+    now = utcnow()
+    for subscription in session.scalars(query):
+        subscription.status, subscription.unsubscribed_at = SubscriptionStatus.UNSUBSCRIBED, now
+        record_consent(session, subscriber_id, subscription.list_id, ConsentKind.UNSUBSCRIBED, source=source, ip=ip,
+                       user_agent=user_agent, detail=detail, provider_event_id=provider_event_id)
+        changed += 1
+    session.flush()
+    return changed
+
+
+def resubscribe(session: Session, subscriber_id: int, list_id: int, *, source: ConsentSource,
+                ip: str | None = None, user_agent: str | None = None, provider_event_id: int | None = None) -> Outcome:
+    """The subscriber's own request through a signed link: the link proves the mailbox, so no new confirmation."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    mailing_list = session.get(MailingList, list_id)
+    if subscriber is None or mailing_list is None or subscriber.erased_at is not None:
+        raise ServiceError("This subscription no longer exists.")
+    if is_suppressed(session, subscriber.email):
+        return Outcome(None, refused="suppressed")
+    subscription = _subscription(session, subscriber_id, list_id)
+    now = utcnow()
+    if subscription is None:
+        subscription = Subscription(subscriber_id=subscriber_id, list_id=list_id, source=source.value,
+                                    status=SubscriptionStatus.CONFIRMED, created_at=now, confirmed_at=now)
+        session.add(subscription)
+    elif subscription.status is SubscriptionStatus.CONFIRMED:
+        return Outcome(subscription)
+    else:
+        subscription.status, subscription.confirmed_at, subscription.unsubscribed_at = (
+            SubscriptionStatus.CONFIRMED, now, None)
+    session.flush()
+    record_consent(session, subscriber_id, list_id, ConsentKind.RESUBSCRIBED, source=source, ip=ip,
+                   user_agent=user_agent, provider_event_id=provider_event_id)
+    return Outcome(subscription, changed=True)
+
+
+def update_preferences(session: Session, subscriber_id: int, *, name: str | None = None,
+                       source: ConsentSource = ConsentSource.FORM, ip: str | None = None,
+                       user_agent: str | None = None) -> Subscriber:
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or subscriber.erased_at is not None:
+        raise ServiceError("This subscriber no longer exists.")
+    if name is not None:
+        clean = " ".join(name.split())[:200]
+        if clean != subscriber.name:
+            subscriber.name = clean
+            record_consent(session, subscriber_id, None, ConsentKind.PREFERENCES, source=source, ip=ip,
+                           user_agent=user_agent, detail={"changed": ["name"]})
+    return subscriber
+
+
+# Personal data ------------------------------------------------------------------------------------------------
+
+def export_subscriber(session: Session, subscriber_id: int) -> dict[str, Any]:
+    """Everything we hold about one person (GDPR art. 15), as plain JSON-able data."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise ServiceError("This subscriber no longer exists.")
+    lists = {m.id: m.slug for m in session.scalars(select(MailingList))}
+    subscriptions = session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber_id))
+    events = session.scalars(select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id)
+                             .order_by(ConsentEvent.at, ConsentEvent.id))
+    return {
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "attributes": subscriber.attributes,
+        "created_at": subscriber.created_at.isoformat(),
+        "subscriptions": [{"list": lists.get(s.list_id), "status": s.status.value, "source": s.source,
+                           "created_at": s.created_at.isoformat(),
+                           "confirmed_at": s.confirmed_at.isoformat() if s.confirmed_at else None,
+                           "unsubscribed_at": s.unsubscribed_at.isoformat() if s.unsubscribed_at else None}
+                          for s in subscriptions],
+        "consent_events": [{"kind": e.kind.value, "at": e.at.isoformat(), "list": lists.get(e.list_id or 0),
+                            "source": e.source.value, "ip": e.ip, "user_agent": e.user_agent, "detail": e.detail}
+                           for e in events],
+        "suppressed": is_suppressed(session, subscriber.email),
+    }
+
+
+def erase(session: Session, subscriber_id: int, *, source: ConsentSource) -> None:
+    """Right to erasure: drop the address and everything personal, keep only a hash that refuses re-imports.
+
+    The row stays (anonymised) so the delivery ledger and per-send figures remain consistent.
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or subscriber.erased_at is not None:
+        return
+    address = subscriber.email
+    unsubscribe(session, subscriber_id, None, source=source)
+    suppress(session, address, SuppressionReason.ERASED, source=source, note="erased on request")
+    session.execute(update(Suppression).where(Suppression.email_hash == email_hash(address)).values(email=None))
+    session.execute(update(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id)
+                    .values(ip=None, user_agent=None))
+    subscriber.email = f"erased-{subscriber_id}@erased.invalid"
+    subscriber.name = ""
+    subscriber.attributes = {}
+    subscriber.erased_at = utcnow()
+    record_consent(session, subscriber_id, None, ConsentKind.ERASED, source=source)
+    session.flush()
+
+
+def purge_pending(session: Session, older_than_days: int | None = None) -> int:
+    """Forget sign-ups never confirmed: an unconfirmed address is not consent, so we should not keep it."""
+    days = get_settings().pending_purge_days if older_than_days is None else older_than_days
+    cutoff = utcnow() - timedelta(days=days)
+    stale = session.execute(select(Subscription.id, Subscription.subscriber_id, Subscription.list_id)
+                            .where(Subscription.status == SubscriptionStatus.PENDING,
+                                   Subscription.created_at < cutoff)).all()
+    for _id, subscriber_id, list_id in stale:
+        record_consent(session, subscriber_id, list_id, ConsentKind.PURGED, source=ConsentSource.SYSTEM,
+                       detail={"after_days": days})
+    if stale:
+        session.execute(delete(Subscription).where(Subscription.id.in_([row[0] for row in stale])))
+    return len(stale)

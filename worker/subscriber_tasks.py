@@ -1,0 +1,49 @@
+"""Tasks for subscribers: the confirmation and welcome emails, and the purge of never-confirmed sign-ups."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+
+from mailer.db import session_scope
+from mailer.transports import get_transport
+from mailer.transports.base import TransportError
+from subscribers.emails import NotificationSkipped, build_notification
+from subscribers.service import purge_pending as purge_pending_subscriptions
+from worker.app import HOUSEKEEPING_QUEUE, celery_app
+
+log = logging.getLogger(__name__)
+
+
+@celery_app.task(name="worker.subscriber_tasks.send_notification", queue=HOUSEKEEPING_QUEUE, bind=True,
+                 max_retries=8, acks_late=True)
+def send_notification(self: Task, kind: str, subscription_id: int) -> str:
+    with session_scope() as session:
+        try:
+            content, recipient = build_notification(session, kind, subscription_id)
+        except NotificationSkipped as exc:
+            log.info("notification %s for subscription %s skipped: %s", kind, subscription_id, exc)
+            return "skipped"
+    transport = get_transport()
+    try:
+        results = transport.send(content, [recipient])
+    except TransportError as exc:
+        if exc.retryable and not celery_app.conf.task_always_eager:
+            raise self.retry(exc=exc, countdown=min(600, 15 * 2 ** self.request.retries)) from exc
+        raise
+    finally:
+        transport.close()
+    result = results[0]
+    if not result.ok:
+        if result.retryable and not celery_app.conf.task_always_eager:
+            raise self.retry(countdown=min(600, 15 * 2 ** self.request.retries))
+        log.warning("notification %s for subscription %s failed: %s", kind, subscription_id, result.error)
+        return "failed"
+    return "sent"
+
+
+@celery_app.task(name="worker.subscriber_tasks.purge_pending", queue=HOUSEKEEPING_QUEUE)
+def purge_pending() -> int:
+    with session_scope() as session:
+        return purge_pending_subscriptions(session)
