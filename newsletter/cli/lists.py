@@ -3,7 +3,56 @@
 from __future__ import annotations
 
 import typer
+from rich.table import Table
+from sqlalchemy import select
+
+from newsletter.cli.common import console, db
+from subscribers import service
+from subscribers.models import MailingList
+
+lists_app = typer.Typer(help="Mailing lists.", no_args_is_help=True)
+
+
+@lists_app.command("create")
+def create(slug: str, name: str = typer.Option(..., "--name", help="Name shown to subscribers."),
+           double_opt_in: bool = typer.Option(True, "--double-opt-in/--no-double-opt-in",
+                                              help="Ask new subscribers to confirm by email (default)."),
+           from_name: str = typer.Option(None), from_email: str = typer.Option(None),
+           reply_to: str = typer.Option(None), welcome: bool = typer.Option(False, help="Send a welcome email."),
+           description: str = typer.Option("")) -> None:
+    """Create a list."""
+    with db() as session:
+        created = service.create_list(session, slug, name, double_opt_in=double_opt_in, from_name=from_name,
+                                      from_email=from_email, reply_to=reply_to, welcome=welcome,
+                                      description=description)
+        console.print(f"created list {created.slug} ({'double opt-in' if double_opt_in else 'single opt-in'})")
+
+
+@lists_app.command("ls")
+def ls() -> None:
+    """All lists with their subscriber counts."""
+    table = Table("slug", "name", "confirmed", "pending", "unsubscribed", "opt-in")
+    with db() as session:
+        for mailing_list in session.scalars(select(MailingList).order_by(MailingList.slug)):
+            counts = service.list_counts(session, mailing_list.id)
+            table.add_row(mailing_list.slug, mailing_list.name, str(counts["confirmed"]), str(counts["pending"]),
+                          str(counts["unsubscribed"]), "double" if mailing_list.double_opt_in else "single")
+    console.print(table)
+
+
+@lists_app.command("show")
+def show(slug: str) -> None:
+    """One list: identity and counts by status."""
+    with db() as session:
+        mailing_list = service.get_list(session, slug)
+        counts = service.list_counts(session, mailing_list.id)
+        console.print(f"[bold]{mailing_list.name}[/bold] ({mailing_list.slug})", highlight=False)
+        console.print(f"from: {mailing_list.from_name or '-'} <{mailing_list.from_email or 'default'}>  "
+                      f"double opt-in: {'yes' if mailing_list.double_opt_in else 'no'}  "
+                      f"welcome: {'yes' if mailing_list.welcome_enabled else 'no'}", highlight=False)
+        for status, count in counts.items():
+            console.print(f"  {status:<13} {count}")
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
+    app.add_typer(lists_app, name="lists")

@@ -1,0 +1,93 @@
+"""CSV import throughput into PostgreSQL: generated files of 100k and 1M rows, rows/s and peak memory.
+
+Run: .venv/bin/python -m bench.import [--rows 100000 1000000]
+Each size runs in a child process on a scratch database, so peak RSS is that import's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from bench.report import write_section
+
+ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+
+
+def generate(path: Path, rows: int) -> None:
+    with path.open("w") as out:
+        out.write("email,name,company,city\n")
+        for i in range(rows):
+            out.write(f"reader{i}@example{i % 97}.com,Reader {i},Company {i % 1000},City {i % 50}\n")
+
+
+def child(csv_path: str, url: str) -> None:
+    os.environ["NEWSLETTER_DATABASE_URL"] = url
+    os.environ.setdefault("NEWSLETTER_SECRET_KEY", "bench-secret-bench-secret-bench-secret")
+    from mailer.db import new_session, session_scope
+    from mailer.migrate import upgrade
+    from subscribers import importer, service
+
+    upgrade(url)
+    with session_scope() as session:
+        service.create_list(session, "bench", "Bench", double_opt_in=False)
+    start = time.perf_counter()
+    result = importer.import_csv(new_session, Path(csv_path), "bench", confirmed=True, consent_source="bench")
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"imported": result.imported, "seconds": seconds, "peak_mb": peak_kb / 1024}))
+
+
+def run(rows: int, workdir: Path) -> dict[str, float]:
+    csv_path = workdir / f"people-{rows}.csv"
+    generate(csv_path, rows)
+    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        out = subprocess.run([sys.executable, "-m", "bench.import", "--child", str(csv_path), url],
+                             check=True, capture_output=True, text=True)
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    figures["rows"] = rows
+    figures["rows_per_s"] = rows / figures["seconds"]
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--child", nargs=2)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [run(rows, Path(tmp)) for rows in args.rows]
+    lines = ["## CSV import (`python -m bench.import`)", "",
+             "Generated CSV (email, name, 2 attribute columns), `--confirmed`, into PostgreSQL 15 on this machine; "
+             "chunks of 5,000 rows, each one transaction.", "",
+             "| rows | seconds | rows/s | peak RSS | goal |", "|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | {r['peak_mb']:.0f} MB | "
+                     ">= 25,000 rows/s, flat memory |")
+    body = "\n".join(lines)
+    print(body)
+    write_section("import", body)
+
+
+if __name__ == "__main__":
+    main()
