@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     sendgrid_api_key: SecretStr | None = None
     sendgrid_host: str = "https://api.sendgrid.com"
     sendgrid_timeout_s: float = 30.0
+    sendgrid_max_attempts: int = 5
+    sendgrid_max_retry_s: float = 60.0
     sendgrid_webhook_public_key: str | None = None
     sendgrid_webhook_verify: bool = True
     webhook_max_age_s: int = 300
@@ -77,6 +79,8 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: str = "none"  # none | starttls | ssl
     smtp_timeout_s: float = 30.0
+    unsubscribe_mailto: str | None = None  # e.g. unsubscribe@news.example.com, also listed in List-Unsubscribe
+    max_delivery_attempts: int = 5
     bounce_domain: str | None = None
     dkim_selector: str | None = None
     dkim_domain: str | None = None

@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -86,8 +88,11 @@ class _LineReader:
             yield raw.decode("utf-8", errors="surrogateescape")
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _has_bad_bytes(values: list[str]) -> bool:
-    return any(any("\udc80" <= ch <= "\udcff" for ch in value) for value in values)
+    return _SURROGATE.search("".join(values)) is not None
 
 
 def _insert(session: Session) -> Any:
@@ -220,7 +225,13 @@ def _write_rows(session: Session, list_id: int, direct: bool, consent_source: st
     if not valid:
         return 0, 0, merged
     hashes = {email_hash(a): a for a in valid}
-    suppressed = set(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))))
+    if session.get_bind().dialect.name == "postgresql":
+        # One array parameter instead of 5,000 bind parameters (which psycopg would have to parse every time).
+        array = bindparam("hashes", list(hashes), type_=postgresql.ARRAY(String(64)))
+        suppressed = set(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash == any_(array))))
+    else:
+        suppressed = set(session.scalars(select(Suppression.email_hash)
+                                         .where(Suppression.email_hash.in_(list(hashes)))))
     skipped = 0
     for digest in suppressed:
         address = hashes[digest]
@@ -229,22 +240,11 @@ def _write_rows(session: Session, list_id: int, direct: bool, consent_source: st
         skipped += 1
     if not valid:
         return 0, skipped, merged
-    insert = _insert(session)
-    statement = insert(Subscriber).values([
-        {"email": a, "name": r.name[:200], "attributes": r.attributes, "created_at": utcnow()}
-        for a, r in valid.items()])
-    statement = statement.on_conflict_do_update(
-        index_elements=["email"],
-        set_={"name": func.coalesce(func.nullif(statement.excluded.name, ""), Subscriber.name)},
-    ).returning(Subscriber.id, Subscriber.email)
-    ids = {email: subscriber_id for subscriber_id, email in session.execute(statement)}
     now = utcnow()
-    status = SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING
-    sub_statement = insert(Subscription).values([
-        {"subscriber_id": ids[a], "list_id": list_id, "status": status, "source": "import", "created_at": now,
-         "confirmed_at": now if direct else None} for a in valid]
-    ).on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"]).returning(Subscription.subscriber_id)
-    new_ids = set(session.scalars(sub_statement))
+    if session.get_bind().dialect.name == "postgresql":
+        ids, new_ids = _upsert_postgresql(session, list_id, direct, valid, now)
+    else:
+        ids, new_ids = _upsert_generic(session, list_id, direct, valid, now)
     for address, subscriber_id in ids.items():
         if subscriber_id not in new_ids:
             # Existing subscriptions are left alone: above all, people who unsubscribed stay unsubscribed.
@@ -252,13 +252,78 @@ def _write_rows(session: Session, list_id: int, direct: bool, consent_source: st
             skipped += 1
     if new_ids:
         detail = {"consent_source": consent_source, "double_opt_in": not direct}
-        events = [{"subscriber_id": i, "list_id": list_id, "kind": ConsentKind.IMPORTED,
-                   "source": ConsentSource.IMPORT, "at": now, "detail": detail} for i in new_ids]
-        if direct:
-            events += [{"subscriber_id": i, "list_id": list_id, "kind": ConsentKind.CONFIRMED,
-                        "source": ConsentSource.IMPORT, "at": now, "detail": detail} for i in new_ids]
-        session.execute(insert(ConsentEvent), events)
+        kinds = [ConsentKind.IMPORTED] + ([ConsentKind.CONFIRMED] if direct else [])
+        if session.get_bind().dialect.name == "postgresql":
+            _consent_postgresql(session, list_id, kinds, sorted(new_ids), detail, now)
+        else:
+            session.connection().execute(ConsentEvent.__table__.insert(), [
+                {"subscriber_id": i, "list_id": list_id, "kind": kind.value, "source": ConsentSource.IMPORT.value,
+                 "at": now, "detail": detail} for kind in kinds for i in new_ids])
     return len(new_ids), skipped, merged
+
+
+def _upsert_generic(session: Session, list_id: int, direct: bool, valid: dict[str, _Row],
+                    now: Any) -> tuple[dict[str, int], set[int]]:
+    """Any database with INSERT .. ON CONFLICT .. RETURNING (SQLite): executemany of one cached statement."""
+    insert = _insert(session)
+    connection = session.connection()
+    subscribers_table, subscriptions_table = Subscriber.__table__, Subscription.__table__
+    upsert = insert(subscribers_table)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["email"],
+        set_={"name": func.coalesce(func.nullif(upsert.excluded.name, ""), subscribers_table.c.name)},
+    ).returning(subscribers_table.c.id, subscribers_table.c.email)
+    ids = {email: subscriber_id for subscriber_id, email in connection.execute(upsert, [
+        {"email": a, "name": r.name[:200], "attributes": r.attributes, "created_at": now}
+        for a, r in valid.items()])}
+    status = (SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING).value
+    statement = (insert(subscriptions_table).on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
+                 .returning(subscriptions_table.c.subscriber_id))
+    new_ids = set(connection.execute(statement, [
+        {"subscriber_id": ids[a], "list_id": list_id, "status": status, "source": "import", "created_at": now,
+         "confirmed_at": now if direct else None} for a in valid]).scalars())
+    return ids, new_ids
+
+
+def _upsert_postgresql(session: Session, list_id: int, direct: bool, valid: dict[str, _Row],
+                       now: Any) -> tuple[dict[str, int], set[int]]:
+    """PostgreSQL: COPY the chunk into a temporary table, then two set-based statements. Several times faster than
+    any parameterised INSERT, because the rows cross the wire in one stream and are parsed once."""
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS import_rows (email text, name text, attributes json) "
+                       "ON COMMIT DELETE ROWS")
+        with cursor.copy("COPY import_rows (email, name, attributes) FROM STDIN") as copy:
+            for address, row in valid.items():
+                copy.write_row((address, row.name[:200], json.dumps(row.attributes)))
+        cursor.execute(
+            "INSERT INTO subscribers (email, name, attributes, created_at) "
+            "SELECT email, name, attributes, %s FROM import_rows "
+            "ON CONFLICT (email) DO UPDATE SET name = COALESCE(NULLIF(EXCLUDED.name, ''), subscribers.name) "
+            "RETURNING id, email", (now,))
+        ids = {email: subscriber_id for subscriber_id, email in cursor.fetchall()}
+        status = (SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING).value
+        cursor.execute(
+            "INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, confirmed_at) "
+            "SELECT s.id, %s, %s, 'import', %s, %s FROM import_rows r JOIN subscribers s ON s.email = r.email "
+            "ON CONFLICT (subscriber_id, list_id) DO NOTHING RETURNING subscriber_id",
+            (list_id, status, now, now if direct else None))
+        new_ids = {row[0] for row in cursor.fetchall()}
+        cursor.execute("DELETE FROM import_rows")
+    return ids, new_ids
+
+
+def _consent_postgresql(session: Session, list_id: int, kinds: list[ConsentKind], ids: list[int],
+                        detail: dict[str, Any], now: Any) -> None:
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        for kind in kinds:
+            cursor.execute(
+                "INSERT INTO consent_events (subscriber_id, list_id, kind, source, at, detail) "
+                "SELECT unnest(%s::bigint[]), %s, %s, %s, %s, %s::json",
+                (ids, list_id, kind.value, ConsentSource.IMPORT.value, now, json.dumps(detail)))
 
 
 def export_csv(session: Session, list_slug: str, out: IO[str], *, status: SubscriptionStatus | None = None) -> int:

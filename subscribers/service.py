@@ -7,6 +7,7 @@ never imports the worker, and the caller enqueues after its commit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -54,11 +55,26 @@ class Outcome:
     refused: str | None = None  # why nothing happened (e.g. "suppressed"); never shown to the public
 
 
+# Plain ASCII addresses that email-validator always accepts unchanged (dot-atom local part, LDH domain labels, an
+# alphabetic TLD). They skip the full validator, which costs ~70 µs and dominates a million-row import.
+_SIMPLE_EMAIL = re.compile(
+    r"(?=[^@]{1,64}@)[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+_SPECIAL_USE_TLDS = {"arpa", "invalid", "local", "localhost", "onion", "test"}  # refused by email-validator
+
+
 def normalise_email(raw: str, *, check_deliverability: bool | None = None) -> str:
     """Validate and normalise: trimmed, Unicode-normalised, lower-cased (mailboxes are case-insensitive in practice)."""
     if check_deliverability is None:
         check_deliverability = get_settings().check_deliverability
     candidate = (raw or "").strip()
+    if not check_deliverability:
+        lowered = candidate.lower()
+        if (_SIMPLE_EMAIL.fullmatch(lowered) and ".." not in lowered and "xn--" not in lowered
+                and lowered.rpartition(".")[2] not in _SPECIAL_USE_TLDS):
+            return lowered
     if not candidate:
         raise InvalidEmail("Please enter an email address.")
     if len(candidate) > 320:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -37,7 +38,13 @@ class TokenData:
 
 
 def _serializer(purpose: Purpose, settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret, salt=f"newsletter.{purpose.value}")
+    return _cached_serializer(purpose, settings.secret)
+
+
+@lru_cache(maxsize=16)
+def _cached_serializer(purpose: Purpose, secret: str) -> URLSafeTimedSerializer:
+    # Building a serializer derives keys; a send makes two links per recipient, so build each once.
+    return URLSafeTimedSerializer(secret, salt=f"newsletter.{purpose.value}")
 
 
 def _max_age(purpose: Purpose, settings: Settings) -> int:

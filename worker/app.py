@@ -17,7 +17,7 @@ from mailer.settings import get_settings
 
 SEND_QUEUE = "send"
 HOUSEKEEPING_QUEUE = "housekeeping"
-TASK_MODULES = ["worker.tasks", "worker.subscriber_tasks", "worker.event_tasks"]
+TASK_MODULES = ["worker.tasks", "worker.subscriber_tasks"]
 
 
 def make_celery() -> Celery:
@@ -43,6 +43,11 @@ def make_celery() -> Celery:
         timezone="UTC",
         enable_utc=True,
         worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep-leases": {"task": "worker.tasks.sweep_leases", "schedule": 60.0},
+            "start-due-sends": {"task": "worker.tasks.start_due_sends", "schedule": 30.0},
+            "purge-pending": {"task": "worker.subscriber_tasks.purge_pending", "schedule": 6 * 3600.0},
+        },
     )
     return app
 

@@ -1,9 +1,262 @@
-"""CLI commands: sends."""
+"""CLI commands: send an issue, follow and control sends, run the worker and beat."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from mailer.db import session_scope
+from mailer.issue import IssueError
+from mailer.render import RenderError
+from newsletter.cli.common import console, db, fail
+from subscribers import service
+from worker import campaigns
+from worker.models import Send, SendStatus
+from worker.stats import send_counters
+
+sends_app = typer.Typer(help="Sends: progress and control.", invoke_without_command=True)
+
+
+def _parse_at(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise fail(f"--at {value!r}: use ISO 8601, e.g. 2026-11-27T08:00 (UTC unless an offset is given)") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _store_issue(issue_path: Path, force: bool) -> tuple[int, str | None]:
+    from mailer.store import save_issue
+
+    try:
+        source = issue_path.read_text(encoding="utf-8")
+        with session_scope() as session:
+            record = save_issue(session, source, filename=str(issue_path), force=force)
+            from mailer.issue import parse_issue
+
+            return record.id, parse_issue(source, str(issue_path)).list_slug
+    except FileNotFoundError as exc:
+        raise fail(f"{issue_path}: no such file") from exc
+    except IssueError as exc:
+        raise fail(str(exc) + "\nNothing was sent.") from exc
+    except RenderError as exc:
+        raise fail(f"{issue_path}: {exc}\nNothing was sent.") from exc
+
+
+def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file."),
+         list_slug: str = typer.Option(None, "--list", help="Audience (default: the issue's `list`)."),
+         at: str = typer.Option(None, help="Schedule for this time (ISO 8601, UTC by default)."),
+         wait: bool = typer.Option(False, help="Follow the send with a progress bar until it finishes."),
+         test_to: str = typer.Option(None, "--test-to", help="Send one [TEST] copy to this address only."),
+         allow_resend: bool = typer.Option(False, help="Send again an issue already sent to this list."),
+         force: bool = typer.Option(False, help="Send even if over the size budget.")) -> None:
+    """Send (or schedule, or test) an issue. A broken issue fails here, before any email leaves."""
+    issue_id, default_list = _store_issue(issue_path, force)
+    if test_to:
+        with db() as session:
+            list_id = service.get_list(session, list_slug).id if list_slug else None
+            result = campaigns.send_test(session, issue_id, test_to, list_id=list_id)
+        if not result.ok:
+            raise fail(f"test send failed: {result.error}")
+        console.print(f"test sent to {test_to}")
+        return
+    slug = list_slug or default_list
+    if not slug:
+        raise fail("Say which list: --list SLUG (or `list:` in the issue's front matter).")
+    from worker.app import celery_app, enqueue_after_commit
+    from worker.tasks import plan_send
+
+    inline = bool(celery_app.conf.task_always_eager)
+    try:
+        with db() as session:
+            mailing_list = service.get_list(session, slug)
+            new = campaigns.create_send(session, issue_id, mailing_list.id, allow_resend=allow_resend,
+                                        scheduled_at=_parse_at(at) if at else None, created_by="cli")
+            send_id = new.id
+            if not at:
+                campaigns.start_send(session, send_id)
+                if not inline:
+                    enqueue_after_commit(session, plan_send, send_id)
+    except campaigns.CampaignError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"send {send_id}" + (f" scheduled for {at}" if at else " started"))
+    if at:
+        return
+    if inline:
+        _run_inline(send_id)
+    elif wait:
+        _follow(send_id)
+
+
+def _run_inline(send_id: int) -> None:
+    """No broker: plan and send batch by batch in this process, with a progress bar."""
+    from mailer.settings import get_settings
+    from worker.tasks import throttle_for
+
+    settings = get_settings()
+    with session_scope() as session:
+        planned = campaigns.plan_send(session, send_id)
+    with session_scope() as session:
+        ranges = campaigns.batch_ranges(session, send_id, settings.batch_size)
+        transport_name = session.get(Send, send_id).transport  # type: ignore[union-attr]
+    with _progress() as progress:
+        task = progress.add_task(f"send {send_id}", total=planned)
+        for first, last in ranges:
+            report = campaigns.send_batch(send_id, first, last, throttle=throttle_for(transport_name))
+            progress.advance(task, report.sent + report.failed + report.skipped)
+            if report.paused:
+                break
+    campaigns.finish_if_complete(send_id)
+    _summary(send_id)
+
+
+def _progress() -> Progress:
+    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+def _follow(send_id: int) -> None:
+    with _progress() as progress:
+        task = progress.add_task(f"send {send_id}", total=None)
+        while True:
+            with session_scope() as session:
+                send = session.get(Send, send_id)
+                assert send is not None
+                counts = send_counters(session, send_id)
+                status = send.status
+            progress.update(task, total=counts["planned"] or None, completed=counts["done"])
+            if status in (SendStatus.DONE, SendStatus.CANCELLED, SendStatus.FAILED, SendStatus.PAUSED):
+                break
+            time.sleep(0.5)
+    _summary(send_id)
+
+
+def _summary(send_id: int) -> None:
+    with session_scope() as session:
+        send = session.get(Send, send_id)
+        assert send is not None
+        counts = send_counters(session, send_id)
+        console.print(f"send {send_id}: {send.status.value}; planned {counts['planned']}, sent {counts['sent']}, "
+                      f"failed {counts['failed']}, skipped {counts['skipped']}"
+                      + (f" ({send.status_reason})" if send.status_reason else ""), highlight=False)
+
+
+@sends_app.callback()
+def sends(ctx: typer.Context, limit: int = typer.Option(20)) -> None:
+    """Recent sends with their counters (subcommands: show, pause, resume, cancel, retry-failed)."""
+    if ctx.invoked_subcommand:
+        return
+    table = Table("id", "issue", "list", "status", "planned", "sent", "failed", "skipped", "scheduled/started")
+    with session_scope() as session:
+        from mailer.models import IssueRecord
+        from subscribers.models import MailingList
+
+        query = (select(Send, IssueRecord.slug, MailingList.slug).join(IssueRecord).join(MailingList)
+                 .order_by(Send.id.desc()).limit(limit))
+        for send, issue_slug, list_slug in session.execute(query):
+            counts = send_counters(session, send.id)
+            moment = send.started_at or send.scheduled_at
+            table.add_row(str(send.id), issue_slug[:40], list_slug, send.status.value, str(counts["planned"]),
+                          str(counts["sent"]), str(counts["failed"]), str(counts["skipped"]),
+                          moment.strftime("%Y-%m-%d %H:%M") if moment else "")
+    console.print(table)
+
+
+@sends_app.command("show")
+def show(send_id: int) -> None:
+    """One send: status, reason, counters and what came back."""
+    with session_scope() as session:
+        send = session.get(Send, send_id)
+        if send is None:
+            raise fail(f"No send {send_id}.")
+        counts = send_counters(session, send_id)
+        console.print(f"[bold]send {send.id}[/bold]: {send.status.value}", highlight=False)
+        if send.status_reason:
+            console.print(f"reason: {send.status_reason}", highlight=False)
+        for key in ("planned", "pending", "sending", "sent", "failed", "skipped"):
+            console.print(f"  {key:<9} {counts[key]}")
+        try:
+            from worker.figures import send_figures
+        except ImportError:
+            return
+        for key, value in send_figures(session, send_id).items():
+            console.print(f"  {key:<13} {value}")
+
+
+def _control(action: str, send_id: int) -> None:
+    from worker.tasks import resume_send
+
+    try:
+        with db() as session:
+            if action == "pause":
+                campaigns.pause(session, send_id)
+            elif action == "resume":
+                campaigns.resume(session, send_id)
+            elif action == "cancel":
+                skipped = campaigns.cancel(session, send_id)
+                console.print(f"{skipped} recipients will not get it")
+            elif action == "retry-failed":
+                console.print(f"{campaigns.retry_failed(session, send_id)} failed recipients queued again")
+    except campaigns.CampaignError as exc:
+        raise fail(str(exc)) from exc
+    if action in ("resume", "retry-failed"):
+        resume_send(send_id)
+    _summary(send_id)
+
+
+@sends_app.command("pause")
+def pause_cmd(send_id: int) -> None:
+    """Stop taking new batches at once (in-flight batches finish)."""
+    _control("pause", send_id)
+
+
+@sends_app.command("resume")
+def resume_cmd(send_id: int) -> None:
+    """Continue a paused send from the ledger."""
+    _control("resume", send_id)
+
+
+@sends_app.command("cancel")
+def cancel_cmd(send_id: int) -> None:
+    """Cancel: nobody else gets it."""
+    _control("cancel", send_id)
+
+
+@sends_app.command("retry-failed")
+def retry_failed_cmd(send_id: int) -> None:
+    """Queue only the failed recipients again."""
+    _control("retry-failed", send_id)
+
+
+def worker(concurrency: int = typer.Option(2), queues: str = typer.Option("send,housekeeping"),
+           hostname: str = typer.Option(None), loglevel: str = typer.Option("INFO")) -> None:
+    """Start a Celery worker with our app (needs NEWSLETTER_BROKER_URL)."""
+    from worker.app import celery_app
+
+    if celery_app.conf.task_always_eager:
+        raise fail("NEWSLETTER_BROKER_URL is not set: with no broker, sends run inline and need no worker.")
+    argv = ["worker", f"--concurrency={concurrency}", f"--queues={queues}", f"--loglevel={loglevel}",
+            "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    celery_app.worker_main(argv)
+
+
+def beat(loglevel: str = typer.Option("INFO")) -> None:
+    """Start Celery beat: scheduled sends, lease sweeping, purging unconfirmed sign-ups."""
+    from worker.app import celery_app
+
+    celery_app.start(["beat", f"--loglevel={loglevel}"])
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
+    app.command("send")(send)
+    app.add_typer(sends_app, name="sends")
+    app.command("worker")(worker)
+    app.command("beat")(beat)

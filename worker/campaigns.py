@@ -1,0 +1,429 @@
+"""The sending engine as plain functions over the delivery ledger; Celery tasks (worker/tasks.py) only call these.
+
+Exactly-once rests on the ledger, not on the queue:
+- plan: one INSERT .. SELECT writes a `pending` row per eligible recipient (idempotent: unique (send, subscriber));
+- claim: one UPDATE moves a batch's `pending` rows to `sending` and returns them; a row is claimed by one worker
+  only, so running a batch twice (a redelivered task) sends nobody twice;
+- mark: a row becomes `sent` only after the transport accepted it. A worker killed between "accepted" and
+  "marked" leaves its rows `sending`; the sweeper returns them to `pending` after the lease, which re-sends at most
+  that one in-flight batch. That window is the only source of duplicates, and it is bounded by the batch size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, func, literal, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mailer.db import session_scope, utcnow
+from mailer.models import IssueRecord
+from mailer.placeholders import Key
+from mailer.settings import Settings, TransportName, get_settings
+from mailer.transports import get_transport
+from mailer.transports.base import Content, Recipient, Result, Transport, TransportError
+from mailer.verp import verp_address
+from subscribers.emails import list_identity
+from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus, Suppression
+from subscribers.tokens import Purpose, link
+from worker.models import Delivery, DeliveryStatus, Send, SendStatus
+
+log = logging.getLogger(__name__)
+
+_DELIVERIES = Delivery.__table__  # Core table: executemany of per-row UPDATEs without the ORM's bulk rules
+Enqueue = Callable[[int, int, int, float], None]  # (send_id, first_id, last_id, countdown_s)
+
+
+class CampaignError(ValueError):
+    """A send request the rules refuse; the message is for the person who asked."""
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retry: int = 0
+    paused: bool = False
+
+
+# Creating and controlling sends -------------------------------------------------------------------------------
+
+def create_send(session: Session, issue_id: int, list_id: int, *, scheduled_at: datetime | None = None,
+                allow_resend: bool = False, created_by: str = "", transport: str | None = None) -> Send:
+    issue = session.get(IssueRecord, issue_id)
+    mailing_list = session.get(MailingList, list_id)
+    if issue is None or mailing_list is None:
+        raise CampaignError("No such issue or list.")
+    if not issue.html or not issue.text:
+        raise CampaignError(f"Issue '{issue.slug}' has not been rendered.")
+    earlier = session.scalar(select(Send.id).where(
+        Send.issue_id == issue_id, Send.list_id == list_id,
+        Send.status.not_in([SendStatus.CANCELLED, SendStatus.FAILED])))
+    if earlier is not None and not allow_resend:
+        raise CampaignError(f"Issue '{issue.slug}' was already sent to '{mailing_list.slug}' (send {earlier}). "
+                            "Use allow_resend (--allow-resend) to send it again.")
+    if scheduled_at is not None and scheduled_at.tzinfo is None:
+        raise CampaignError("A schedule time needs a time zone (UTC is assumed by the CLI).")
+    send = Send(issue_id=issue_id, list_id=list_id, transport=TransportName(transport or get_settings().transport),
+                status=SendStatus.SCHEDULED if scheduled_at else SendStatus.DRAFT, scheduled_at=scheduled_at,
+                allow_resend=allow_resend, created_by=created_by)
+    session.add(send)
+    session.flush()
+    return send
+
+
+def _send(session: Session, send_id: int, *, lock: bool = False) -> Send:
+    query = select(Send).where(Send.id == send_id)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    send = session.scalar(query)
+    if send is None:
+        raise CampaignError(f"No send {send_id}.")
+    return send
+
+
+def start_send(session: Session, send_id: int) -> Send:
+    """Move a draft or scheduled send to running; the caller enqueues plan_send after commit."""
+    send = _send(session, send_id, lock=True)
+    if send.status not in (SendStatus.DRAFT, SendStatus.SCHEDULED):
+        raise CampaignError(f"Send {send_id} is {send.status.value}; only a draft or scheduled send can start.")
+    send.status, send.started_at, send.status_reason = SendStatus.RUNNING, utcnow(), ""
+    return send
+
+
+def pause(session: Session, send_id: int, reason: str = "") -> Send:
+    """Stop taking new batches at once; rows not yet claimed stay pending for resume."""
+    send = _send(session, send_id, lock=True)
+    if send.status in (SendStatus.RUNNING, SendStatus.SCHEDULED):
+        send.status, send.status_reason = SendStatus.PAUSED, reason or "paused by staff"
+    elif send.status is not SendStatus.PAUSED:
+        raise CampaignError(f"Send {send_id} is {send.status.value} and cannot be paused.")
+    return send
+
+
+def resume(session: Session, send_id: int) -> Send:
+    send = _send(session, send_id, lock=True)
+    if send.status is not SendStatus.PAUSED:
+        raise CampaignError(f"Send {send_id} is {send.status.value}, not paused.")
+    send.status, send.status_reason = SendStatus.RUNNING, ""
+    if send.started_at is None:
+        send.started_at = utcnow()
+    return send
+
+
+def cancel(session: Session, send_id: int) -> int:
+    """Cancel: every row not yet sent becomes skipped. Returns how many were skipped."""
+    send = _send(session, send_id, lock=True)
+    if send.status in (SendStatus.DONE, SendStatus.CANCELLED):
+        raise CampaignError(f"Send {send_id} is already {send.status.value}.")
+    send.status, send.finished_at, send.status_reason = SendStatus.CANCELLED, utcnow(), "cancelled by staff"
+    return session.execute(update(Delivery).where(Delivery.send_id == send_id,
+                                                  Delivery.status == DeliveryStatus.PENDING)
+                           .values(status=DeliveryStatus.SKIPPED, error="send cancelled")).rowcount
+
+
+def retry_failed(session: Session, send_id: int) -> int:
+    """Put failed rows back to pending and run the send again; sent rows are never touched."""
+    send = _send(session, send_id, lock=True)
+    if send.status not in (SendStatus.DONE, SendStatus.PAUSED, SendStatus.RUNNING, SendStatus.FAILED):
+        raise CampaignError(f"Send {send_id} is {send.status.value}.")
+    count = session.execute(update(Delivery).where(Delivery.send_id == send_id,
+                                                   Delivery.status == DeliveryStatus.FAILED)
+                            .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=0)).rowcount
+    if count:
+        send.status, send.finished_at, send.status_reason = SendStatus.RUNNING, None, ""
+    return count
+
+
+# Planning -----------------------------------------------------------------------------------------------------
+
+def _insert(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def plan_send(session: Session, send_id: int) -> int:
+    """Freeze the rendered issue on the send and write one pending row per eligible recipient, in the database."""
+    send = _send(session, send_id, lock=True)
+    if send.status is not SendStatus.RUNNING:
+        return 0
+    if send.html is None:
+        issue = session.get(IssueRecord, send.issue_id)
+        assert issue is not None
+        send.subject, send.html, send.text = issue.subject, issue.html, issue.text
+        if issue.published_at is None:
+            issue.published_at = utcnow()
+    eligible = (
+        select(literal(send_id), Subscriber.id, literal(DeliveryStatus.PENDING.value), literal(0))
+        .select_from(Subscription)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(Subscription.list_id == send.list_id, Subscription.status == SubscriptionStatus.CONFIRMED,
+               Subscriber.erased_at.is_(None), ~exists().where(Suppression.email == Subscriber.email))
+        .order_by(Subscriber.id))
+    statement = _insert(session)(Delivery).from_select(["send_id", "subscriber_id", "status", "attempts"], eligible)
+    session.execute(statement.on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"]))
+    send.planned = session.scalar(select(func.count()).where(Delivery.send_id == send_id)) or 0
+    return send.planned
+
+
+def batch_ranges(session: Session, send_id: int, batch_size: int,
+                 status: DeliveryStatus = DeliveryStatus.PENDING) -> list[tuple[int, int]]:
+    """Id ranges of about `batch_size` rows in `status`, computed in SQL (only the boundaries come back)."""
+    starts = session.execute(text(
+        "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM deliveries "
+        "WHERE send_id = :send AND status = :status) numbered WHERE (rn - 1) % :size = 0 ORDER BY id"),
+        {"send": send_id, "status": status.value, "size": batch_size}).scalars().all()
+    if not starts:
+        return []
+    last = session.scalar(select(func.max(Delivery.id)).where(Delivery.send_id == send_id,
+                                                              Delivery.status == status))
+    assert last is not None
+    return [(start, (starts[i + 1] - 1) if i + 1 < len(starts) else last) for i, start in enumerate(starts)]
+
+
+# Sending one batch --------------------------------------------------------------------------------------------
+
+def claim(session: Session, send_id: int, first_id: int, last_id: int) -> list[int]:
+    rows = session.execute(
+        update(Delivery)
+        .where(Delivery.send_id == send_id, Delivery.id.between(first_id, last_id),
+               Delivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SENDING, claimed_at=utcnow(), attempts=Delivery.attempts + 1)
+        .returning(Delivery.id)).scalars().all()
+    return sorted(rows)
+
+
+@dataclass(frozen=True)
+class _Row:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    reason: str | None  # why it must be skipped now, or None
+
+
+def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
+    """Eligibility at the moment of sending: someone who left after the plan gets nothing."""
+    query = (select(Delivery.id, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.erased_at,
+                    Subscription.status, Suppression.id)
+             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+             .outerjoin(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
+                                           Subscription.list_id == list_id))
+             .outerjoin(Suppression, Suppression.email == Subscriber.email)
+             .where(Delivery.id.in_(ids)).order_by(Delivery.id))
+    rows = []
+    for delivery_id, subscriber_id, email, name, erased_at, status, suppression_id in session.execute(query):
+        reason = None
+        if erased_at is not None:
+            reason = "subscriber erased"
+        elif suppression_id is not None:
+            reason = "address suppressed"
+        elif status is not SubscriptionStatus.CONFIRMED:
+            reason = f"subscription {status.value if status else 'removed'}"
+        rows.append(_Row(delivery_id, subscriber_id, email, name, reason))
+    return rows
+
+
+def content_for(send: Send, mailing_list: MailingList, settings: Settings) -> Content:
+    from_name, from_email, reply_to = list_identity(mailing_list, settings)
+    assert send.subject is not None and send.html is not None and send.text is not None
+    return Content(subject=send.subject, html=send.html, text=send.text, from_email=from_email,
+                   from_name=from_name, reply_to=reply_to, send_id=send.id,
+                   list_id=f"{mailing_list.name} <{mailing_list.slug}.{settings.mail_domain}>")
+
+
+def recipient_for(row: _Row, list_id: int, web_url: str, settings: Settings, *, verp: bool) -> Recipient:
+    unsubscribe_url = link(Purpose.UNSUBSCRIBE, row.subscriber_id, list_id, settings)
+    return Recipient(
+        email=row.email, delivery_id=row.delivery_id, unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        return_path=verp_address(row.delivery_id, settings) if verp else None,
+        values={Key.NAME: row.name or "there", Key.EMAIL: row.email, Key.UNSUBSCRIBE_URL: unsubscribe_url,
+                Key.PREFERENCES_URL: link(Purpose.PREFERENCES, row.subscriber_id, None, settings),
+                Key.WEB_URL: web_url})
+
+
+def _release(session: Session, ids: Sequence[int]) -> None:
+    if ids:
+        session.execute(update(Delivery).where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.SENDING)
+                        .values(status=DeliveryStatus.PENDING, claimed_at=None))
+
+
+def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transport | None = None,
+               throttle: Callable[[int], None] | None = None) -> BatchReport:
+    """Claim, re-check, send and mark one range of a send. Raises TransportError(retryable) for a later retry."""
+    settings = get_settings()
+    with session_scope() as session:
+        send = _send(session, send_id)
+        if send.status is not SendStatus.RUNNING:
+            return BatchReport(paused=True)
+        ids = claim(session, send_id, first_id, last_id)
+    if not ids:
+        finish_if_complete(send_id)
+        return BatchReport()
+    try:
+        with session_scope() as session:
+            send = _send(session, send_id)
+            mailing_list = session.get(MailingList, send.list_id)
+            issue = session.get(IssueRecord, send.issue_id)
+            assert mailing_list is not None and issue is not None
+            rows = _recheck(session, mailing_list.id, ids)
+            content = content_for(send, mailing_list, settings)
+            web_url = f"{settings.base_url.rstrip('/')}/archive/{issue.slug}"
+            transport_name = send.transport
+            skipped = defaultdict(list)
+            for row in rows:
+                if row.reason:
+                    skipped[row.reason].append(row.delivery_id)
+            for reason, skipped_ids in skipped.items():
+                session.execute(update(Delivery).where(Delivery.id.in_(skipped_ids))
+                                .values(status=DeliveryStatus.SKIPPED, error=reason, claimed_at=None))
+        sendable = [r for r in rows if not r.reason]
+        verp = transport_name == TransportName.SMTP.value
+        recipients = [recipient_for(r, mailing_list.id, web_url, settings, verp=verp) for r in sendable]
+    except BaseException:
+        with session_scope() as session:
+            _release(session, ids)
+        raise
+    skipped_count = len(rows) - len(sendable)
+    if not recipients:
+        finish_if_complete(send_id)
+        return BatchReport(claimed=len(ids), skipped=skipped_count)
+    own_transport = transport is None
+    active = transport or get_transport(settings, transport_name)
+    try:
+        if throttle is not None:
+            throttle(len(recipients))
+        results: list[Result] = []
+        for start in range(0, len(recipients), active.max_batch):
+            results.extend(active.send(content, recipients[start:start + active.max_batch]))
+    except TransportError as exc:
+        with session_scope() as session:
+            _release(session, [r.delivery_id for r in sendable])
+            if exc.fatal:
+                pause(session, send_id, reason=f"Stopped: {exc}")
+        if exc.fatal:
+            log.error("send %s paused: %s", send_id, exc)
+            return BatchReport(claimed=len(ids), skipped=skipped_count, paused=True)
+        raise
+    except BaseException:
+        with session_scope() as session:
+            _release(session, [r.delivery_id for r in sendable])
+        raise
+    finally:
+        if own_transport:
+            active.close()
+    report = mark(results, settings.max_delivery_attempts)
+    finish_if_complete(send_id)
+    return BatchReport(claimed=len(ids), sent=report[0], failed=report[1], skipped=skipped_count, retry=report[2])
+
+
+def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
+    """Record outcomes in bulk: one UPDATE per provider message id for accepted rows (SendGrid gives one id per
+    call), executemany for the rest. Returns (sent, failed, back to pending)."""
+    now = utcnow()
+    by_message: dict[str | None, list[int]] = defaultdict(list)
+    failed: list[dict[str, Any]] = []
+    retry: list[int] = []
+    for result in results:
+        delivery_id = result.recipient.delivery_id
+        assert delivery_id is not None
+        if result.ok:
+            by_message[result.message_id].append(delivery_id)
+        elif result.retryable:
+            retry.append(delivery_id)
+        else:
+            failed.append({"b_id": delivery_id, "b_error": (result.error or "failed")[:2000]})
+    singles = [{"b_id": ids[0], "b_message": message_id} for message_id, ids in by_message.items() if len(ids) == 1]
+    with session_scope() as session:
+        for message_id, ids in by_message.items():
+            if len(ids) > 1:  # SendGrid: one X-Message-Id for the whole call
+                session.execute(update(Delivery).where(Delivery.id.in_(ids))
+                                .values(status=DeliveryStatus.SENT, sent_at=now, claimed_at=None,
+                                        provider_message_id=message_id, error=None))
+        if singles:  # SMTP: one Message-ID per recipient
+            session.connection().execute(
+                update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("b_id"))
+                .values(status=DeliveryStatus.SENT.value, sent_at=now, claimed_at=None,
+                        provider_message_id=bindparam("b_message"), error=None), singles)
+        if failed:
+            session.connection().execute(
+                update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("b_id"))
+                .values(status=DeliveryStatus.FAILED.value, error=bindparam("b_error"), claimed_at=None), failed)
+        if retry:
+            session.execute(update(Delivery).where(Delivery.id.in_(retry), Delivery.attempts >= max_attempts)
+                            .values(status=DeliveryStatus.FAILED, error="temporary failures, gave up",
+                                    claimed_at=None))
+            session.execute(update(Delivery).where(Delivery.id.in_(retry),
+                                                   Delivery.status == DeliveryStatus.SENDING)
+                            .values(status=DeliveryStatus.PENDING, claimed_at=None))
+    return sum(len(v) for v in by_message.values()), len(failed), len(retry)
+
+
+def finish_if_complete(send_id: int) -> bool:
+    """A running send with no pending or in-flight rows is done."""
+    with session_scope() as session:
+        open_rows = exists().where(Delivery.send_id == send_id,
+                                   Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]))
+        done = session.execute(update(Send).where(Send.id == send_id, Send.status == SendStatus.RUNNING,
+                                                  ~open_rows)
+                               .values(status=SendStatus.DONE, finished_at=utcnow())).rowcount
+    return bool(done)
+
+
+# Housekeeping -------------------------------------------------------------------------------------------------
+
+def sweep_leases(session: Session, lease_s: int) -> dict[int, list[int]]:
+    """Return rows claimed longer than the lease (their worker died) to pending; {send_id: [delivery ids]}."""
+    cutoff = utcnow() - timedelta(seconds=lease_s)
+    rows = session.execute(update(Delivery)
+                           .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < cutoff)
+                           .values(status=DeliveryStatus.PENDING, claimed_at=None)
+                           .returning(Delivery.send_id, Delivery.id)).all()
+    released: dict[int, list[int]] = defaultdict(list)
+    for send_id, delivery_id in rows:
+        released[send_id].append(delivery_id)
+    return dict(released)
+
+
+def due_sends(session: Session) -> list[int]:
+    return list(session.scalars(select(Send.id).where(Send.status == SendStatus.SCHEDULED,
+                                                      Send.scheduled_at <= utcnow())))
+
+
+def pending_ranges(session: Session, send_id: int) -> list[tuple[int, int]]:
+    return batch_ranges(session, send_id, get_settings().batch_size)
+
+
+# Test sends ---------------------------------------------------------------------------------------------------
+
+def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | None = None) -> Result:
+    """One copy to staff, marked [TEST], outside the ledger; links point at harmless sample pages."""
+    from subscribers.service import normalise_email
+
+    settings = get_settings()
+    issue = session.get(IssueRecord, issue_id)
+    if issue is None or not issue.html or not issue.text:
+        raise CampaignError("No such rendered issue.")
+    mailing_list = session.get(MailingList, list_id) if list_id else None
+    from_name, from_email, reply_to = (list_identity(mailing_list, settings) if mailing_list else
+                                       (settings.from_name, settings.from_email, settings.reply_to))
+    address = normalise_email(to_email, check_deliverability=False)
+    base = settings.base_url.rstrip("/")
+    content = Content(subject=f"[TEST] {issue.subject}", html=issue.html, text=issue.text, from_email=from_email,
+                      from_name=from_name, reply_to=reply_to, category="test")
+    recipient = Recipient(email=address, values={
+        Key.NAME: "there", Key.EMAIL: address, Key.UNSUBSCRIBE_URL: f"{base}/unsubscribe/test-message",
+        Key.PREFERENCES_URL: f"{base}/preferences/test-message", Key.WEB_URL: f"{base}/archive/{issue.slug}"})
+    transport = get_transport(settings)
+    try:
+        return transport.send(content, [recipient])[0]
+    finally:
+        transport.close()
