@@ -105,6 +105,12 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *_args: Any) -> None:
             return
 
+        def handle(self) -> None:
+            try:  # a client that timed out and hung up is not the server's error
+                super().handle()
+            except (BrokenPipeError, ConnectionResetError):
+                return
+
         def _reply(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
             data = b"" if body is None else json.dumps(body).encode()
             self.send_response(status)
