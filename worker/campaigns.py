@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, literal, select, text, update
+from sqlalchemy import Integer, and_, bindparam, exists, func, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -391,6 +391,22 @@ def sweep_leases(session: Session, lease_s: int) -> dict[int, list[int]]:
     for send_id, delivery_id in rows:
         released[send_id].append(delivery_id)
     return dict(released)
+
+
+def stalled_sends(session: Session, lease_s: int) -> list[int]:
+    """Running sends with pending rows and no ledger activity for a lease: their queued batches were lost (a
+    broker restarted without persistence, a worker died holding prefetched messages). Re-enqueueing is safe
+    because a batch only ever claims rows that are still pending."""
+    cutoff = utcnow() - timedelta(seconds=lease_s)
+    activity = func.max(func.coalesce(Delivery.sent_at, Delivery.claimed_at, Send.started_at))
+    rows = session.execute(
+        select(Delivery.send_id).join(Send, Send.id == Delivery.send_id)
+        .where(Send.status == SendStatus.RUNNING)
+        .group_by(Delivery.send_id)
+        .having(func.sum(func.cast(Delivery.status == DeliveryStatus.PENDING, Integer)) > 0)
+        .having(func.sum(func.cast(Delivery.status == DeliveryStatus.SENDING, Integer)) == 0)
+        .having(activity < cutoff)).scalars().all()
+    return list(rows)
 
 
 def due_sends(session: Session) -> list[int]:

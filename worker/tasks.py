@@ -81,9 +81,13 @@ def sweep_leases() -> int:
     settings = get_settings()
     with session_scope() as session:
         released = campaigns.sweep_leases(session, settings.claim_lease_s)
-    for send_id in released:
-        with session_scope() as session:
-            enqueue_batches(send_id, campaigns.pending_ranges(session, send_id))
+    with session_scope() as session:
+        stalled = campaigns.stalled_sends(session, settings.claim_lease_s)
+    for send_id in sorted(set(released) | set(stalled)):
+        resume_send(send_id)
+    if released or stalled:
+        log.warning("sweeper: %s abandoned rows returned to pending; sends re-enqueued: %s",
+                    sum(len(ids) for ids in released.values()), sorted(set(released) | set(stalled)))
     return sum(len(ids) for ids in released.values())
 
 

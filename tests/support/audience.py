@@ -1,0 +1,49 @@
+"""Test audiences created the fast way (bulk SQL), and the example issue stored as a send would store it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from mailer.db import session_scope, utcnow
+from mailer.store import save_issue
+from subscribers import service
+from subscribers.models import ConsentSource, Subscriber, Subscription, SubscriptionStatus, SuppressionReason
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "issues" / "2023-09-22-digital-digest.md"
+
+
+@dataclass
+class Audience:
+    list_id: int
+    issue_id: int
+    confirmed: list[str]
+    others: list[str]  # pending, unsubscribed, suppressed: must receive nothing
+
+
+def make_audience(confirmed: int, *, pending: int = 3, unsubscribed: int = 3, suppressed: int = 3,
+                  slug: str = "weekly") -> Audience:
+    now = utcnow()
+    with session_scope() as session:
+        mailing_list = service.create_list(session, slug, "Digital Digest Weekly")
+        issue = save_issue(session, EXAMPLE.read_text(), filename=str(EXAMPLE))
+        groups = [("c", confirmed, SubscriptionStatus.CONFIRMED), ("p", pending, SubscriptionStatus.PENDING),
+                  ("u", unsubscribed, SubscriptionStatus.UNSUBSCRIBED), ("s", suppressed, SubscriptionStatus.CONFIRMED)]
+        emails: dict[str, list[str]] = {}
+        for prefix, count, _status in groups:
+            emails[prefix] = [f"{prefix}{i}@example.com" for i in range(count)]
+        all_rows = [{"email": e, "name": f"Reader {e.split('@')[0]}", "attributes": {}, "created_at": now}
+                    for prefix, _count, _status in groups for e in emails[prefix]]
+        if all_rows:
+            session.execute(insert(Subscriber), all_rows)
+        ids = dict(session.query(Subscriber.email, Subscriber.id).all())  # type: ignore[arg-type]
+        subscriptions = [{"subscriber_id": ids[e], "list_id": mailing_list.id, "status": status, "source": "test",
+                          "created_at": now, "confirmed_at": now}
+                         for prefix, _count, status in groups for e in emails[prefix]]
+        if subscriptions:
+            session.execute(insert(Subscription), subscriptions)
+        for address in emails["s"]:
+            service.suppress(session, address, SuppressionReason.HARD_BOUNCE, source=ConsentSource.ADMIN)
+        return Audience(mailing_list.id, issue.id, emails["c"], emails["p"] + emails["u"] + emails["s"])
