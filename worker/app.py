@@ -59,6 +59,15 @@ def reconfigure() -> None:
     """Re-read Settings into the existing app (tests and the CLI change the environment after import)."""
     fresh = make_celery()
     celery_app.conf.update(fresh.conf)
+    # Connection pools are built lazily from the broker URL in force at first use; drop them so the next
+    # publish connects to the broker now configured.
+    from kombu import pools
+
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+        celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    pools.reset()
 
 
 def enqueue_after_commit(session: Session, task: Any, *args: Any, **kwargs: Any) -> None:

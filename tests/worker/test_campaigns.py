@@ -20,7 +20,7 @@ from worker.models import Delivery, DeliveryStatus, Send, SendStatus
 from worker.stats import send_counters
 
 
-def start(audience, **kwargs) -> int:  # noqa: ANN001, ANN003
+def start(audience, **kwargs) -> int:
     with session_scope() as session:
         send = campaigns.create_send(session, audience.issue_id, audience.list_id, **kwargs)
         campaigns.start_send(session, send.id)
@@ -43,7 +43,7 @@ def status(send_id: int) -> SendStatus:
         return send.status
 
 
-def test_plan_includes_only_confirmed_unsuppressed_and_each_gets_one(db_url: str, settings) -> None:  # noqa: ANN001
+def test_plan_includes_only_confirmed_unsuppressed_and_each_gets_one(db_url: str, settings) -> None:
     settings.batch_size = 7
     audience = make_audience(40)
     send_id = start(audience)
@@ -60,7 +60,7 @@ def test_plan_includes_only_confirmed_unsuppressed_and_each_gets_one(db_url: str
     assert message["List-Id"] == "Digital Digest Weekly <weekly.news.example.com>"
 
 
-def test_batch_run_twice_sends_nobody_twice(db_url: str, settings) -> None:  # noqa: ANN001
+def test_batch_run_twice_sends_nobody_twice(db_url: str, settings) -> None:
     settings.batch_size = 10
     audience = make_audience(25)
     send_id = start(audience)
@@ -94,7 +94,7 @@ def test_unsubscribed_after_plan_is_skipped(db_url: str) -> None:
     assert errors == {"subscription unsubscribed", "address suppressed"}
 
 
-def test_pause_resume_cancel_and_resend_rule(db_url: str, settings) -> None:  # noqa: ANN001
+def test_pause_resume_cancel_and_resend_rule(db_url: str, settings) -> None:
     settings.batch_size = 5
     audience = make_audience(20)
     send_id = start(audience)
@@ -120,7 +120,7 @@ def test_pause_resume_cancel_and_resend_rule(db_url: str, settings) -> None:  # 
     assert counters(again)["skipped"] == 20 and status(again) is SendStatus.CANCELLED
 
 
-def test_failed_rows_retry_only_those(db_url: str, settings, monkeypatch) -> None:  # noqa: ANN001
+def test_failed_rows_retry_only_those(db_url: str, settings, monkeypatch) -> None:
     sink = SMTPSink().start()
     try:
         monkeypatch.setattr(settings, "smtp_host", "127.0.0.1")
@@ -172,7 +172,7 @@ def test_scheduled_send_starts_when_due(db_url: str) -> None:
     assert status(send_id) is SendStatus.DONE and len(recipients_in_outbox()) == 3
 
 
-def test_sendgrid_auth_failure_pauses_send_with_reason(db_url: str, settings, monkeypatch) -> None:  # noqa: ANN001
+def test_sendgrid_auth_failure_pauses_send_with_reason(db_url: str, settings, monkeypatch) -> None:
     standin = SendGridStandIn().start()
     try:
         monkeypatch.setattr(settings, "sendgrid_host", standin.url)
