@@ -17,7 +17,7 @@ from mailer.settings import get_settings
 
 SEND_QUEUE = "send"
 HOUSEKEEPING_QUEUE = "housekeeping"
-TASK_MODULES = ["worker.tasks", "worker.subscriber_tasks"]
+TASK_MODULES = ["worker.tasks", "worker.subscriber_tasks", "worker.event_tasks"]
 
 
 def make_celery() -> Celery:
@@ -47,6 +47,8 @@ def make_celery() -> Celery:
             "sweep-leases": {"task": "worker.tasks.sweep_leases", "schedule": 60.0},
             "start-due-sends": {"task": "worker.tasks.start_due_sends", "schedule": 30.0},
             "purge-pending": {"task": "worker.subscriber_tasks.purge_pending", "schedule": 6 * 3600.0},
+            "apply-events": {"task": "worker.event_tasks.apply_events", "schedule": 60.0},
+            "fetch-bounces": {"task": "worker.event_tasks.fetch_bounces", "schedule": 300.0},
         },
     )
     return app

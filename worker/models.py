@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, Stri
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.db import Base, BigId, enum_column, utcnow
+from mailer.events import EventKind
 
 
 class SendStatus(StrEnum):
@@ -28,22 +29,6 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"
-
-
-class EventKind(StrEnum):
-    PROCESSED = "processed"
-    DELIVERED = "delivered"
-    DEFERRED = "deferred"
-    BOUNCE = "bounce"  # hard
-    BLOCKED = "blocked"  # soft
-    DROPPED = "dropped"
-    SPAMREPORT = "spamreport"
-    UNSUBSCRIBE = "unsubscribe"
-    GROUP_UNSUBSCRIBE = "group_unsubscribe"
-    GROUP_RESUBSCRIBE = "group_resubscribe"
-    OPEN = "open"
-    CLICK = "click"
-    OTHER = "other"
 
 
 class Send(Base):

@@ -1,0 +1,246 @@
+"""The SendGrid Event Webhook: signatures verified on the raw body, replays and forgeries refused, every event kind
+leading to its effect, duplicates changing nothing, and the loop closed: send -> events -> next send skips."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from mailer.db import session_scope
+from subscribers import service
+from subscribers.models import ConsentEvent, ConsentKind, Subscriber, Subscription, SubscriptionStatus, Suppression
+from tests.support.audience import make_audience
+from tests.support.sendgrid_standin import API_KEY, SendGridStandIn, make_events
+from worker import campaigns, tasks
+from worker.figures import send_figures
+from worker.models import Delivery, ProviderEvent, Send, SendStatus
+
+
+@dataclass
+class Signer:
+    key: ec.EllipticCurvePrivateKey
+    public: str
+
+    def headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        stamp = str(timestamp or int(time.time()))
+        signature = self.key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+                "X-Twilio-Email-Event-Webhook-Timestamp": stamp, "Content-Type": "application/json"}
+
+
+def new_signer() -> Signer:
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return Signer(key, base64.b64encode(der).decode())
+
+
+@dataclass
+class Env:
+    client: TestClient
+    signer: Signer
+    standin: SendGridStandIn
+
+    def post(self, events: list[dict], **header_overrides: str):
+        body = json.dumps(events).encode()
+        return self.client.post("/webhooks/sendgrid", content=body, headers=self.signer.headers(body)
+                                | header_overrides)
+
+
+@pytest.fixture
+def env(db_url: str, settings) -> Iterator[Env]:
+    from newsletter.web.app import create_app
+
+    signer = new_signer()
+    standin = SendGridStandIn().start()
+    settings.sendgrid_webhook_public_key = signer.public
+    settings.sendgrid_host = standin.url
+    settings.sendgrid_api_key = SecretStr(API_KEY)
+    settings.autopause_min_sample = 50
+    yield Env(TestClient(create_app()), signer, standin)
+    standin.stop()
+
+
+def sendgrid_send(audience_size: int, **kwargs: int):
+    audience = make_audience(audience_size, **kwargs)
+    with session_scope() as session:
+        send = campaigns.create_send(session, audience.issue_id, audience.list_id, transport="sendgrid")
+        campaigns.start_send(session, send.id)
+        send_id = send.id
+    tasks.plan_send.delay(send_id).get()
+    return audience, send_id
+
+
+def count(model: type, *where: object) -> int:
+    with session_scope() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def test_valid_signature_accepted_and_duplicates_change_nothing(env: Env) -> None:
+    _audience, send_id = sendgrid_send(10, pending=0, unsubscribed=0, suppressed=0)
+    events = make_events(env.standin.accepted, {"bounce": 0.3})
+    first = env.post(events)
+    assert first.status_code == 200 and first.json()["stored"] == len(events)
+    suppressed = count(Suppression)
+    assert suppressed >= 1
+    again = env.post(events)
+    assert again.status_code == 200 and again.json()["stored"] == 0
+    assert count(Suppression) == suppressed and count(ProviderEvent) == len(events)
+    with session_scope() as session:
+        figures = send_figures(session, send_id)
+    assert figures["delivered"] + figures["bounced_hard"] == 10 and figures["bounced_hard"] == suppressed
+
+
+def test_forged_requests_refused(env: Env) -> None:
+    sendgrid_send(2)
+    events = make_events(env.standin.accepted, {})
+    body = json.dumps(events).encode()
+    headers = env.signer.headers(body)
+    tampered = body.replace(b"delivered", b"spamreport")
+    assert env.client.post("/webhooks/sendgrid", content=tampered, headers=headers).status_code == 403
+    wrong_key = new_signer().headers(body)
+    assert env.client.post("/webhooks/sendgrid", content=body, headers=wrong_key).status_code == 403
+    stale = env.signer.headers(body, timestamp=int(time.time()) - 3600)
+    assert env.client.post("/webhooks/sendgrid", content=body, headers=stale).status_code == 403
+    missing = {"Content-Type": "application/json"}
+    assert env.client.post("/webhooks/sendgrid", content=body, headers=missing).status_code == 403
+    junk = headers | {"X-Twilio-Email-Event-Webhook-Signature": "not base64!!"}
+    assert env.client.post("/webhooks/sendgrid", content=body, headers=junk).status_code == 403
+    assert count(ProviderEvent) == 0
+
+
+def test_oversized_body_refused(env: Env, settings) -> None:
+    settings.webhook_max_body_bytes = 1000
+    body = json.dumps([{"sg_event_id": str(i), "event": "open", "email": "a@example.com"} for i in range(100)])
+    response = env.client.post("/webhooks/sendgrid", content=body.encode(), headers=env.signer.headers(body.encode()))
+    assert response.status_code == 413 and count(ProviderEvent) == 0
+
+
+def test_every_event_kind_has_its_effect(env: Env, settings) -> None:
+    settings.soft_bounce_limit = 2
+    audience, send_id = sendgrid_send(8, pending=0, unsubscribed=0, suppressed=0)
+    accepted = {a.email: a for a in env.standin.accepted}
+    emails = audience.confirmed
+
+    def event(address: str, kind: str, **extra: object) -> dict:
+        item = accepted[address]
+        return {"email": address, "timestamp": int(time.time()), "event": kind,
+                "sg_event_id": f"{kind}-{address}-{len(json.dumps(extra))}-{extra.get('n', 0)}",
+                "sg_message_id": f"{item.message_id}.filter.0", "send_id": item.send_id,
+                "delivery_id": item.delivery_id} | extra
+
+    batch = [
+        event(emails[0], "delivered"), event(emails[0], "open"), event(emails[0], "open", sg_machine_open=True),
+        event(emails[0], "click", url="https://example.com"),
+        event(emails[1], "bounce", type="bounce", reason="550 user unknown", status="5.1.1"),
+        event(emails[2], "bounce", type="blocked", reason="421 later", n=1),
+        event(emails[3], "bounce", type="blocked", reason="421 later", n=1),
+        event(emails[3], "bounce", type="blocked", reason="421 later", n=2),
+        event(emails[4], "dropped", reason="Bounced Address"),
+        event(emails[5], "dropped", reason="Spam Content (if spam checker app enabled)"),
+        event(emails[6], "spamreport"),
+        event(emails[7], "unsubscribe"),
+        event(emails[0], "deferred", response="451 try later"),
+        event(emails[0], "processed"),
+    ]
+    assert env.post(batch).status_code == 200
+    with session_scope() as session:
+        suppressed = dict(session.execute(select(Suppression.email, Suppression.reason)).tuples().all())
+        statuses = dict(session.execute(select(Subscriber.email, Subscription.status).join(Subscription)).tuples()
+                        .all())
+        first = session.scalar(select(Delivery).join(Subscriber).where(Subscriber.email == emails[0]))
+        assert first is not None
+        assert (first.opens, first.machine_opens, first.clicks, first.delivered_at is not None) == (1, 1, 1, True)
+        figures = send_figures(session, send_id)
+        complained = session.scalar(select(ConsentEvent.provider_event_id).where(
+            ConsentEvent.kind == ConsentKind.COMPLAINED))
+    assert {k: v.value for k, v in suppressed.items()} == {
+        emails[1]: "hard_bounce", emails[3]: "soft_bounce_limit", emails[4]: "dropped", emails[6]: "complaint"}
+    assert statuses[emails[6]] is SubscriptionStatus.UNSUBSCRIBED  # complaint: unsubscribed everywhere too
+    assert statuses[emails[7]] is SubscriptionStatus.UNSUBSCRIBED
+    assert statuses[emails[2]] is SubscriptionStatus.CONFIRMED  # one soft bounce: counted only
+    assert complained is not None  # the consent trail names the provider event
+    assert figures["bounced_hard"] == 1 and figures["bounced_soft"] == 2 and figures["complained"] == 1
+    assert figures["deferred"] == 1 and figures["opened"] == 1 and figures["clicked"] == 1
+
+
+def test_group_resubscribe_and_unknown_delivery_kept(env: Env) -> None:
+    audience, _send_id = sendgrid_send(1, pending=0, unsubscribed=0, suppressed=0)
+    address = audience.confirmed[0]
+    with session_scope() as session:
+        subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+        assert subscriber is not None
+        service.unsubscribe(session, subscriber.id, None, source=service.ConsentSource.FORM)
+    item = env.standin.accepted[0]
+    events = [{"email": address, "event": "group_resubscribe", "sg_event_id": "r1", "timestamp": int(time.time()),
+               "delivery_id": item.delivery_id, "send_id": item.send_id},
+              {"email": "stranger@example.com", "event": "bounce", "type": "bounce", "sg_event_id": "x1",
+               "timestamp": int(time.time()), "delivery_id": "999999", "send_id": "12345"}]
+    assert env.post(events).status_code == 200
+    with session_scope() as session:
+        status = session.scalar(select(Subscription.status))
+        stranger = session.scalar(select(ProviderEvent).where(ProviderEvent.provider_event_id == "x1"))
+    assert status is SubscriptionStatus.CONFIRMED
+    assert stranger is not None and stranger.delivery_id is None and stranger.processed_at is not None
+    assert count(Suppression, Suppression.email == "stranger@example.com") == 1  # still a dead address
+
+
+@pytest.mark.parametrize(("share", "paused"), [(0.10, True), (0.01, False)])
+def test_autopause_on_hard_bounce_rate(env: Env, settings, share: float, paused: bool) -> None:
+    settings.batch_size = 100
+    audience = make_audience(400, pending=0, unsubscribed=0, suppressed=0)
+    with session_scope() as session:
+        send = campaigns.create_send(session, audience.issue_id, audience.list_id, transport="sendgrid")
+        campaigns.start_send(session, send.id)
+        send_id = send.id
+        campaigns.plan_send(session, send_id)
+    with session_scope() as session:
+        ranges = campaigns.batch_ranges(session, send_id, 100)
+    for first, last in ranges[:2]:  # half sent, then the events come back
+        campaigns.send_batch(send_id, first, last)
+    assert env.post(make_events(env.standin.accepted, {"bounce": share}, seed=3)).status_code == 200
+    with session_scope() as session:
+        send = session.get(Send, send_id)
+        assert send is not None
+        assert (send.status is SendStatus.PAUSED) is paused
+        if paused:
+            assert "hard-bounce rate" in send.status_reason
+    for first, last in ranges[2:]:
+        campaigns.send_batch(send_id, first, last)
+    sent = count(Delivery, Delivery.status == "sent")
+    assert (sent == 200) is paused
+
+
+def test_loop_send_events_suppress_next_send_skips(env: Env) -> None:
+    audience, _ = sendgrid_send(20, pending=0, unsubscribed=0, suppressed=0)
+    events = make_events(env.standin.accepted, {"bounce": 0.2, "spamreport": 0.1}, seed=11)
+    assert env.post(events).status_code == 200
+    with session_scope() as session:
+        gone = set(session.scalars(select(Suppression.email)))
+    assert gone
+    env.standin.state.accepted.clear()
+    with session_scope() as session:
+        again = campaigns.create_send(session, audience.issue_id, audience.list_id, transport="sendgrid",
+                                      allow_resend=True)
+        campaigns.start_send(session, again.id)
+        again_id = again.id
+    tasks.plan_send.delay(again_id).get()
+    second = set(env.standin.counts())
+    assert second == set(audience.confirmed) - gone and not (second & gone)
+
+
+def test_unsigned_accepted_only_when_verification_disabled(env: Env, settings) -> None:
+    body = json.dumps([{"sg_event_id": "u1", "event": "processed", "email": "a@example.com"}]).encode()
+    plain = {"Content-Type": "application/json"}
+    assert env.client.post("/webhooks/sendgrid", content=body, headers=plain).status_code == 403
+    settings.sendgrid_webhook_verify = False
+    assert env.client.post("/webhooks/sendgrid", content=body, headers=plain).status_code == 200

@@ -1,0 +1,21 @@
+"""Tasks for what comes back: apply stored provider events, and fetch DSNs from the bounce mailbox."""
+
+from __future__ import annotations
+
+from worker import events
+from worker.app import HOUSEKEEPING_QUEUE, celery_app
+
+
+@celery_app.task(name="worker.event_tasks.apply_events", queue=HOUSEKEEPING_QUEUE)
+def apply_events() -> int:
+    return events.apply_pending()
+
+
+@celery_app.task(name="worker.event_tasks.fetch_bounces", queue=HOUSEKEEPING_QUEUE)
+def fetch_bounces() -> int:
+    from mailer.settings import get_settings
+    from worker.bounces import fetch_imap
+
+    if not get_settings().imap_host:
+        return 0
+    return fetch_imap()

@@ -1,0 +1,28 @@
+"""Per-send figures: what was sent and what came back, from the ledger and the provider events."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer.events import EventKind
+from worker.models import Delivery, DeliveryStatus, ProviderEvent
+
+
+def send_figures(session: Session, send_id: int) -> dict[str, int]:
+    row = session.execute(select(
+        func.count().filter(Delivery.status == DeliveryStatus.SENT),
+        func.count(Delivery.delivered_at),
+        func.count().filter(Delivery.bounce == "hard"),
+        func.count().filter(Delivery.bounce == "soft"),
+        func.count(Delivery.complained_at),
+        func.count(Delivery.unsubscribed_at),
+        func.count().filter(Delivery.opens > 0),
+        func.count().filter(Delivery.clicks > 0),
+    ).where(Delivery.send_id == send_id)).one()
+    deferred = session.scalar(select(func.count(func.distinct(ProviderEvent.delivery_id))).where(
+        ProviderEvent.send_id == send_id, ProviderEvent.kind == EventKind.DEFERRED)) or 0
+    keys = ("sent", "delivered", "bounced_hard", "bounced_soft", "complained", "unsubscribed", "opened", "clicked")
+    figures = dict(zip(keys, (int(v) for v in row), strict=True))
+    figures["deferred"] = int(deferred)
+    return figures
