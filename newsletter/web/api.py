@@ -1,5 +1,344 @@
-"""Routes: api (filled in by its feature)."""
+"""The JSON API (`/api/v1`, OpenAPI at `/api/v1/openapi.json`) for automation: the same rules as the UI.
 
-from fastapi import APIRouter
+It is its own FastAPI app mounted under /api/v1, so its OpenAPI document describes exactly the API (and
+schemathesis can test exactly that). Errors are JSON objects `{"error": "..."}`.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailer.issue import IssueError
+from mailer.models import IssueRecord
+from mailer.render import RenderError
+from newsletter.auth import Principal
+from newsletter.web.deps import api_admin, api_user, db_session
+from subscribers import service
+from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, Suppression, SuppressionReason
+from worker import campaigns
+from worker.models import Send
+from worker.stats import send_counters
+
+router = APIRouter()  # kept for the app's uniform include list; the API itself is `api_app`
+
+
+class ListIn(BaseModel):
+    slug: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9_-]+$")
+    name: str = Field(min_length=1, max_length=200)
+    double_opt_in: bool = True
+
+
+class ListOut(BaseModel):
+    slug: str
+    name: str
+    double_opt_in: bool
+    counts: dict[str, int]
+
+
+class SubscriberIn(BaseModel):
+    email: str = Field(max_length=320)
+    list: str = Field(max_length=100)
+    name: str = Field(default="", max_length=200)
+    confirmed: bool = False
+    consent_source: str = Field(default="", max_length=500)
+
+
+class SubscriberPatch(BaseModel):
+    name: str = Field(max_length=200)
+
+
+class SubscriberOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    subscriptions: dict[str, str]
+
+
+class UnsubscribeIn(BaseModel):
+    list: str | None = Field(default=None, max_length=100)
+
+
+class SuppressionIn(BaseModel):
+    email: str = Field(max_length=320)
+    note: str = Field(default="", max_length=500)
+
+
+class IssueIn(BaseModel):
+    markdown: str = Field(max_length=500_000)
+
+
+class IssueOut(BaseModel):
+    id: int
+    slug: str
+    subject: str
+    html_bytes: int
+
+
+class PreviewOut(BaseModel):
+    subject: str
+    html: str
+    text: str
+    warnings: list[str]
+
+
+class SendIn(BaseModel):
+    issue_id: int = Field(ge=1, le=2**62)
+    list: str = Field(max_length=100)
+    scheduled_at: datetime | None = None
+    allow_resend: bool = False
+
+
+class SendOut(BaseModel):
+    id: int
+    status: str
+    reason: str
+    counters: dict[str, int]
+
+
+class Problem(BaseModel):
+    error: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 401, 403, 404, 409, 422)}
+api_app = FastAPI(title="Newsletter API", version="1", docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json", responses=ERRORS)
+
+
+@api_app.exception_handler(HTTPException)
+async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+@api_app.exception_handler(RequestValidationError)
+async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+
+def _bad(message: str, status: int = 400) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+def _list(session: Session, slug: str) -> MailingList:
+    found = session.scalar(select(MailingList).where(MailingList.slug == slug.strip().lower()))
+    if found is None:
+        raise _bad(f"No list called '{slug}'.", 404)
+    return found
+
+
+def _list_out(session: Session, mailing_list: MailingList) -> ListOut:
+    return ListOut(slug=mailing_list.slug, name=mailing_list.name, double_opt_in=mailing_list.double_opt_in,
+                   counts=service.list_counts(session, mailing_list.id))
+
+
+@api_app.get("/lists", response_model=list[ListOut])
+def get_lists(user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> list[ListOut]:
+    return [_list_out(session, m) for m in session.scalars(select(MailingList).order_by(MailingList.slug))]
+
+
+@api_app.post("/lists", response_model=ListOut, status_code=201)
+def post_list(body: ListIn, user: Principal = Depends(api_admin), session: Session = Depends(db_session)) -> ListOut:
+    try:
+        created = service.create_list(session, body.slug, body.name, double_opt_in=body.double_opt_in)
+    except service.ServiceError as exc:
+        raise _bad(str(exc), 409) from exc
+    session.commit()
+    return _list_out(session, created)
+
+
+@api_app.get("/lists/{slug}", response_model=ListOut)
+def get_list(slug: str, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> ListOut:
+    return _list_out(session, _list(session, slug))
+
+
+def _subscriber_out(session: Session, subscriber: Subscriber) -> SubscriberOut:
+    slugs = {m.id: m.slug for m in session.scalars(select(MailingList))}
+    subs = session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber.id))
+    return SubscriberOut(id=subscriber.id, email=subscriber.email, name=subscriber.name,
+                         subscriptions={slugs[s.list_id]: s.status.value for s in subs})
+
+
+def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
+    found = session.get(Subscriber, subscriber_id) if 0 < subscriber_id < 2**62 else None
+    if found is None or found.erased_at is not None:
+        raise _bad("No such subscriber.", 404)
+    return found
+
+
+@api_app.post("/subscribers", response_model=SubscriberOut, status_code=201)
+def post_subscriber(body: SubscriberIn, user: Principal = Depends(api_admin),
+                    session: Session = Depends(db_session)) -> SubscriberOut:
+    from worker.app import enqueue_after_commit
+    from worker.subscriber_tasks import send_notification
+
+    mailing_list = _list(session, body.list)
+    try:
+        outcome = service.subscribe(session, mailing_list, body.email, body.name, source=ConsentSource.API,
+                                    confirmed=body.confirmed, consent_note=body.consent_source)
+    except (service.InvalidEmail, service.ServiceError) as exc:
+        raise _bad(str(exc), 422) from exc
+    if outcome.refused == "suppressed":
+        raise _bad("This address is suppressed; it cannot be subscribed through the API.", 409)
+    assert outcome.subscription is not None
+    for item in outcome.notify:
+        enqueue_after_commit(session, send_notification, item.kind, item.subscription_id)
+    subscriber = session.get(Subscriber, outcome.subscription.subscriber_id)
+    assert subscriber is not None
+    session.commit()
+    return _subscriber_out(session, subscriber)
+
+
+@api_app.get("/subscribers/{subscriber_id}", response_model=SubscriberOut)
+def get_subscriber(subscriber_id: int, user: Principal = Depends(api_user),
+                   session: Session = Depends(db_session)) -> SubscriberOut:
+    return _subscriber_out(session, _subscriber(session, subscriber_id))
+
+
+@api_app.patch("/subscribers/{subscriber_id}", response_model=SubscriberOut)
+def patch_subscriber(subscriber_id: int, body: SubscriberPatch, user: Principal = Depends(api_admin),
+                     session: Session = Depends(db_session)) -> SubscriberOut:
+    subscriber = _subscriber(session, subscriber_id)
+    service.update_preferences(session, subscriber.id, name=body.name, source=ConsentSource.API)
+    session.commit()
+    return _subscriber_out(session, subscriber)
+
+
+@api_app.post("/subscribers/{subscriber_id}/unsubscribe", response_model=SubscriberOut)
+def unsubscribe_subscriber(subscriber_id: int, body: UnsubscribeIn, user: Principal = Depends(api_admin),
+                           session: Session = Depends(db_session)) -> SubscriberOut:
+    subscriber = _subscriber(session, subscriber_id)
+    list_id = _list(session, body.list).id if body.list else None
+    service.unsubscribe(session, subscriber.id, list_id, source=ConsentSource.API)
+    session.commit()
+    return _subscriber_out(session, subscriber)
+
+
+@api_app.delete("/subscribers/{subscriber_id}", status_code=204)
+def erase_subscriber(subscriber_id: int, user: Principal = Depends(api_admin),
+                     session: Session = Depends(db_session)) -> None:
+    service.erase(session, _subscriber(session, subscriber_id).id, source=ConsentSource.API)
+    session.commit()
+
+
+@api_app.get("/suppressions", response_model=list[str])
+def get_suppressions(user: Principal = Depends(api_admin), session: Session = Depends(db_session)) -> list[str]:
+    return [e for e in session.scalars(select(Suppression.email).order_by(Suppression.id.desc()).limit(1000)) if e]
+
+
+@api_app.post("/suppressions", status_code=201, response_model=dict[str, str])
+def post_suppression(body: SuppressionIn, user: Principal = Depends(api_admin),
+                     session: Session = Depends(db_session)) -> dict[str, str]:
+    try:
+        address = service.normalise_email(body.email, check_deliverability=False)
+    except service.InvalidEmail as exc:
+        raise _bad(str(exc), 422) from exc
+    service.suppress(session, address, SuppressionReason.MANUAL, source=ConsentSource.API, note=body.note)
+    session.commit()
+    return {"email": address}
+
+
+@api_app.delete("/suppressions/{email}", status_code=204)
+def delete_suppression(email: str, user: Principal = Depends(api_admin),
+                       session: Session = Depends(db_session)) -> None:
+    try:
+        address = service.normalise_email(email, check_deliverability=False)
+    except service.InvalidEmail as exc:
+        raise _bad(str(exc), 422) from exc
+    if not service.unsuppress(session, address, source=ConsentSource.API):
+        raise _bad("That address is not suppressed.", 404)
+    session.commit()
+
+
+@api_app.post("/issues", response_model=IssueOut, status_code=201)
+def post_issue(body: IssueIn, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> IssueOut:
+    from mailer.store import save_issue
+
+    try:
+        record = save_issue(session, body.markdown, filename="api")
+    except (IssueError, RenderError) as exc:
+        raise _bad(str(exc), 422) from exc
+    session.commit()
+    return IssueOut(id=record.id, slug=record.slug, subject=record.subject,
+                    html_bytes=len((record.html or "").encode()))
+
+
+@api_app.post("/issues/preview", response_model=PreviewOut)
+def preview_issue(body: IssueIn, user: Principal = Depends(api_user)) -> PreviewOut:
+    from mailer.issue import parse_issue
+    from mailer.render import render_issue
+
+    try:
+        rendered = render_issue(parse_issue(body.markdown, "api"), force=True)
+    except IssueError as exc:
+        raise _bad(str(exc), 422) from exc
+    return PreviewOut(subject=rendered.subject, html=rendered.html, text=rendered.text, warnings=rendered.warnings)
+
+
+def _send_out(session: Session, send: Send) -> SendOut:
+    return SendOut(id=send.id, status=send.status.value, reason=send.status_reason,
+                   counters=send_counters(session, send.id))
+
+
+def _send(session: Session, send_id: int) -> Send:
+    found = session.get(Send, send_id) if 0 < send_id < 2**62 else None
+    if found is None:
+        raise _bad("No such send.", 404)
+    return found
+
+
+@api_app.post("/sends", response_model=SendOut, status_code=201)
+def post_send(body: SendIn, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> SendOut:
+    from worker.app import enqueue_after_commit
+    from worker.tasks import plan_send
+
+    mailing_list = _list(session, body.list)
+    if session.get(IssueRecord, body.issue_id) is None:
+        raise _bad("No such issue.", 404)
+    scheduled = body.scheduled_at
+    if scheduled is not None and scheduled.tzinfo is None:
+        raise _bad("scheduled_at needs a time zone offset (e.g. 2026-11-27T08:00:00Z).", 422)
+    try:
+        send = campaigns.create_send(session, body.issue_id, mailing_list.id, scheduled_at=scheduled,
+                                     allow_resend=body.allow_resend, created_by=user.email)
+        if scheduled is None:
+            campaigns.start_send(session, send.id)
+            enqueue_after_commit(session, plan_send, send.id)
+    except campaigns.CampaignError as exc:
+        raise _bad(str(exc), 409) from exc
+    session.commit()
+    return _send_out(session, _send(session, send.id))
+
+
+@api_app.get("/sends/{send_id}", response_model=SendOut)
+def get_send(send_id: int, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> SendOut:
+    return _send_out(session, _send(session, send_id))
+
+
+@api_app.post("/sends/{send_id}/{action}", response_model=SendOut)
+def control_send(send_id: int, action: str, user: Principal = Depends(api_user),
+                 session: Session = Depends(db_session)) -> SendOut:
+    from worker.tasks import resume_send
+
+    send = _send(session, send_id)
+    actions = {"pause": lambda: campaigns.pause(session, send.id, f"paused by {user.email} (API)"),
+               "resume": lambda: campaigns.resume(session, send.id),
+               "cancel": lambda: campaigns.cancel(session, send.id)}
+    if action not in actions:
+        raise _bad("Action must be pause, resume or cancel.", 404)
+    try:
+        actions[action]()
+    except campaigns.CampaignError as exc:
+        raise _bad(str(exc), 409) from exc
+    session.commit()
+    if action == "resume":
+        resume_send(send.id)
+    return _send_out(session, _send(session, send.id))

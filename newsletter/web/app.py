@@ -1,11 +1,15 @@
-"""The ASGI application: one FastAPI app that mounts the public pages, admin, API and webhooks."""
+"""The ASGI application: one FastAPI app that mounts the public pages, archive, admin, API and webhooks."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from newsletter.web import admin, api, preview, public, webhooks
+from newsletter.web import admin, archive, preview, public, webhooks
+from newsletter.web.api import api_app
 from newsletter.web.csrf import CSRFCookieMiddleware
+from newsletter.web.deps import LoginRequired
 
 
 def create_app() -> FastAPI:
@@ -16,9 +20,21 @@ def create_app() -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.exception_handler(LoginRequired)
+    async def login_required(_request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(f"/admin/login?next={exc.next_path}", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/admin") and exc.status_code == 403:
+            return HTMLResponse(f"<!doctype html><title>Forbidden</title><h1>Forbidden</h1><p>{exc.detail}</p>"
+                                '<p><a href="/admin">Back to the dashboard</a></p>', status_code=403)
+        return Response(str(exc.detail), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
     app.include_router(public.router)
+    app.include_router(archive.router)
     app.include_router(preview.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
-    app.include_router(api.router)
+    app.mount("/api/v1", api_app)
     return app

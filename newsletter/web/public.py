@@ -9,16 +9,14 @@ Rules that shape this file:
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer.db import new_session
 from mailer.settings import get_settings
 from newsletter.web.csrf import verify_csrf
+from newsletter.web.deps import db_session
 from newsletter.web.ratelimit import limiter
 from newsletter.web.templating import render_page
 from subscribers import service
@@ -27,14 +25,6 @@ from subscribers.service import InvalidEmail, Notify, ServiceError
 from subscribers.tokens import Purpose, TokenError, link, read_token
 
 router = APIRouter()
-
-
-def db_session() -> Any:
-    session = new_session()
-    try:
-        yield session
-    finally:
-        session.close()
 
 
 def _client(request: Request) -> tuple[str | None, str | None]:
