@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailer.issue import IssueError
 from mailer.models import IssueRecord
@@ -26,8 +27,6 @@ from subscribers.models import ConsentSource, MailingList, Subscriber, Subscript
 from worker import campaigns
 from worker.models import Send
 from worker.stats import send_counters
-
-router = APIRouter()  # kept for the app's uniform include list; the API itself is `api_app`
 
 
 class ListIn(BaseModel):
@@ -112,8 +111,8 @@ api_app = FastAPI(title="Newsletter API", version="1", docs_url=None, redoc_url=
                   openapi_url="/openapi.json", responses=ERRORS)
 
 
-@api_app.exception_handler(HTTPException)
-async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+@api_app.exception_handler(StarletteHTTPException)
+async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
