@@ -62,6 +62,15 @@ class _Row:
     attributes: dict[str, str]
 
 
+def _default_report(path: Path) -> Path:
+    """Reports go to the data dir, never next to the input (which may be read-only or under version control)."""
+    from mailer.settings import get_settings
+
+    folder = get_settings().data_dir / "imports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{path.stem}-{file_sha256(path)[:8]}.import-errors.csv"
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -115,13 +124,13 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
         job = session.scalar(select(ImportJob).where(ImportJob.list_id == list_id, ImportJob.file_sha256 == digest,
                                                      ImportJob.status == "running"))
         if job is None:
-            report = report_path or path.with_name(f"{path.stem}.import-errors.csv")
+            report = report_path or _default_report(path)
             job = ImportJob(list_id=list_id, filename=str(path), file_sha256=digest, confirmed=confirmed,
                             consent_source=consent_source, report_path=str(report))
             session.add(job)
             session.commit()
         job_id, resume_offset, resume_line = job.id, job.byte_offset, job.line_no
-        report = Path(job.report_path or path.with_name(f"{path.stem}.import-errors.csv"))
+        report = Path(job.report_path or _default_report(path))
     if resume_offset == 0:
         with report.open("w", newline="") as out:
             csv.writer(out).writerow(REPORT_HEADER)
