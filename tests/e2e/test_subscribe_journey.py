@@ -19,7 +19,7 @@ def status(email: str) -> SubscriptionStatus | None:
         return session.scalar(select(Subscription.status).join(Subscriber).where(Subscriber.email == email))
 
 
-def test_subscribe_confirm_then_unsubscribe(site: str, browser) -> None:  # noqa: ANN001
+def test_subscribe_confirm_then_unsubscribe(site: str, browser) -> None:
     with session_scope() as session:
         service.create_list(session, "weekly", "Digital Digest Weekly", description="Eight stories every Friday.")
     page = browser.new_page()

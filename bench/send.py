@@ -1,0 +1,168 @@
+"""Send throughput with real parts: PostgreSQL, Redis, 2 Celery worker processes, and either the SendGrid
+stand-in (a separate process) or Postfix's smtp-sink. Prints wall time, recipients/s and worker peak RSS.
+
+Run: .venv/bin/python -m bench.send [--sizes 100000 1000000] [--paths sendgrid smtp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg
+import redis
+
+from bench.report import write_section
+
+ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+BROKER = "redis://127.0.0.1:6379/13"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Peak RSS (VmHWM) of the biggest process in a worker's tree: the pool child does the work."""
+    peak = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == str(pid) or status.parent.name == str(pid):
+            peak = max(peak, int(fields.get("VmHWM", "0 kB").split()[0]))
+    return peak / 1024
+
+
+def populate(url: str, size: int) -> tuple[int, int]:
+    os.environ["NEWSLETTER_DATABASE_URL"] = url
+    from mailer.db import dispose_engines, session_scope
+    from mailer.migrate import upgrade
+    from mailer.settings import reset_settings
+
+    reset_settings()
+    dispose_engines()
+    upgrade(url)
+    from mailer.store import save_issue
+    from subscribers import service
+
+    with session_scope() as session:
+        mailing_list = service.create_list(session, "bench", "Bench", double_opt_in=False)
+        issue = save_issue(session, (ROOT / "examples/issues/2023-09-22-digital-digest.md").read_text())
+        list_id, issue_id = mailing_list.id, issue.id
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO subscribers (email, name, attributes, created_at) "
+                     "SELECT 'r' || g || '@example' || (g % 97) || '.com', 'Reader ' || g, '{}', now() "
+                     "FROM generate_series(1, %s) g", (size,))
+        conn.execute("INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, confirmed_at) "
+                     "SELECT id, %s, 'confirmed', 'bench', now(), now() FROM subscribers", (list_id,))
+    return list_id, issue_id
+
+
+def run(size: int, path: str) -> dict[str, float]:
+    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    redis.Redis.from_url(BROKER).flushdb()
+    tmp = Path(tempfile.mkdtemp())
+    port = free_port()
+    env = dict(os.environ) | {
+        "NEWSLETTER_DATABASE_URL": url, "NEWSLETTER_BROKER_URL": BROKER, "NEWSLETTER_DATA_DIR": str(tmp),
+        "NEWSLETTER_SECRET_KEY": "bench-secret-bench-secret-bench-secret", "NEWSLETTER_BATCH_SIZE": "1000",
+        "NEWSLETTER_BASE_URL": "https://news.example.com", "NEWSLETTER_TRANSPORT": path,
+        "NEWSLETTER_SENDGRID_HOST": f"http://127.0.0.1:{port}", "NEWSLETTER_SENDGRID_API_KEY": "SG.test-key",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1", "NEWSLETTER_SMTP_PORT": str(port)}
+    if path == "sendgrid":
+        peer = subprocess.Popen([sys.executable, "-m", "tests.support.sendgrid_standin", "--port", str(port),
+                                 "--no-bodies"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    else:
+        peer = subprocess.Popen(["smtp-sink", "-c", "-u", "root", f"127.0.0.1:{port}", "1024"],
+                                stdout=subprocess.DEVNULL)
+    time.sleep(1)
+    workers = []
+    try:
+        os.environ.update({k: v for k, v in env.items() if k.startswith("NEWSLETTER_")})
+        list_id, issue_id = populate(url, size)
+        for index in range(2):
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "newsletter.cli.run", "worker", "--concurrency=1", f"--hostname=bench{index}@%h",
+                 "--loglevel=WARNING"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(4)
+        from mailer.db import session_scope
+        from worker import campaigns, tasks
+        from worker.app import enqueue_after_commit, reconfigure
+        from worker.stats import send_counters
+
+        reconfigure()
+        started = time.perf_counter()
+        with session_scope() as session:
+            send = campaigns.create_send(session, issue_id, list_id, transport=path)
+            campaigns.start_send(session, send.id)
+            enqueue_after_commit(session, tasks.plan_send, send.id)
+            send_id = send.id
+        peak = 0.0
+        while True:
+            time.sleep(1)
+            peak = max(peak, *(tree_rss_mb(w.pid) for w in workers))
+            with session_scope() as session:
+                counts = send_counters(session, send_id)
+            if counts["planned"] and counts["pending"] == 0 and counts["sending"] == 0:
+                break
+        seconds = time.perf_counter() - started
+        received = size
+        if path == "sendgrid":
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_standin/received") as response:
+                received = sum(json.load(response)["counts"].values())
+        return {"size": size, "seconds": seconds, "rate": size / seconds, "rss": peak, "sent": counts["sent"],
+                "received": received}
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(timeout=20)
+        peer.terminate()
+        from mailer.db import dispose_engines
+
+        dispose_engines()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
+    parser.add_argument("--paths", nargs="*", default=["sendgrid", "smtp"])
+    args = parser.parse_args()
+    results = [run(size, path) | {"path": path} for path in args.paths for size in args.sizes]
+    lines = ["## Sending (`python -m bench.send`)", "",
+             "PostgreSQL + Redis on this machine, 2 Celery worker processes (concurrency 1 each), batches of 1,000, "
+             "the example issue. SendGrid path: the real `sendgrid` client against the stand-in (a separate "
+             "process); SMTP path: Postfix's `smtp-sink`. Time is from the send's start to the last row marked.", "",
+             "| path | recipients | seconds | recipients/s | worker peak RSS | sent (ledger) | received (peer) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['path']} | {r['size']:,} | {r['seconds']:.1f} | {r['rate']:,.0f} | {r['rss']:.0f} MB | "
+                     f"{r['sent']:,} | {r['received']:,} |")
+    lines += ["", "Goals: 1M via SendGrid in <= 120 s; SMTP >= 2,000 messages/s; worker RSS <= 150 MB and flat."]
+    body = "\n".join(lines)
+    print(body)
+    write_section("send", body)
+
+
+if __name__ == "__main__":
+    main()
