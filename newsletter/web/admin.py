@@ -130,29 +130,34 @@ def _list_rows(session: Session) -> list[dict[str, Any]]:
 def rates_chart(rows: list[tuple[str, dict[str, int]]]) -> str:
     """Inline SVG, server-rendered: delivered, hard-bounce and complaint rates per send (no JS, no libraries)."""
     if not rows:
-        return '<p class="muted">No finished sends yet.</p>'
-    width, height, pad = 640, 180, 30
-    group = (width - pad) / len(rows)
-    bar = max(4.0, min(24.0, group / 4))
-    colors = {"delivered": "#047857", "bounced": "#b45309", "complained": "#b91c1c"}
+        return '<p class="muted">No sends yet.</p>'
+    width, height, left, top = 760, 200, 44, 10
+    group = (width - left) / max(len(rows), 4)
+    bar = max(6.0, min(28.0, group / 4))
+    colors = {"delivered": "#047857", "bounced": "#d97706", "complained": "#b91c1c"}
     parts = [f'<svg role="img" aria-label="Delivery, bounce and complaint rates per send" viewBox="0 0 {width} '
-             f'{height + 40}" width="100%" style="max-width:{width}px">',
-             f'<line x1="{pad}" y1="{height}" x2="{width}" y2="{height}" stroke="#9ca3af"/>',
-             '<text x="0" y="12" font-size="10" fill="#6b7280">100%</text>']
+             f'{height + top + 48}" width="100%" style="max-width:{width}px;font-family:inherit">']
+    for share in (0, 0.25, 0.5, 0.75, 1):
+        y, stroke = top + height * (1 - share), "#9ca3af" if share == 0 else "#e5e7eb"
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width}" y2="{y:.1f}" stroke="{stroke}"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#6b7280">'
+                     f"{share:.0%}</text>")
     for index, (label, figures) in enumerate(rows):
         sent = max(1, figures["sent"])
         values = {"delivered": figures["delivered"] / sent, "bounced": figures["bounced_hard"] / sent,
                   "complained": figures["complained"] / sent}
-        x0 = pad + index * group + group / 2 - 1.5 * bar
+        x0 = left + index * group + group / 2 - 1.5 * bar
         for offset, (key, value) in enumerate(values.items()):
-            h = max(1.0, value * (height - 10))
-            parts.append(f'<rect x="{x0 + offset * bar:.1f}" y="{height - h:.1f}" width="{bar - 2:.1f}" '
-                         f'height="{h:.1f}" fill="{colors[key]}"><title>{escape(label)}: {key} {value:.1%}</title>'
-                         "</rect>")
-        parts.append(f'<text x="{x0:.1f}" y="{height + 14}" font-size="10" fill="#374151">{escape(label)}</text>')
+            h = max(1.0, min(1.0, value) * height)
+            parts.append(f'<rect x="{x0 + offset * bar:.1f}" y="{top + height - h:.1f}" width="{bar - 2:.1f}" '
+                         f'height="{h:.1f}" rx="2" fill="{colors[key]}"><title>{escape(label)}: {key} {value:.1%}'
+                         "</title></rect>")
+        parts.append(f'<text x="{x0 + 1.5 * bar:.1f}" y="{top + height + 16}" font-size="11" text-anchor="middle" '
+                     f'fill="#374151">{escape(label)}</text>')
     for offset, (key, color) in enumerate(colors.items()):
-        parts.append(f'<rect x="{pad + offset * 110}" y="{height + 24}" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{pad + offset * 110 + 14}" y="{height + 33}" font-size="11">{key}</text>')
+        x = left + offset * 120
+        parts.append(f'<rect x="{x}" y="{top + height + 32}" width="11" height="11" rx="2" fill="{color}"/>'
+                     f'<text x="{x + 16}" y="{top + height + 42}" font-size="12" fill="#374151">{key}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -13,14 +13,18 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import select
 
-from mailer.db import session_scope
+from mailer.db import session_scope, utcnow
+from mailer.events import DeliveryEvent, EventKind
 from newsletter.auth import create_user
 from newsletter.models import Role
 from newsletter.web.ratelimit import reset
+from subscribers.models import Subscriber
 from tests.mailer.test_issue import EXAMPLE
 from tests.support.mailbox import messages_to, outbox_messages
 from tests.support.server import serve
+from worker.models import Delivery
 
 PASSWORD = "correct horse battery staple"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -86,6 +90,20 @@ def send_to_list(page: Page, slug: str) -> None:
     expect(page.locator("#send-status")).to_have_text("done")
 
 
+def report_outcomes(outcomes: dict[str, EventKind]) -> None:
+    """What the provider reports back (as the SendGrid webhook would store it), applied by the events worker."""
+    from worker.events import apply_pending, store
+
+    with session_scope() as session:
+        rows = session.execute(select(Delivery.id, Delivery.send_id, Subscriber.email)
+                               .join(Subscriber, Subscriber.id == Delivery.subscriber_id)).all()
+        events = [DeliveryEvent(provider="sendgrid", event_id=f"ev-{delivery_id}", kind=outcomes[address],
+                                email=address, occurred_at=utcnow(), send_id=send_id, delivery_id=delivery_id)
+                  for delivery_id, send_id, address in rows if address in outcomes]
+        assert store(session, events) == len(outcomes)
+    assert apply_pending() == len(outcomes)
+
+
 def test_admin_creates_list_imports_writes_previews_tests_and_sends(site: str, page: Page, tmp_path: Path) -> None:
     sign_in(page, site, "admin@example.com")
 
@@ -117,7 +135,8 @@ def test_admin_creates_list_imports_writes_previews_tests_and_sends(site: str, p
     assert width == 375
     overflow = phone.locator("html").evaluate("e => e.scrollWidth - e.clientWidth")  # the frame is sandboxed
     assert overflow <= 0, f"the phone preview scrolls sideways by {overflow}px"
-    shoot(page, tmp_path, "issue-preview")
+    expect(page.frame_locator("#desktop").locator("body")).to_contain_text("Chipmakers")
+    shoot(page, tmp_path, "issue-preview", full_page=False)
 
     page.click("button:has-text('Send test')")
     expect(page.locator(".flash")).to_contain_text("Test sent to admin@example.com")
@@ -129,6 +148,11 @@ def test_admin_creates_list_imports_writes_previews_tests_and_sends(site: str, p
     expect(progress).to_have_attribute("value", "3")
     assert progress.get_attribute("max") == "3"
     expect(page.locator("#count-sent")).to_have_text("3")
+    report_outcomes({"ada@example.org": EventKind.DELIVERED, "grace@example.org": EventKind.DELIVERED,
+                     "alan@example.org": EventKind.BOUNCE})
+    page.reload()
+    expect(page.locator("#figure-delivered")).to_have_text("2")
+    expect(page.locator("#figure-bounced_hard")).to_have_text("1")
     shoot(page, tmp_path, "send")
     assert sorted(m["To"].addresses[0].addr_spec for m in outbox_messages()
                   if m["To"].addresses[0].addr_spec != "admin@example.com") == [
@@ -139,7 +163,9 @@ def test_admin_creates_list_imports_writes_previews_tests_and_sends(site: str, p
     expect(row.locator("[data-status]")).to_have_text("done")
     expect(row.locator("[data-text]")).to_have_text("3 / 3")
     expect(page.locator(".card .stat").first).to_have_text("3")
-    expect(page.locator("svg[role=img]")).to_be_visible()
+    chart = page.locator("svg[role=img]")
+    expect(chart).to_be_visible()
+    expect(chart.locator("rect title").first).to_have_text("#1: delivered 66.7%")
     shoot(page, tmp_path, "dashboard")
 
 
