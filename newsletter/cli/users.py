@@ -37,15 +37,20 @@ def ls() -> None:
     console.print(table)
 
 
-@users_app.command("token")
-def token(email: str, name: str = typer.Option(..., help="What the token is for.")) -> None:
-    """Create an API token for a user; it is shown once."""
+tokens_app = typer.Typer(help="API tokens for Authorization: Bearer.", no_args_is_help=True)
+users_app.add_typer(tokens_app, name="token")
+
+
+@tokens_app.command("create")
+def token_create(email: str, name: str = typer.Option(..., help="What the token is for.")) -> None:
+    """Create an API token for a user; it is shown once and only its hash is stored."""
     with db() as session:
         user = session.scalar(select(User).where(User.email == email.strip().lower()))
         if user is None:
             raise fail(f"no user {email}")
         value = create_api_token(session, user, name)
-    console.print(value)
+    console.print(value, highlight=False)
+    console.print("Store it now: it cannot be shown again.", style="dim")
 
 
 def register(app: typer.Typer) -> None:
