@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -245,7 +246,8 @@ def subscribers_page(request: Request, q: str = "", list_slug: str = Query("", a
     if list_slug or status:
         conditions = [Subscription.subscriber_id == Subscriber.id]
         if list_slug:
-            conditions.append(Subscription.list_id == service.get_list(session, list_slug).id)
+            wanted = session.scalar(select(MailingList.id).where(MailingList.slug == list_slug))
+            conditions.append(Subscription.list_id == (wanted or -1))
         if status in {s.value for s in SubscriptionStatus}:
             conditions.append(Subscription.status == SubscriptionStatus(status))
         query = query.where(select(Subscription.id).where(*conditions).exists())
@@ -263,7 +265,8 @@ def subscribers_page(request: Request, q: str = "", list_slug: str = Query("", a
                                                                 "status": sub.status.value})
     rows = [{"subscriber": s, "subscriptions": by_subscriber.get(s.id, [])} for s in found]
     next_after = found[-1].id if more and found else None
-    next_url = f"/admin/subscribers?q={q}&list={list_slug}&status={status}&after={next_after}" if next_after else ""
+    next_url = ("/admin/subscribers?" + urlencode({"q": q, "list": list_slug, "status": status, "after": next_after})
+                if next_after else "")
     return page(request, "subscribers.html", user, "subscribers", rows=rows, q=q, list_slug=list_slug, status=status,
                 lists=session.scalars(select(MailingList)).all(), statuses=[s.value for s in SubscriptionStatus],
                 next_after=next_after, next_url=next_url)
