@@ -7,6 +7,7 @@ schemathesis can test exactly that). Errors are JSON objects `{"error": "..."}`.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -93,6 +94,13 @@ class SendIn(BaseModel):
     list: str = Field(max_length=100)
     scheduled_at: datetime | None = None
     allow_resend: bool = False
+
+
+class SendAction(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    RETRY_FAILED = "retry-failed"
 
 
 class SendOut(BaseModel):
@@ -313,7 +321,8 @@ def post_send(body: SendIn, user: Principal = Depends(api_user), session: Sessio
             enqueue_after_commit(session, plan_send, send.id)
     except campaigns.CampaignError as exc:
         raise _bad(str(exc), 409) from exc
-    session.commit()
+    session.commit()  # inline mode runs the send right here, in other sessions
+    session.expire_all()
     return _send_out(session, _send(session, send.id))
 
 
@@ -323,21 +332,21 @@ def get_send(send_id: int, user: Principal = Depends(api_user), session: Session
 
 
 @api_app.post("/sends/{send_id}/{action}", response_model=SendOut)
-def control_send(send_id: int, action: str, user: Principal = Depends(api_user),
+def control_send(send_id: int, action: SendAction, user: Principal = Depends(api_user),
                  session: Session = Depends(db_session)) -> SendOut:
     from worker.tasks import resume_send
 
     send = _send(session, send_id)
-    actions = {"pause": lambda: campaigns.pause(session, send.id, f"paused by {user.email} (API)"),
-               "resume": lambda: campaigns.resume(session, send.id),
-               "cancel": lambda: campaigns.cancel(session, send.id)}
-    if action not in actions:
-        raise _bad("Action must be pause, resume or cancel.", 404)
+    actions = {SendAction.PAUSE: lambda: campaigns.pause(session, send.id, f"paused by {user.email} (API)"),
+               SendAction.RESUME: lambda: campaigns.resume(session, send.id),
+               SendAction.CANCEL: lambda: campaigns.cancel(session, send.id),
+               SendAction.RETRY_FAILED: lambda: campaigns.retry_failed(session, send.id)}
     try:
         actions[action]()
     except campaigns.CampaignError as exc:
         raise _bad(str(exc), 409) from exc
     session.commit()
-    if action == "resume":
+    if action in (SendAction.RESUME, SendAction.RETRY_FAILED):
         resume_send(send.id)
+        session.expire_all()
     return _send_out(session, _send(session, send.id))
