@@ -204,3 +204,31 @@ def test_unsubscribed_from_admin_page_is_skipped_by_next_send(site: str, page: P
     expect(page.locator("#count-sent")).to_have_text("1")
     assert len(messages_to("leave@example.org")) == 1  # nothing new for the one who left
     assert len(messages_to("keep@example.org")) == 2
+
+
+def test_progress_bars_follow_a_running_send_without_reloading(site: str, page: Page) -> None:
+    from mailer.store import save_issue
+    from subscribers import service
+    from subscribers.models import ConsentSource
+    from worker import campaigns
+    from worker.tasks import resume_send
+
+    with session_scope() as session:
+        weekly = service.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        for n in range(5):
+            service.subscribe(session, weekly, f"r{n}@example.org", source=ConsentSource.ADMIN)
+        issue = save_issue(session, EXAMPLE.read_text(), filename=EXAMPLE.name)
+        send = campaigns.create_send(session, issue.id, weekly.id, created_by="test")
+        campaigns.start_send(session, send.id)
+        assert campaigns.plan_send(session, send.id) == 5  # planned, nothing sent yet
+        send_id = send.id
+    sign_in(page, site, "admin@example.com")
+    row = page.locator(f"tr[data-send='{send_id}']")
+    expect(row.locator("[data-status]")).to_have_text("running")
+    expect(row.locator("[data-text]")).to_have_text("0 / 5")
+    page.evaluate("window.sameDocument = true")
+    resume_send(send_id)  # the workers (inline here) get through the ledger while the page is open
+    expect(row.locator("[data-status]")).to_have_text("done", timeout=10_000)
+    expect(row.locator("[data-text]")).to_have_text("5 / 5")
+    assert row.locator("[data-progress]").evaluate("p => p.value / p.max") == 1
+    assert page.evaluate("window.sameDocument") is True  # updated by polling, not by a reload
