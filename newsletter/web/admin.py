@@ -7,6 +7,7 @@ calls and results to pages. Staff may work on issues and sends and read subscrib
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 from datetime import UTC, datetime
 from html import escape
@@ -48,6 +49,7 @@ from worker.stats import send_counters
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 PAGE_SIZE = 50
+_WHOLE_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 NEW_ISSUE = """---
 subject: "Digital Digest Weekly: "
 preheader: ""
@@ -251,7 +253,9 @@ def subscribers_page(request: Request, q: str = "", list_slug: str = Query("", a
         if status in {s.value for s in SubscriptionStatus}:
             conditions.append(Subscription.status == SubscriptionStatus(status))
         query = query.where(select(Subscription.id).where(*conditions).exists())
-    if q:
+    if q and _WHOLE_ADDRESS.match(q.strip()):  # the common case: one exact lookup on the unique index
+        query = query.where(Subscriber.email == q.strip().lower())
+    elif q:
         pattern = f"%{q.strip().lower()}%"
         query = query.where(or_(Subscriber.email.like(pattern), func.lower(Subscriber.name).like(pattern)))
     found = session.scalars(query.order_by(Subscriber.id).limit(PAGE_SIZE + 1)).all()

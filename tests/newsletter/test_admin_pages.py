@@ -60,6 +60,8 @@ def test_keyset_pagination_walks_everyone_once(admin: TestClient) -> None:
     filtered = addresses(admin.get("/admin/subscribers", params={"list": "other", "status": "confirmed"}).text)
     assert len(filtered) == 40 and all(int(a[6:9]) % 3 == 0 for a in filtered)
     assert addresses(admin.get("/admin/subscribers", params={"q": "reader007"}).text) == ["reader007@example.org"]
+    exact = admin.get("/admin/subscribers", params={"q": " Reader007@Example.org "}).text
+    assert addresses(exact) == ["reader007@example.org"]
     assert addresses(admin.get("/admin/subscribers", params={"list": "nope"}).text) == []
     assert addresses(admin.get("/admin/subscribers", params={"status": "unsubscribed"}).text) == []
 
