@@ -67,7 +67,7 @@ def populate(url: str, size: int) -> tuple[int, int]:
         list_id, issue_id = mailing_list.id, issue.id
     with psycopg.connect(url) as conn:
         conn.execute("INSERT INTO subscribers (email, name, attributes, created_at) "
-                     "SELECT 'r' || g || '@example' || (g % 97) || '.com', 'Reader ' || g, '{}', now() "
+                     "SELECT 'r' || g || '@example' || (g %% 97) || '.com', 'Reader ' || g, '{}', now() "
                      "FROM generate_series(1, %s) g", (size,))
         conn.execute("INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, confirmed_at) "
                      "SELECT id, %s, 'confirmed', 'bench', now(), now() FROM subscribers", (list_id,))

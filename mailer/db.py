@@ -123,3 +123,16 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def id_in(column: Any, ids: Any, dialect: str) -> Any:
+    """`column IN ids` as one array parameter on PostgreSQL: a thousand bind parameters would make the driver
+    parse and the server plan a thousand-placeholder statement for every batch."""
+    from sqlalchemy import BigInteger as _BigInteger
+    from sqlalchemy import any_, bindparam
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    ids = list(ids)
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, ids, type_=ARRAY(_BigInteger())))
+    return column.in_(ids)

@@ -22,7 +22,7 @@ from sqlalchemy import Integer, and_, bindparam, exists, func, literal, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mailer.db import session_scope, utcnow
+from mailer.db import id_in, session_scope, utcnow
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import Settings, TransportName, get_settings
@@ -209,6 +209,10 @@ class _Row:
     reason: str | None  # why it must be skipped now, or None
 
 
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
 def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
     """Eligibility at the moment of sending: someone who left after the plan gets nothing."""
     query = (select(Delivery.id, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.erased_at,
@@ -217,7 +221,7 @@ def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
              .outerjoin(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
                                            Subscription.list_id == list_id))
              .outerjoin(Suppression, Suppression.email == Subscriber.email)
-             .where(Delivery.id.in_(ids)).order_by(Delivery.id))
+             .where(id_in(Delivery.id, ids, _dialect(session))).order_by(Delivery.id))
     rows = []
     for delivery_id, subscriber_id, email, name, erased_at, status, suppression_id in session.execute(query):
         reason = None
@@ -252,7 +256,8 @@ def recipient_for(row: _Row, list_id: int, web_url: str, settings: Settings, *, 
 
 def _release(session: Session, ids: Sequence[int]) -> None:
     if ids:
-        session.execute(update(Delivery).where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.SENDING)
+        session.execute(update(Delivery).where(id_in(Delivery.id, ids, _dialect(session)),
+                                               Delivery.status == DeliveryStatus.SENDING)
                         .values(status=DeliveryStatus.PENDING, claimed_at=None))
 
 
@@ -283,7 +288,7 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
                 if row.reason:
                     skipped[row.reason].append(row.delivery_id)
             for reason, skipped_ids in skipped.items():
-                session.execute(update(Delivery).where(Delivery.id.in_(skipped_ids))
+                session.execute(update(Delivery).where(id_in(Delivery.id, skipped_ids, _dialect(session)))
                                 .values(status=DeliveryStatus.SKIPPED, error=reason, claimed_at=None))
         sendable = [r for r in rows if not r.reason]
         verp = transport_name == TransportName.SMTP.value
@@ -345,7 +350,7 @@ def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
     with session_scope() as session:
         for message_id, ids in by_message.items():
             if len(ids) > 1:  # SendGrid: one X-Message-Id for the whole call
-                session.execute(update(Delivery).where(Delivery.id.in_(ids))
+                session.execute(update(Delivery).where(id_in(Delivery.id, ids, _dialect(session)))
                                 .values(status=DeliveryStatus.SENT, sent_at=now, claimed_at=None,
                                         provider_message_id=message_id, error=None))
         if singles:  # SMTP: one Message-ID per recipient
@@ -358,10 +363,11 @@ def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
                 update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("b_id"))
                 .values(status=DeliveryStatus.FAILED.value, error=bindparam("b_error"), claimed_at=None), failed)
         if retry:
-            session.execute(update(Delivery).where(Delivery.id.in_(retry), Delivery.attempts >= max_attempts)
+            session.execute(update(Delivery).where(id_in(Delivery.id, retry, _dialect(session)),
+                                                   Delivery.attempts >= max_attempts)
                             .values(status=DeliveryStatus.FAILED, error="temporary failures, gave up",
                                     claimed_at=None))
-            session.execute(update(Delivery).where(Delivery.id.in_(retry),
+            session.execute(update(Delivery).where(id_in(Delivery.id, retry, _dialect(session)),
                                                    Delivery.status == DeliveryStatus.SENDING)
                             .values(status=DeliveryStatus.PENDING, claimed_at=None))
     return sum(len(v) for v in by_message.values()), len(failed), len(retry)

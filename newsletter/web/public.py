@@ -124,19 +124,12 @@ def _confirm_target(session: Session, token: str) -> tuple[Subscriber, MailingLi
     return subscriber, mailing_list, subscription
 
 
-def _list_of_expired(token: str) -> int | None:
-    from itsdangerous import URLSafeTimedSerializer
-
-    ok, payload = URLSafeTimedSerializer(get_settings().secret, salt="newsletter.confirm").loads_unsafe(token)
-    return payload[1] if ok and isinstance(payload, list) and len(payload) == 2 else None
-
-
 @router.get("/confirm/{token}", response_class=HTMLResponse)
 def confirm_page(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
     try:
         subscriber, mailing_list, subscription = _confirm_target(session, token)
     except TokenError as exc:
-        return _token_problem(request, exc, session, _list_of_expired(token) if exc.expired else None)
+        return _token_problem(request, exc, session, exc.list_id if exc.expired else None)
     if subscription is not None and subscription.status.value == "confirmed":
         return _message(request, "You're already subscribed", f"{mailing_list.name} is on its way to "
                                                                f"{subscriber.email}.")
@@ -150,7 +143,7 @@ def confirm(request: Request, token: str, session: Session = Depends(db_session)
         ip, user_agent = _client(request)
         outcome = service.confirm(session, subscriber.id, mailing_list.id, ip=ip, user_agent=user_agent)
     except TokenError as exc:
-        return _token_problem(request, exc, session, _list_of_expired(token) if exc.expired else None)
+        return _token_problem(request, exc, session, exc.list_id if exc.expired else None)
     except ServiceError as exc:
         return _message(request, "Nothing to confirm", str(exc), status_code=410)
     _enqueue(session, outcome.notify)
