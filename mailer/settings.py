@@ -96,6 +96,8 @@ class Settings(BaseSettings):
 
     # Bounce mailbox (IMAP).
     imap_host: str | None = None
+    imap_port: int = 993
+    imap_ssl: bool = True
     imap_user: str | None = None
     imap_password: SecretStr | None = None
     imap_folder: str = "INBOX"

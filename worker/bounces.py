@@ -62,7 +62,8 @@ def fetch_imap(client: Any = None) -> int:
     """Read unseen messages in the bounce mailbox, ingest each, and mark it seen."""
     settings = get_settings()
     if client is None:
-        client = imaplib.IMAP4_SSL(settings.imap_host or "")
+        factory = imaplib.IMAP4_SSL if settings.imap_ssl else imaplib.IMAP4
+        client = factory(settings.imap_host or "", settings.imap_port)
         client.login(settings.imap_user or "", settings.imap_password.get_secret_value()
                      if settings.imap_password else "")
     client.select(settings.imap_folder)

@@ -121,3 +121,30 @@ def test_samples_classified(sample: str, status: str, hard: bool) -> None:
     raw = (SAMPLES / sample).read_text().replace("{verp}", "bounces+1-x@b.example").replace("{rcpt}", "r@example.org")
     [failure] = failures(raw.encode())
     assert (failure.recipient, failure.status, failure.hard) == ("r@example.org", status, hard)
+
+
+def test_bounces_fetch_reads_the_imap_mailbox(smtp_send: dict[str, str], settings) -> None:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+    from tests.support.imap_server import IMAPServer, Mailbox
+
+    addresses = sorted(smtp_send)
+    box = Mailbox("bounces", "mailbox-secret", [
+        (SAMPLES / "postfix-user-unknown.eml").read_text().replace("{verp}", smtp_send[addresses[0]])
+        .replace("{rcpt}", addresses[0]).replace("\n", "\r\n").encode(),
+        build_dsn(smtp_send[addresses[1]], addresses[1], "5.1.1").replace(b"\n", b"\r\n")])
+    server = IMAPServer(box).start()
+    try:
+        settings.imap_host, settings.imap_port, settings.imap_ssl = "127.0.0.1", server.port, False
+        settings.imap_user = "bounces"
+        settings.imap_password = __import__("pydantic").SecretStr("mailbox-secret")
+        result = CliRunner().invoke(app, ["bounces", "fetch"])
+        assert result.exit_code == 0, result.output
+        assert "2 bounce event(s) stored" in result.output
+        assert box.seen == {1, 2} and box.logins == 1
+        again = CliRunner().invoke(app, ["bounces", "fetch"])  # nothing unseen is left
+        assert "0 bounce event(s) stored" in again.output
+    finally:
+        server.stop()
+    assert {k: v.value for k, v in reasons().items()} == {addresses[0]: "hard_bounce", addresses[1]: "hard_bounce"}
