@@ -47,3 +47,20 @@ def make_audience(confirmed: int, *, pending: int = 3, unsubscribed: int = 3, su
         for address in emails["s"]:
             service.suppress(session, address, SuppressionReason.HARD_BOUNCE, source=ConsentSource.ADMIN)
         return Audience(mailing_list.id, issue.id, emails["c"], emails["p"] + emails["u"] + emails["s"])
+
+
+def counters(send_id: int) -> dict[str, int]:
+    """A send's ledger counters, read in a fresh transaction (what another process would see)."""
+    from worker.stats import send_counters
+
+    with session_scope() as session:
+        return send_counters(session, send_id)
+
+
+def send_status(send_id: int):
+    from worker.models import Send
+
+    with session_scope() as session:
+        send = session.get(Send, send_id)
+        assert send is not None
+        return send.status

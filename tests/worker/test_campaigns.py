@@ -11,13 +11,12 @@ from sqlalchemy import func, select, update
 from mailer.db import session_scope, utcnow
 from subscribers import service
 from subscribers.models import ConsentSource, Subscriber
-from tests.support.audience import make_audience
+from tests.support.audience import counters, make_audience, send_status
 from tests.support.mailbox import outbox_messages
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
 from worker import campaigns, tasks
 from worker.models import Delivery, DeliveryStatus, Send, SendStatus
-from worker.stats import send_counters
 
 
 def start(audience, **kwargs) -> int:
@@ -31,18 +30,6 @@ def recipients_in_outbox() -> Counter[str]:
     return Counter(m["To"].addresses[0].addr_spec for m in outbox_messages())
 
 
-def counters(send_id: int) -> dict[str, int]:
-    with session_scope() as session:
-        return send_counters(session, send_id)
-
-
-def status(send_id: int) -> SendStatus:
-    with session_scope() as session:
-        send = session.get(Send, send_id)
-        assert send is not None
-        return send.status
-
-
 def test_plan_includes_only_confirmed_unsuppressed_and_each_gets_one(db_url: str, settings) -> None:
     settings.batch_size = 7
     audience = make_audience(40)
@@ -50,7 +37,7 @@ def test_plan_includes_only_confirmed_unsuppressed_and_each_gets_one(db_url: str
     assert tasks.plan_send.delay(send_id).get() == 40
     got = recipients_in_outbox()
     assert sorted(got) == sorted(audience.confirmed) and set(got.values()) == {1}
-    assert status(send_id) is SendStatus.DONE and counters(send_id)["sent"] == 40
+    assert send_status(send_id) is SendStatus.DONE and counters(send_id)["sent"] == 40
     message = outbox_messages()[0]
     to = message["To"].addresses[0].addr_spec
     html = message.get_body(("html",)).get_content()
@@ -109,7 +96,7 @@ def test_pause_resume_cancel_and_resend_rule(db_url: str, settings) -> None:
     with session_scope() as session:
         campaigns.resume(session, send_id)
     tasks.resume_send(send_id)
-    assert counters(send_id)["sent"] == 20 and status(send_id) is SendStatus.DONE
+    assert counters(send_id)["sent"] == 20 and send_status(send_id) is SendStatus.DONE
     assert set(recipients_in_outbox().values()) == {1}
     with session_scope() as session, pytest.raises(campaigns.CampaignError, match="already sent"):
         campaigns.create_send(session, audience.issue_id, audience.list_id)
@@ -117,7 +104,7 @@ def test_pause_resume_cancel_and_resend_rule(db_url: str, settings) -> None:
     with session_scope() as session:
         campaigns.plan_send(session, again)
         assert campaigns.cancel(session, again) == 20
-    assert counters(again)["skipped"] == 20 and status(again) is SendStatus.CANCELLED
+    assert counters(again)["skipped"] == 20 and send_status(again) is SendStatus.CANCELLED
 
 
 def test_failed_rows_retry_only_those(db_url: str, settings, monkeypatch) -> None:
@@ -137,7 +124,7 @@ def test_failed_rows_retry_only_those(db_url: str, settings, monkeypatch) -> Non
         with session_scope() as session:
             assert campaigns.retry_failed(session, send_id) == 1
         tasks.resume_send(send_id)
-        assert counters(send_id)["sent"] == 6 and status(send_id) is SendStatus.DONE
+        assert counters(send_id)["sent"] == 6 and send_status(send_id) is SendStatus.DONE
         assert set(sink.counts().values()) == {1} and len(sink.counts()) == 6
         assert "bounces+" in sink.received[0].mail_from  # VERP return path
     finally:
@@ -169,7 +156,7 @@ def test_scheduled_send_starts_when_due(db_url: str) -> None:
     with session_scope() as session:
         session.execute(update(Send).values(scheduled_at=utcnow() - timedelta(seconds=1)))
     assert tasks.start_due_sends.delay().get() == [send_id]
-    assert status(send_id) is SendStatus.DONE and len(recipients_in_outbox()) == 3
+    assert send_status(send_id) is SendStatus.DONE and len(recipients_in_outbox()) == 3
 
 
 def test_sendgrid_auth_failure_pauses_send_with_reason(db_url: str, settings, monkeypatch) -> None:
@@ -180,7 +167,7 @@ def test_sendgrid_auth_failure_pauses_send_with_reason(db_url: str, settings, mo
         audience = make_audience(3)
         send_id = start(audience, transport="sendgrid")
         tasks.plan_send.delay(send_id).get()
-        assert status(send_id) is SendStatus.PAUSED
+        assert send_status(send_id) is SendStatus.PAUSED
         with session_scope() as session:
             reason = session.get(Send, send_id).status_reason  # type: ignore[union-attr]
         assert "API key" in reason and counters(send_id)["pending"] == 3

@@ -20,13 +20,12 @@ from mailer.db import session_scope
 from mailer.settings import reset_settings
 from subscribers.models import Subscriber
 from subscribers.tokens import Purpose, link, read_token
-from tests.support.audience import Audience, make_audience
+from tests.support.audience import Audience, counters, make_audience, send_status
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import PrivateRedis, WorkerProcess, wait_for
 from worker import campaigns, tasks
-from worker.models import Delivery, DeliveryStatus, Send, SendStatus
-from worker.stats import send_counters
+from worker.models import Delivery, DeliveryStatus, SendStatus
 
 pytestmark = pytest.mark.slow
 BROKER = os.environ.get("NEWSLETTER_TEST_BROKER", "redis://127.0.0.1:6379/14")
@@ -80,18 +79,6 @@ def start_send(audience: Audience, transport: str = "sendgrid") -> int:
         campaigns.start_send(session, send.id)
         enqueue_after_commit(session, tasks.plan_send, send.id)
         return send.id
-
-
-def counters(send_id: int) -> dict[str, int]:
-    with session_scope() as session:
-        return send_counters(session, send_id)
-
-
-def send_status(send_id: int) -> SendStatus:
-    with session_scope() as session:
-        send = session.get(Send, send_id)
-        assert send is not None
-        return send.status
 
 
 def wait_done(send_id: int, cluster: Cluster, timeout: float = 120) -> None:
