@@ -225,12 +225,25 @@ def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
 @router.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])
 async def edit_list(request: Request, slug: str, user: Principal = Depends(page_admin),
                     session: Session = Depends(db_session)) -> Response:
-    mailing_list = service.get_list(session, slug)
+    try:
+        mailing_list = service.get_list(session, slug)
+    except service.ServiceError as exc:
+        return page(request, "lists.html", user, "lists", lists=_list_rows(session), flash=str(exc),
+                    flash_kind="error", status_code=404)
     form = await _form(request)
-    mailing_list.name = str(form.get("name") or mailing_list.name)
-    mailing_list.from_name = str(form.get("from_name") or "") or None
-    mailing_list.from_email = str(form.get("from_email") or "") or None
-    mailing_list.reply_to = str(form.get("reply_to") or "") or None
+    addresses: dict[str, str | None] = {}
+    for field in ("from_email", "reply_to"):
+        value = str(form.get(field) or "").strip()
+        try:
+            addresses[field] = service.normalise_email(value, check_deliverability=False) if value else None
+        except service.InvalidEmail as exc:
+            return page(request, "list.html", user, "lists", mailing_list=mailing_list, snippet=_snippet(mailing_list),
+                        counts=service.list_counts(session, mailing_list.id), flash=f"{field}: {exc}",
+                        flash_kind="error", status_code=400)
+    mailing_list.name = str(form.get("name") or mailing_list.name)[:200]
+    mailing_list.from_name = str(form.get("from_name") or "")[:200] or None
+    mailing_list.from_email = addresses["from_email"]
+    mailing_list.reply_to = addresses["reply_to"]
     mailing_list.double_opt_in = form.get("double_opt_in") == "1"
     mailing_list.welcome_enabled = form.get("welcome_enabled") == "1"
     session.commit()

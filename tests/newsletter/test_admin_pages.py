@@ -78,6 +78,10 @@ def test_list_edit_and_snippet(admin: TestClient) -> None:
         weekly = session.scalar(select(MailingList).where(MailingList.slug == "weekly"))
         assert weekly is not None and weekly.from_email == "desk@example.com" and weekly.double_opt_in
         assert weekly.welcome_enabled and weekly.name == "Weekly Digest"
+    refused = admin.post("/admin/lists/weekly", data={"csrf_token": token, "name": "X", "from_email": "not mail"})
+    assert refused.status_code == 400 and "from_email" in refused.text
+    with session_scope() as session:
+        assert session.scalar(select(MailingList.from_email).where(MailingList.slug == "weekly")) == "desk@example.com"
 
 
 def test_forms_need_csrf(admin: TestClient) -> None:
