@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailer.message import build_message
+from mailer.message import encode_message
 from mailer.transports.base import Content, Recipient, Result
 
 
@@ -25,13 +25,12 @@ class OutboxTransport:
     def send(self, content: Content, recipients: Sequence[Recipient]) -> list[Result]:
         results = []
         for recipient in recipients:
-            message = build_message(content, recipient, message_id_domain=self.message_id_domain)
-            message_id = str(message["Message-ID"]).strip("<>")
+            data, message_id = encode_message(content, recipient, message_id_domain=self.message_id_domain)
             stem = f"{content.send_id or 0}-{recipient.delivery_id or 0}-{message_id.split('@')[0]}"
-            if recipient.return_path:
-                message["X-Envelope-From"] = recipient.return_path
+            if recipient.return_path:  # the envelope sender an MTA would have used, for people reading the file
+                data = f"X-Envelope-From: <{recipient.return_path}>\r\n".encode() + data
             tmp = self.directory / f".{stem}.tmp"
-            tmp.write_bytes(message.as_bytes())
+            tmp.write_bytes(data)
             os.replace(tmp, self.directory / f"{stem}.eml")
             results.append(Result(recipient=recipient, ok=True, message_id=message_id))
         return results

@@ -18,6 +18,7 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
+from mailer.message import list_unsubscribe
 from mailer.placeholders import substitutions
 from mailer.settings import Settings
 from mailer.transports.base import Content, Recipient, Result, TransportError
@@ -56,9 +57,9 @@ class SendGridTransport:
             item: dict[str, Any] = {"to": [{"email": recipient.email}],
                                     "substitutions": substitutions(recipient.values)}
             headers = {_clean(k): _clean(v) for k, v in recipient.headers.items()}
-            unsubscribe = [f"<{u}>" for u in (recipient.unsubscribe_url, recipient.unsubscribe_mailto) if u]
+            unsubscribe = list_unsubscribe(recipient)
             if unsubscribe:
-                headers["List-Unsubscribe"] = ", ".join(unsubscribe)
+                headers["List-Unsubscribe"] = unsubscribe
             if recipient.unsubscribe_url:
                 headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
             if headers:

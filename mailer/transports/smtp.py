@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailer.message import build_message
+from mailer.message import encode_message
 from mailer.settings import Settings
 from mailer.transports.base import Content, Recipient, Result, TransportError
 
@@ -80,9 +80,8 @@ class SMTPTransport:
         index = 0
         while index < len(recipients):
             recipient = recipients[index]
-            message = build_message(content, recipient, message_id_domain=self.message_id_domain)
-            data = self._sign(message.as_bytes())
-            message_id = str(message["Message-ID"]).strip("<>")
+            raw, message_id = encode_message(content, recipient, message_id_domain=self.message_id_domain)
+            data = self._sign(raw)
             try:
                 connection = self._connect()
                 refused = connection.sendmail(recipient.return_path or self.default_return_path,
