@@ -26,6 +26,7 @@ from mailer.render import RenderError
 from mailer.settings import get_settings
 from newsletter.auth import SESSION_COOKIE, Principal, authenticate, create_api_token, session_cookie
 from newsletter.models import ApiToken, User
+from newsletter.web import imports
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
 from newsletter.web.ratelimit import limiter
@@ -361,8 +362,13 @@ async def import_upload(request: Request, user: Principal = Depends(page_admin),
     form = await request.form()
     upload = form.get("file")
     lists = session.scalars(select(MailingList)).all()
-    if upload is None or isinstance(upload, str):
-        return page(request, "import.html", user, "subscribers", lists=lists, flash="Choose a CSV file.",
+    list_slug = str(form.get("list", ""))
+    confirmed, consent_source = form.get("confirmed") == "1", str(form.get("consent_source", "")).strip()
+    problem = ("Choose a CSV file." if upload is None or isinstance(upload, str) else
+               "Say where these people consented (consent source)." if confirmed and not consent_source else
+               "Choose a list." if list_slug not in {m.slug for m in lists} else "")
+    if problem or upload is None or isinstance(upload, str):
+        return page(request, "import.html", user, "subscribers", lists=lists, list_slug=list_slug, flash=problem,
                     flash_kind="error", status_code=400)
     folder = Path(get_settings().data_dir) / "imports"
     folder.mkdir(parents=True, exist_ok=True)
@@ -370,17 +376,22 @@ async def import_upload(request: Request, user: Principal = Depends(page_admin),
         while chunk := await upload.read(1 << 20):
             handle.write(chunk)
         path = Path(handle.name)
-    from mailer.db import new_session
+    key = imports.start(path, list_slug, confirmed=confirmed, consent_source=consent_source)
+    return _redirect(f"/admin/import/run/{key}")
 
-    try:
-        result = importer.import_csv(new_session, path, str(form.get("list", "")),
-                                     confirmed=form.get("confirmed") == "1",
-                                     consent_source=str(form.get("consent_source", "")))
-    except (importer.ImportFileError, service.ServiceError) as exc:
-        return page(request, "import.html", user, "subscribers", lists=lists, flash=str(exc), flash_kind="error",
-                    status_code=400)
-    return page(request, "import.html", user, "subscribers", lists=lists, result=result,
-                list_slug=str(form.get("list", "")))
+
+@router.get("/import/run/{key}", response_class=HTMLResponse)
+def import_status(request: Request, key: str, user: Principal = Depends(page_admin),
+                  session: Session = Depends(db_session)) -> HTMLResponse:
+    """Refreshes itself while the import runs (no JavaScript needed), then shows the result."""
+    state = imports.progress(key)
+    lists = session.scalars(select(MailingList)).all()
+    if state is None:
+        return page(request, "import.html", user, "subscribers", lists=lists, flash_kind="error", status_code=404,
+                    flash="This import is unknown here (it may run in another web process); see the list's counts.")
+    return page(request, "import.html", user, "subscribers", lists=lists, list_slug=state.list_slug, state=state,
+                result=state.result, running=not state.done.is_set(), flash=state.error or None,
+                flash_kind="error" if state.error else None)
 
 
 @router.get("/import/{job_id}/report")

@@ -120,9 +120,9 @@ def test_admin_creates_list_imports_writes_previews_tests_and_sends(site: str, p
     page.check("input[name=confirmed]")
     page.fill("#consent_source", "signup sheet, conference 2026")
     page.click("button:has-text('Import')")
-    summary = page.locator(".card p").first
-    expect(summary).to_contain_text("3 imported")
-    expect(page.locator("progress")).to_have_attribute("value", "1")
+    expect(page.locator("#import-result")).to_contain_text("3 imported, 0 skipped, 1 errors")
+    bar = page.locator("#import-progress progress")
+    assert bar.get_attribute("value") == bar.get_attribute("max") == str(len(CSV.encode()))
     with page.expect_download() as download:
         page.click("a:has-text('Download the report')")
     report = Path(download.value.path()).read_text()
