@@ -473,12 +473,34 @@ def _issue_page(request: Request, user: Principal, session: Session, record: Iss
         warnings = render_issue(parse_issue(record.source, record.slug), force=True).warnings
     except (IssueError, RenderError) as exc:
         warnings = [str(exc)]
-    preview = (record.html or "").replace("__NLH_NAME__", "Ada").replace("__NLH_", "#__NLH_")
+    preview = preview_html(record.html or "")
     sends = session.scalars(select(Send).where(Send.issue_id == record.id).order_by(Send.id.desc())).all()
     return page(request, "issue.html", user, "issues", issue=record, preview_html=preview,
                 size=len((record.html or "").encode()), warnings=warnings, problems=problems, sends=sends,
                 lists=session.scalars(select(MailingList).order_by(MailingList.name)).all(),
                 flash=flash or request.query_params.get("flash"), status_code=status_code)
+
+
+def preview_html(html: str) -> str:
+    """What the preview iframes show: a sample name, and links that do not pretend to work."""
+    return html.replace("__NLH_NAME__", "Ada").replace("__NLH_", "#__NLH_")
+
+
+@router.post("/issues/preview", dependencies=[Depends(verify_csrf)])
+async def live_preview(request: Request, user: Principal = Depends(page_user)) -> JSONResponse:
+    """Rendered as the editor types (the page's script posts here); errors come back located, for the editor."""
+    from mailer.issue import parse_issue
+    from mailer.render import render_issue
+
+    source = str((await request.form()).get("source", ""))
+    try:
+        rendered = render_issue(parse_issue(source, "preview"), force=True)
+    except IssueError as exc:
+        return JSONResponse({"problems": [str(p) for p in exc.problems]}, status_code=422)
+    except RenderError as exc:
+        return JSONResponse({"problems": [str(exc)]}, status_code=422)
+    return JSONResponse({"html": preview_html(rendered.html), "warnings": rendered.warnings,
+                         "bytes": len(rendered.html.encode())})
 
 
 @router.get("/issues/{issue_id}", response_class=HTMLResponse)

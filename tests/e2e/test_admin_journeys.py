@@ -138,6 +138,16 @@ def test_admin_creates_list_imports_writes_previews_tests_and_sends(site: str, p
     expect(page.frame_locator("#desktop").locator("body")).to_contain_text("Chipmakers")
     shoot(page, tmp_path, "issue-preview", full_page=False)
 
+    source = EXAMPLE.read_text()
+    page.evaluate("window.sameDocument = true")
+    page.fill("#issue-source", source.replace("Good morning.", "Good evening, live preview."))
+    expect(phone.locator("body")).to_contain_text("Good evening, live preview.")  # re-rendered while typing
+    page.fill("#issue-source", source.replace("subject:", "subjekt:"))
+    expect(page.locator("#live-problems")).to_contain_text("subject")
+    assert page.evaluate("window.sameDocument") is True
+    page.goto(issue_url)  # nothing was saved: the stored issue is unchanged
+    expect(page.frame_locator("#phone").locator("body")).to_contain_text("Good morning.")
+
     page.click("button:has-text('Send test')")
     expect(page.locator(".flash")).to_contain_text("Test sent to admin@example.com")
     assert len(messages_to("admin@example.com")) == 1
