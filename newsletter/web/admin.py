@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from mailer.db import utcnow
 from mailer.issue import IssueError
 from mailer.models import IssueRecord
 from mailer.render import RenderError
@@ -540,7 +541,9 @@ async def edit_issue(request: Request, issue_id: int, user: Principal = Depends(
 @router.post("/issues/{issue_id}/test", dependencies=[Depends(verify_csrf)])
 async def send_test(request: Request, issue_id: int, user: Principal = Depends(page_user),
                     session: Session = Depends(db_session)) -> Response:
-    to = str((await request.form()).get("to", ""))
+    to = str((await request.form()).get("to", "")).strip()
+    if not user.is_admin and to.lower() != user.email:
+        return _redirect(f"/admin/issues/{issue_id}", "Staff send tests to their own address only.")
     try:
         result = campaigns.send_test(session, issue_id, to)
     except (campaigns.CampaignError, service.InvalidEmail) as exc:
@@ -629,7 +632,7 @@ def tokens_page(request: Request, user: Principal = Depends(page_admin),
                 session: Session = Depends(db_session)) -> HTMLResponse:
     tokens = session.scalars(select(ApiToken).where(ApiToken.user_id == user.user_id)
                              .order_by(ApiToken.id.desc())).all()
-    return page(request, "tokens.html", user, "tokens", tokens=tokens)
+    return page(request, "tokens.html", user, "tokens", tokens=tokens, flash=request.query_params.get("flash"))
 
 
 @router.post("/tokens", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
@@ -643,3 +646,14 @@ async def create_token(request: Request, user: Principal = Depends(page_admin),
     tokens = session.scalars(select(ApiToken).where(ApiToken.user_id == user.user_id)
                              .order_by(ApiToken.id.desc())).all()
     return page(request, "tokens.html", user, "tokens", tokens=tokens, new_token=token)
+
+
+@router.post("/tokens/{token_id}/revoke", dependencies=[Depends(verify_csrf)])
+def revoke_token(token_id: int, user: Principal = Depends(page_admin),
+                 session: Session = Depends(db_session)) -> Response:
+    found = session.get(ApiToken, token_id) if 0 < token_id < 2**62 else None
+    if found is None or found.user_id != user.user_id:
+        return _redirect("/admin/tokens", "No such token")
+    found.revoked_at = found.revoked_at or utcnow()
+    session.commit()
+    return _redirect("/admin/tokens", "Revoked")

@@ -133,3 +133,38 @@ def test_export_and_progress_endpoint(admin: TestClient) -> None:
     assert exported.text.count("@example.org") == 40
     assert admin.get("/admin/export", params={"list": "nope"}).status_code == 404
     assert admin.get("/admin/sends/99/progress.json").json() == {"error": "No such send."}
+
+
+def test_api_token_shown_once_then_revoked(admin: TestClient) -> None:
+    token = csrf(admin, "/admin/tokens")
+    created = admin.post("/admin/tokens", data={"csrf_token": token, "name": "zapier"})
+    value = re.search(r'<code id="new-token">(nl_[^<]+)</code>', created.text)
+    assert value is not None
+    assert value.group(1) not in admin.get("/admin/tokens").text  # shown once
+    api = TestClient(create_app(), headers={"Authorization": f"Bearer {value.group(1)}"})
+    assert api.get("/api/v1/lists").status_code == 200
+    token_id = re.search(r'action="/admin/tokens/(\d+)/revoke"', admin.get("/admin/tokens").text)
+    assert token_id is not None
+    revoked = admin.post(f"/admin/tokens/{token_id.group(1)}/revoke", data={"csrf_token": token})
+    assert "Revoked" in revoked.text and "revoked" in revoked.text
+    assert api.get("/api/v1/lists").status_code == 401
+
+
+def test_staff_send_tests_only_to_themselves(admin: TestClient) -> None:
+    from tests.mailer.test_issue import EXAMPLE
+    from tests.support.mailbox import outbox_messages
+
+    with session_scope() as session:
+        create_user(session, "staff@example.com", PASSWORD, Role.STAFF)
+    staff = TestClient(create_app())
+    signed = staff.post("/admin/login", data={"email": "staff@example.com", "password": PASSWORD,
+                                              "csrf_token": csrf(staff)}, follow_redirects=False)
+    assert signed.status_code == 303, signed.text
+    token = csrf(staff, "/admin/issues")
+    saved = staff.post("/admin/issues", data={"csrf_token": token, "source": EXAMPLE.read_text()},
+                       follow_redirects=False)
+    issue_path = saved.headers["location"].split("?")[0]
+    other = staff.post(f"{issue_path}/test", data={"csrf_token": token, "to": "victim@example.org"})
+    assert "own address only" in other.text and outbox_messages() == []
+    mine = staff.post(f"{issue_path}/test", data={"csrf_token": token, "to": "Staff@example.com"})
+    assert "Test sent" in mine.text and len(outbox_messages()) == 1
