@@ -149,7 +149,7 @@ def test_admin_creates_list_imports_writes_previews_tests_and_sends(site: str, p
     expect(page.frame_locator("#phone").locator("body")).to_contain_text("Good morning.")
 
     page.click("button:has-text('Send test')")
-    expect(page.locator(".flash")).to_contain_text("Test sent to admin@example.com")
+    expect(page.locator(".flash[role=status]")).to_contain_text("Test sent to admin@example.com")
     assert len(messages_to("admin@example.com")) == 1
 
     page.goto(issue_url)
