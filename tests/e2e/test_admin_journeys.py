@@ -233,6 +233,9 @@ def test_progress_bars_follow_a_running_send_without_reloading(site: str, page: 
         assert campaigns.plan_send(session, send.id) == 5  # planned, nothing sent yet
         send_id = send.id
     sign_in(page, site, "admin@example.com")
+    sends_page = page.context.new_page()
+    sends_page.goto(f"{site}/admin/sends/{send_id}")
+    expect(sends_page.locator("#count-pending")).to_have_text("5")
     row = page.locator(f"tr[data-send='{send_id}']")
     expect(row.locator("[data-status]")).to_have_text("running")
     expect(row.locator("[data-text]")).to_have_text("0 / 5")
@@ -242,3 +245,7 @@ def test_progress_bars_follow_a_running_send_without_reloading(site: str, page: 
     expect(row.locator("[data-text]")).to_have_text("5 / 5")
     assert row.locator("[data-progress]").evaluate("p => p.value / p.max") == 1
     assert page.evaluate("window.sameDocument") is True  # updated by polling, not by a reload
+    expect(sends_page.locator("#send-status")).to_have_text("done")  # the send's own page follows too
+    expect(sends_page.locator("#count-sent")).to_have_text("5")
+    expect(sends_page.locator("#count-pending")).to_have_text("0")
+    expect(sends_page.locator("#send-progress-text")).to_have_text("5 / 5")
