@@ -69,9 +69,19 @@ def _environment() -> Environment:
     )
 
 
+_PERSONAL = re.compile(r"<!--nl:personal-->.*?<!--/nl:personal-->", re.S)
+_MARKERS = re.compile(r"<!--/?nl:personal-->")
+
+
 def compile_mjml(source: str) -> str:
-    # fonts={} stops mjml-python from linking Google Fonts for the default font families.
-    return str(mjml.mjml2html(source, fonts={}, disable_comments=True))
+    # fonts={} stops mjml-python from linking Google Fonts for the default font families. Comments are kept for
+    # our nl:personal markers (removed again in _finish / web_variant).
+    return str(mjml.mjml2html(source, fonts={}, disable_comments=False))
+
+
+def web_variant(html: str) -> str:
+    """The archive copy: the mailed HTML without the parts that only make sense for one recipient."""
+    return _PERSONAL.sub("", html)
 
 
 def inline_css(html: str) -> str:
@@ -97,6 +107,7 @@ def _finish(html: str, lang: str) -> str:
 
 
 def render_mjml_template(name: str, context: dict[str, Any], lang: str) -> str:
+    """The HTML with the nl:personal markers still in (see web_variant)."""
     mjml_source = _environment().get_template(f"{name}.mjml.j2").render(**context)
     return _finish(inline_css(compile_mjml(mjml_source)), lang)
 
@@ -115,7 +126,8 @@ def render_email(name: str, context: dict[str, Any], *, lang: str = "en",
                  settings: Settings | None = None) -> RenderedEmail:
     """Render a transactional email pair (templates/email/{name}.mjml.j2 and .txt.j2) in the shared layout."""
     ctx = _base_context(settings or get_settings()) | {"lang": lang} | context
-    return RenderedEmail(html=render_mjml_template(name, ctx, lang), text=render_text_template(name, ctx))
+    html = _MARKERS.sub("", render_mjml_template(name, ctx, lang))
+    return RenderedEmail(html=html, text=render_text_template(name, ctx))
 
 
 def issue_context(issue: Issue, settings: Settings, *, web: bool) -> dict[str, Any]:
@@ -146,9 +158,9 @@ def issue_mjml(issue: Issue, settings: Settings | None = None, *, web: bool = Fa
 def render_issue(issue: Issue, settings: Settings | None = None, *, force: bool = False) -> RenderedIssue:
     settings = settings or get_settings()
     email_ctx = issue_context(issue, settings, web=False)
-    html = render_mjml_template("issue", email_ctx, issue.lang)
+    marked = render_mjml_template("issue", email_ctx, issue.lang)  # MJML and premailer: once
+    html, web_html = _MARKERS.sub("", marked), web_variant(marked)
     text = render_text_template("issue", email_ctx)
-    web_html = render_mjml_template("issue", issue_context(issue, settings, web=True), issue.lang)
     size = len(html.encode())
     warnings: list[str] = []
     if size > settings.html_max_bytes:
