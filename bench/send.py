@@ -148,7 +148,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--paths", nargs="*", default=["sendgrid", "smtp"])
     args = parser.parse_args()
-    results = [run(size, path) | {"path": path} for path in args.paths for size in args.sizes]
+    store = ROOT / "docs" / "bench-send.json"  # every (path, size) measured so far, so runs add up
+    known = {f"{r['path']}:{r['size']}": r for r in (json.loads(store.read_text()) if store.exists() else [])}
+    for path in args.paths:
+        for size in args.sizes:
+            known[f"{path}:{size}"] = run(size, path) | {"path": path}
+    store.write_text(json.dumps(sorted(known.values(), key=lambda r: (r["path"], r["size"])), indent=1))
+    results = sorted(known.values(), key=lambda r: (r["path"], r["size"]))
     lines = ["## Sending (`python -m bench.send`)", "",
              "PostgreSQL + Redis on this machine, 2 Celery worker processes (concurrency 1 each), batches of 1,000, "
              "the example issue. SendGrid path: the real `sendgrid` client against the stand-in (a separate "
