@@ -242,12 +242,11 @@ def test_rate_limit_shared_by_two_hosts(cluster: Cluster, monkeypatch: pytest.Mo
     audience = make_audience(1500)
     cluster.start_worker("host-a")
     cluster.start_worker("host-b")
+    started = time.monotonic()
     send_id = start_send(audience)
     wait_done(send_id, cluster)
-    with session_scope() as session:
-        times = session.execute(select(Delivery.sent_at).order_by(Delivery.sent_at)).scalars().all()
-    elapsed = (times[-1] - times[0]).total_seconds()
-    rate = (len(times) - 100) / elapsed
-    print(f"1500 recipients at a shared 300/s: {elapsed:.1f}s, {rate:.0f}/s")
-    assert rate <= 300 * 1.25  # two workers together, not 2 x 300
+    elapsed = time.monotonic() - started
+    floor = (1500 - 100) / 300  # after the burst, one shared bucket lets no more than 300/s through
+    print(f"1500 recipients at a shared 300/s: {elapsed:.1f}s (floor {floor:.1f}s), {1500 / elapsed:.0f}/s")
+    assert elapsed >= floor * 0.95  # two workers together, not 2 x 300/s (that would take ~2.3 s)
     assert check_exactly_once(audience, cluster.standin.counts()) == (0, 0)
