@@ -261,7 +261,9 @@ def _write_rows(session: Session, list_id: int, direct: bool, consent_source: st
             skipped += 1
     if new_ids:
         detail = {"consent_source": consent_source, "double_opt_in": not direct}
-        kinds = [ConsentKind.IMPORTED] + ([ConsentKind.CONFIRMED] if direct else [])
+        # One event per imported subscription: "imported", with whether it arrived confirmed and on what consent.
+        detail["confirmed"] = direct
+        kinds = [ConsentKind.IMPORTED]
         if session.get_bind().dialect.name == "postgresql":
             _consent_postgresql(session, list_id, kinds, sorted(new_ids), detail, now)
         else:
@@ -313,11 +315,13 @@ def _upsert_postgresql(session: Session, list_id: int, direct: bool, valid: dict
             "RETURNING id, email", (now,))
         ids = {email: subscriber_id for subscriber_id, email in cursor.fetchall()}
         status = (SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING).value
+        # The ids just returned, passed as one array: joining the temp table back to subscribers would let the
+        # planner (no statistics on a temp table) scan the whole subscribers table for every chunk.
         cursor.execute(
             "INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, confirmed_at) "
-            "SELECT s.id, %s, %s, 'import', %s, %s FROM import_rows r JOIN subscribers s ON s.email = r.email "
+            "SELECT unnest(%s::bigint[]), %s, %s, 'import', %s, %s "
             "ON CONFLICT (subscriber_id, list_id) DO NOTHING RETURNING subscriber_id",
-            (list_id, status, now, now if direct else None))
+            (list(ids.values()), list_id, status, now, now if direct else None))
         new_ids = {row[0] for row in cursor.fetchall()}
         cursor.execute("DELETE FROM import_rows")
     return ids, new_ids
