@@ -11,14 +11,15 @@ import csv
 import hashlib
 import io
 import json
-import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import String, any_, bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import any_, bindparam, func, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from mailer.db import email_hash, utcnow
@@ -82,36 +83,37 @@ def file_sha256(path: Path) -> str:
 class _LineReader:
     """Feeds csv.reader decoded lines while counting the bytes consumed, for the resume checkpoint.
 
-    Bytes that are not UTF-8 are kept as surrogates so the row can be reported instead of crashing the import.
+    Bytes that are not UTF-8 are kept as surrogates so the row can be reported instead of crashing the import;
+    `bad_lines` counts such lines, so a row needs a closer look only when the count moved while reading it.
     """
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    def __init__(self, handle: IO[bytes], line: int = 0) -> None:
         self.handle = handle
         self.offset = handle.tell()
-        self.line = 0
+        self.line = line
+        self.bad_lines = 0
 
     def __iter__(self) -> Iterator[str]:
         for raw in self.handle:
             self.offset += len(raw)
             self.line += 1
-            yield raw.decode("utf-8", errors="surrogateescape")
-
-
-_SURROGATE = re.compile("[\udc80-\udcff]")
-
-
-def _has_bad_bytes(values: list[str]) -> bool:
-    return _SURROGATE.search("".join(values)) is not None
-
-
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.bad_lines += 1
+                text = raw.decode("utf-8", errors="surrogateescape")
+            yield text
 
 
 def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: str, *, confirmed: bool = False,
                consent_source: str = "", report_path: Path | None = None,
                progress: Callable[[int, int], None] | None = None) -> ImportResult:
-    """Import `path` into a list. `progress(bytes_done, bytes_total)` is called after each chunk."""
+    """Import `path` into a list. `progress(bytes_done, bytes_total)` is called after each committed chunk.
+
+    Reading and validating the next chunk overlaps the database writing the previous one, so Python and the
+    database each keep a core busy. There is a single writer, so chunks commit in file order and the checkpoint
+    always marks a prefix of the file.
+    """
     if confirmed and not consent_source.strip():
         raise ServiceError("--confirmed needs --consent-source: say where and when these people agreed.")
     total = path.stat().st_size
@@ -135,6 +137,32 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
         with report.open("w", newline="") as out:
             csv.writer(out).writerow(REPORT_HEADER)
 
+    commit = partial(_commit_chunk, session_factory, job_id, list_id, direct, consent_source, report=report)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer") as writer:
+        in_flight: tuple[Future[None], int] | None = None
+        for chunk in _read_chunks(path, resume_offset, resume_line):
+            if in_flight is not None:
+                _committed(in_flight, total, progress)
+            in_flight = writer.submit(commit, chunk), chunk.offset
+        if in_flight is not None:
+            _committed(in_flight, total, progress)
+    with session_factory() as session:
+        job = session.get(ImportJob, job_id)
+        assert job is not None
+        return ImportResult(job_id, job.imported, job.skipped, job.errors, job.line_no, report, resume_line)
+
+
+def _committed(in_flight: tuple[Future[None], int], total: int,
+               progress: Callable[[int, int], None] | None) -> None:
+    """Wait for the chunk being written (re-raising what stopped it), then report how far the file is in."""
+    future, offset = in_flight
+    future.result()
+    if progress:
+        progress(offset, total)
+
+
+def _read_chunks(path: Path, resume_offset: int, resume_line: int) -> Iterator[_Chunk]:
+    """The file as validated chunks of about CHUNK_ROWS rows, from the checkpoint on; the last one is `finished`."""
     with path.open("rb") as handle:
         header_reader = _LineReader(handle)
         header = next(csv.reader(header_reader), None)
@@ -145,17 +173,17 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
             raise ImportFileError(f"{path}:1: no 'email' column in the header ({', '.join(columns)})")
         email_index = columns.index("email")
         name_index = columns.index("name") if "name" in columns else None
+        extra = [(i, c) for i, c in enumerate(columns) if i not in (email_index, name_index) and c]
         if resume_offset:
             handle.seek(resume_offset)
-            reader_source = _LineReader(handle)
-            reader_source.line = resume_line
+            source = _LineReader(handle, line=resume_line)
         else:
-            reader_source = header_reader
-        rows = csv.reader(reader_source)
+            source = header_reader
+        rows = csv.reader(source)
         chunk: list[_Row] = []
         problems: list[tuple[int, str, str]] = []
         while True:
-            start_line = reader_source.line + 1
+            start_line, bad_lines = source.line + 1, source.bad_lines
             try:
                 values = next(rows)
             except StopIteration:
@@ -165,57 +193,28 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
                 continue
             if not values or not any(v.strip() for v in values):
                 continue
-            if _has_bad_bytes(values):
+            if source.bad_lines != bad_lines:
                 problems.append((start_line, "", "not UTF-8 text (bad encoding)"))
             elif len(values) != len(columns):
                 problems.append((start_line, values[email_index] if len(values) > email_index else "",
                                  f"expected {len(columns)} columns, found {len(values)}"))
             else:
-                attributes = {columns[i]: v for i, v in enumerate(values)
-                              if i not in (email_index, name_index) and columns[i] and v != ""}
                 chunk.append(_Row(start_line, values[email_index],
-                                  values[name_index].strip() if name_index is not None else "", attributes))
+                                  values[name_index].strip() if name_index is not None else "",
+                                  {column: values[i] for i, column in extra if values[i] != ""}))
             if len(chunk) + len(problems) >= CHUNK_ROWS:
-                _commit_chunk(session_factory, job_id, list_id, direct, consent_source, chunk, problems, report,
-                              reader_source.offset, reader_source.line)
+                valid, merged = _prepare(chunk, problems)
+                yield _Chunk(valid, problems, merged, source.offset, source.line)
                 chunk, problems = [], []
-                if progress:
-                    progress(reader_source.offset, total)
-        _commit_chunk(session_factory, job_id, list_id, direct, consent_source, chunk, problems, report,
-                      reader_source.offset, reader_source.line, finished=True)
-        if progress:
-            progress(total, total)
-    with session_factory() as session:
-        job = session.get(ImportJob, job_id)
-        assert job is not None
-        return ImportResult(job_id, job.imported, job.skipped, job.errors, job.line_no, report, resume_line)
+        valid, merged = _prepare(chunk, problems)
+        yield _Chunk(valid, problems, merged, source.offset, source.line, finished=True)
 
 
-def _commit_chunk(session_factory: Callable[[], Session], job_id: int, list_id: int, direct: bool,
-                  consent_source: str, chunk: list[_Row], problems: list[tuple[int, str, str]], report: Path,
-                  offset: int, line: int, finished: bool = False) -> None:
-    with session_factory() as session:
-        imported, skipped, merged = _write_rows(session, list_id, direct, consent_source, chunk, problems)
-        job = session.get(ImportJob, job_id)
-        assert job is not None
-        job.byte_offset, job.line_no = offset, line
-        job.imported += imported
-        job.skipped += skipped
-        job.errors += len(problems) - merged - skipped
-        if finished:
-            job.status, job.finished_at = "done", utcnow()
-        # The report lines are written before the commit: a crash between the two repeats a few report lines on
-        # resume, never loses one.
-        with report.open("a", newline="") as out:
-            writer = csv.writer(out)
-            for problem in sorted(problems):
-                writer.writerow([problem[0], problem[1].encode("utf-8", "replace").decode(), problem[2]])
-        session.commit()
+def _prepare(chunk: list[_Row], problems: list[tuple[int, str, str]]) -> tuple[dict[str, _Row], int]:
+    """Validate and de-duplicate a chunk's rows (CPU only, so it runs while the previous chunk is being written).
 
-
-def _write_rows(session: Session, list_id: int, direct: bool, consent_source: str, chunk: list[_Row],
-                problems: list[tuple[int, str, str]]) -> tuple[int, int, int]:
-    """Returns (new subscriptions, skipped rows, merged duplicates reported as info)."""
+    Returns the rows by normalised address and how many duplicates were merged into an earlier row.
+    """
     valid: dict[str, _Row] = {}
     merged = 0
     for row in chunk:
@@ -224,20 +223,61 @@ def _write_rows(session: Session, list_id: int, direct: bool, consent_source: st
         except InvalidEmail as exc:
             problems.append((row.line, row.email, f"invalid address: {exc}"))
             continue
-        if address in valid:  # duplicates inside the file are merged: later name/attributes win
-            first = valid[address]
+        first = valid.get(address)
+        if first is not None:  # duplicates inside the file are merged: later name/attributes win
             valid[address] = _Row(first.line, address, row.name or first.name, first.attributes | row.attributes)
             problems.append((row.line, row.email, f"duplicate of line {first.line}, merged"))
             merged += 1
             continue
         valid[address] = _Row(row.line, address, row.name, row.attributes)
+    return valid, merged
+
+
+@dataclass
+class _Chunk:
+    """One transaction's worth of the file: valid rows, the problems found so far, and where the file stands."""
+
+    rows: dict[str, _Row]
+    problems: list[tuple[int, str, str]]
+    merged: int
+    offset: int
+    line: int
+    finished: bool = False
+
+
+def _commit_chunk(session_factory: Callable[[], Session], job_id: int, list_id: int, direct: bool,
+                  consent_source: str, chunk: _Chunk, report: Path) -> None:
+    """Write a chunk's rows, report lines and checkpoint in one transaction."""
+    with session_factory() as session:
+        imported, skipped = _write_rows(session, list_id, direct, consent_source, chunk.rows, chunk.problems)
+        job = session.get(ImportJob, job_id)
+        assert job is not None
+        job.byte_offset, job.line_no = chunk.offset, chunk.line
+        job.imported += imported
+        job.skipped += skipped
+        job.errors += len(chunk.problems) - chunk.merged - skipped
+        if chunk.finished:
+            job.status, job.finished_at = "done", utcnow()
+        # The report lines are written before the commit: a crash between the two repeats a few report lines on
+        # resume, never loses one.
+        with report.open("a", newline="") as out:
+            writer = csv.writer(out)
+            for problem in sorted(chunk.problems):
+                writer.writerow([problem[0], problem[1].encode("utf-8", "replace").decode(), problem[2]])
+        session.commit()
+
+
+def _write_rows(session: Session, list_id: int, direct: bool, consent_source: str, valid: dict[str, _Row],
+                problems: list[tuple[int, str, str]]) -> tuple[int, int]:
+    """Returns (new subscriptions, skipped rows); appends a report line for every row skipped."""
     if not valid:
-        return 0, 0, merged
+        return 0, 0
+    postgres = session.get_bind().dialect.name == "postgresql"
     hashes = {email_hash(a): a for a in valid}
-    if session.get_bind().dialect.name == "postgresql":
-        # One array parameter instead of 5,000 bind parameters (which psycopg would have to parse every time).
-        array = bindparam("hashes", list(hashes), type_=postgresql.ARRAY(String(64)))
-        suppressed = set(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash == any_(array))))
+    if postgres:
+        # One text parameter split on the server: cheaper for the driver than an array of 5,000 strings.
+        wanted = Suppression.email_hash == any_(func.string_to_array(bindparam("hashes", " ".join(hashes)), " "))
+        suppressed = set(session.scalars(select(Suppression.email_hash).where(wanted)))
     else:
         suppressed = set(session.scalars(select(Suppression.email_hash)
                                          .where(Suppression.email_hash.in_(list(hashes)))))
@@ -248,35 +288,24 @@ def _write_rows(session: Session, list_id: int, direct: bool, consent_source: st
         del valid[address]
         skipped += 1
     if not valid:
-        return 0, skipped, merged
+        return 0, skipped
     now = utcnow()
-    if session.get_bind().dialect.name == "postgresql":
-        ids, new_ids = _upsert_postgresql(session, list_id, direct, valid, now)
-    else:
-        ids, new_ids = _upsert_generic(session, list_id, direct, valid, now)
-    for address, subscriber_id in ids.items():
-        if subscriber_id not in new_ids:
-            # Existing subscriptions are left alone: above all, people who unsubscribed stay unsubscribed.
-            problems.append((valid[address].line, address, "already on the list, left unchanged"))
-            skipped += 1
-    if new_ids:
-        detail = {"consent_source": consent_source, "double_opt_in": not direct}
-        # One event per imported subscription: "imported", with whether it arrived confirmed and on what consent.
-        detail["confirmed"] = direct
-        kinds = [ConsentKind.IMPORTED]
-        if session.get_bind().dialect.name == "postgresql":
-            _consent_postgresql(session, list_id, kinds, sorted(new_ids), detail, now)
-        else:
-            session.connection().execute(ConsentEvent.__table__.insert(), [
-                {"subscriber_id": i, "list_id": list_id, "kind": kind.value, "source": ConsentSource.IMPORT.value,
-                 "at": now, "detail": detail} for kind in kinds for i in new_ids])
-    return len(new_ids), skipped, merged
+    # One "imported" event per new subscription, saying whether it arrived confirmed and on what consent.
+    detail = {"consent_source": consent_source, "double_opt_in": not direct, "confirmed": direct}
+    write = _write_postgresql if postgres else _write_generic
+    new_count, unchanged = write(session, list_id, direct, valid, detail, now)
+    for address in unchanged:
+        # Existing subscriptions are left alone: above all, people who unsubscribed stay unsubscribed.
+        problems.append((valid[address].line, address, "already on the list, left unchanged"))
+    return new_count, skipped + len(unchanged)
 
 
-def _upsert_generic(session: Session, list_id: int, direct: bool, valid: dict[str, _Row],
-                    now: Any) -> tuple[dict[str, int], set[int]]:
-    """Any database with INSERT .. ON CONFLICT .. RETURNING (SQLite): executemany of one cached statement."""
-    insert = _insert(session)
+def _write_generic(session: Session, list_id: int, direct: bool, valid: dict[str, _Row], detail: dict[str, Any],
+                   now: Any) -> tuple[int, list[str]]:
+    """Any database with INSERT .. ON CONFLICT .. RETURNING (SQLite): executemany of cached statements.
+
+    Returns (new subscriptions, addresses already on the list)."""
+    insert = sqlite.insert
     connection = session.connection()
     subscribers_table, subscriptions_table = Subscriber.__table__, Subscription.__table__
     upsert = insert(subscribers_table)
@@ -293,13 +322,39 @@ def _upsert_generic(session: Session, list_id: int, direct: bool, valid: dict[st
     new_ids = set(connection.execute(statement, [
         {"subscriber_id": ids[a], "list_id": list_id, "status": status, "source": "import", "created_at": now,
          "confirmed_at": now if direct else None} for a in valid]).scalars())
-    return ids, new_ids
+    if new_ids:
+        connection.execute(ConsentEvent.__table__.insert(), [
+            {"subscriber_id": i, "list_id": list_id, "kind": ConsentKind.IMPORTED.value,
+             "source": ConsentSource.IMPORT.value, "at": now, "detail": detail} for i in sorted(new_ids)])
+    return len(new_ids), [a for a, i in ids.items() if i not in new_ids]
 
 
-def _upsert_postgresql(session: Session, list_id: int, direct: bool, valid: dict[str, _Row],
-                       now: Any) -> tuple[dict[str, int], set[int]]:
-    """PostgreSQL: COPY the chunk into a temporary table, then two set-based statements. Several times faster than
-    any parameterised INSERT, because the rows cross the wire in one stream and are parsed once."""
+# Subscribers, their subscriptions and the consent events in one statement: one round trip, no arrays of ids
+# back and forth, and no join of the temp table (which has no statistics) against the subscribers table.
+_PG_WRITE = """
+WITH upserted AS (
+    INSERT INTO subscribers (email, name, attributes, created_at)
+    SELECT email, name, attributes, %(now)s FROM import_rows
+    ON CONFLICT (email) DO UPDATE SET name = COALESCE(NULLIF(EXCLUDED.name, ''), subscribers.name)
+    RETURNING id, email),
+subscribed AS (
+    INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, confirmed_at)
+    SELECT id, %(list)s, %(status)s, 'import', %(now)s, %(confirmed_at)s FROM upserted
+    ON CONFLICT (subscriber_id, list_id) DO NOTHING
+    RETURNING subscriber_id),
+logged AS (
+    INSERT INTO consent_events (subscriber_id, list_id, kind, source, at, detail)
+    SELECT subscriber_id, %(list)s, %(kind)s, %(source)s, %(now)s, %(detail)s::json FROM subscribed
+    RETURNING 1)
+SELECT (SELECT count(*) FROM logged),
+       ARRAY(SELECT email FROM upserted WHERE id NOT IN (SELECT subscriber_id FROM subscribed))
+"""
+
+
+def _write_postgresql(session: Session, list_id: int, direct: bool, valid: dict[str, _Row],
+                      detail: dict[str, Any], now: Any) -> tuple[int, list[str]]:
+    """PostgreSQL: COPY the chunk into a temporary table, then one statement. Several times faster than any
+    parameterised INSERT, because the rows cross the wire in one stream and are parsed once."""
     raw = session.connection().connection.driver_connection
     assert raw is not None
     with raw.cursor() as cursor:
@@ -307,36 +362,15 @@ def _upsert_postgresql(session: Session, list_id: int, direct: bool, valid: dict
                        "ON COMMIT DELETE ROWS")
         with cursor.copy("COPY import_rows (email, name, attributes) FROM STDIN") as copy:
             for address, row in valid.items():
-                copy.write_row((address, row.name[:200], json.dumps(row.attributes)))
-        cursor.execute(
-            "INSERT INTO subscribers (email, name, attributes, created_at) "
-            "SELECT email, name, attributes, %s FROM import_rows "
-            "ON CONFLICT (email) DO UPDATE SET name = COALESCE(NULLIF(EXCLUDED.name, ''), subscribers.name) "
-            "RETURNING id, email", (now,))
-        ids = {email: subscriber_id for subscriber_id, email in cursor.fetchall()}
-        status = (SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING).value
-        # The ids just returned, passed as one array: joining the temp table back to subscribers would let the
-        # planner (no statistics on a temp table) scan the whole subscribers table for every chunk.
-        cursor.execute(
-            "INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, confirmed_at) "
-            "SELECT unnest(%s::bigint[]), %s, %s, 'import', %s, %s "
-            "ON CONFLICT (subscriber_id, list_id) DO NOTHING RETURNING subscriber_id",
-            (list(ids.values()), list_id, status, now, now if direct else None))
-        new_ids = {row[0] for row in cursor.fetchall()}
+                copy.write_row((address, row.name[:200], json.dumps(row.attributes) if row.attributes else "{}"))
+        status = SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING
+        cursor.execute(_PG_WRITE, {"now": now, "list": list_id, "status": status.value,
+                                   "confirmed_at": now if direct else None, "kind": ConsentKind.IMPORTED.value,
+                                   "source": ConsentSource.IMPORT.value, "detail": json.dumps(detail)})
+        row = cursor.fetchone()
+        assert row is not None
         cursor.execute("DELETE FROM import_rows")
-    return ids, new_ids
-
-
-def _consent_postgresql(session: Session, list_id: int, kinds: list[ConsentKind], ids: list[int],
-                        detail: dict[str, Any], now: Any) -> None:
-    raw = session.connection().connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cursor:
-        for kind in kinds:
-            cursor.execute(
-                "INSERT INTO consent_events (subscriber_id, list_id, kind, source, at, detail) "
-                "SELECT unnest(%s::bigint[]), %s, %s, %s, %s, %s::json",
-                (ids, list_id, kind.value, ConsentSource.IMPORT.value, now, json.dumps(detail)))
+    return int(row[0]), list(row[1])
 
 
 def export_csv(session: Session, list_slug: str, out: IO[str], *, status: SubscriptionStatus | None = None) -> int:

@@ -96,6 +96,32 @@ def test_crash_half_way_then_resume(weekly: str, tmp_path: Path, monkeypatch: py
         assert set(session.scalars(select(Subscription.status))) == {SubscriptionStatus.PENDING}
 
 
+def test_database_failure_in_the_writer_stops_the_import_at_a_chunk_boundary(
+        weekly: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks are written by a background thread while the next one is read: its failure must reach the caller,
+    and what it leaves behind must still be whole chunks that a rerun resumes after."""
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 10)
+    path = tmp_path / "many.csv"
+    path.write_text("email,name\n" + "".join(f"user{i}@example.com,User {i}\n" for i in range(45)))
+    real_write = importer._write_rows
+    calls = []
+
+    def failing_third_chunk(*args: object, **kwargs: object) -> tuple[int, int]:
+        calls.append(1)
+        if len(calls) == 3:
+            raise ConnectionError("database went away")
+        return real_write(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importer, "_write_rows", failing_third_chunk)
+    with pytest.raises(ConnectionError, match="database went away"):
+        importer.import_csv(new_session, path, "weekly")
+    assert count(Subscriber) == 20 and count(Subscription) == 20
+    monkeypatch.setattr(importer, "_write_rows", real_write)
+    result = importer.import_csv(new_session, path, "weekly")
+    assert result.resumed_from_line == 21 and result.imported == 45
+    assert count(Subscriber) == 45 and count(ConsentEvent) == 45
+
+
 def test_erase_then_import_does_not_bring_them_back(weekly: str, tmp_path: Path) -> None:
     with session_scope() as session:
         outcome = service.subscribe(session, service.get_list(session, "weekly"), "gone@example.com",
