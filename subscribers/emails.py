@@ -19,12 +19,6 @@ class NotificationSkipped(Exception):
     """Nothing to send any more (the subscription changed since the notification was queued)."""
 
 
-def list_identity(mailing_list: MailingList, settings: Settings) -> tuple[str, str, str | None]:
-    """(from name, from email, reply-to) of a list, falling back to the service-wide defaults."""
-    return (mailing_list.from_name or settings.from_name, mailing_list.from_email or settings.from_email,
-            mailing_list.reply_to or settings.reply_to)
-
-
 def build_notification(session: Session, kind: str, subscription_id: int,
                        settings: Settings | None = None) -> tuple[Content, Recipient]:
     settings = settings or get_settings()
@@ -38,7 +32,7 @@ def build_notification(session: Session, kind: str, subscription_id: int,
         raise NotificationSkipped("already confirmed or unsubscribed")
     if kind == "welcome" and subscription.status.value != "confirmed":
         raise NotificationSkipped("no longer subscribed")
-    from_name, from_email, reply_to = list_identity(mailing_list, settings)
+    from_name, from_email, reply_to = mailing_list.sender(settings)
     unsubscribe_url = link(Purpose.UNSUBSCRIBE, subscriber.id, mailing_list.id, settings)
     preferences_url = link(Purpose.PREFERENCES, subscriber.id, None, settings)
     context = {

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text,
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailer.db import Base, BigId, enum_column, utcnow
+from mailer.settings import Settings
 
 EmailText = String(320).with_variant(String(320, collation="C"), "postgresql")
 
@@ -66,6 +67,11 @@ class MailingList(Base):
     double_opt_in: Mapped[bool] = mapped_column(Boolean, default=True)
     welcome_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def sender(self, settings: Settings) -> tuple[str, str, str | None]:
+        """(from name, from email, reply-to) of the list, falling back to the service-wide defaults."""
+        return (self.from_name or settings.from_name, self.from_email or settings.from_email,
+                self.reply_to or settings.reply_to)
 
 
 class Subscriber(Base):

@@ -9,7 +9,6 @@ from celery import Task
 from mailer.db import session_scope
 from mailer.transports import get_transport
 from mailer.transports.base import TransportError
-from subscribers.emails import NotificationSkipped, build_notification
 from subscribers.service import purge_pending as purge_pending_subscriptions
 from worker.app import HOUSEKEEPING_QUEUE, celery_app
 
@@ -19,6 +18,10 @@ log = logging.getLogger(__name__)
 @celery_app.task(name="worker.subscriber_tasks.send_notification", queue=HOUSEKEEPING_QUEUE, bind=True,
                  max_retries=8, acks_late=True)
 def send_notification(self: Task, kind: str, subscription_id: int) -> str:
+    # Imported here: the render stack (MJML, premailer, lxml: ~40 MB) then loads only in a process that sends a
+    # confirmation, not in every pool process of a sending worker.
+    from subscribers.emails import NotificationSkipped, build_notification
+
     with session_scope() as session:
         try:
             content, recipient = build_notification(session, kind, subscription_id)

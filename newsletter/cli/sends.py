@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,16 +238,21 @@ def retry_failed_cmd(send_id: int) -> None:
 
 def worker(concurrency: int = typer.Option(2), queues: str = typer.Option("send,housekeeping"),
            hostname: str = typer.Option(None), loglevel: str = typer.Option("INFO")) -> None:
-    """Start a Celery worker with our app (needs NEWSLETTER_BROKER_URL)."""
-    from worker.app import celery_app
+    """Start a Celery worker with our app (needs NEWSLETTER_BROKER_URL).
 
-    if celery_app.conf.task_always_eager:
+    The process becomes `celery -A worker.app` (exec), so it holds the worker's code only: the CLI, the web app and
+    what they import would otherwise sit in every pool process (a third of its memory).
+    """
+    from mailer.settings import get_settings
+
+    if not get_settings().broker_url:
         raise fail("NEWSLETTER_BROKER_URL is not set: with no broker, sends run inline and need no worker.")
-    argv = ["worker", f"--concurrency={concurrency}", f"--queues={queues}", f"--loglevel={loglevel}",
-            "--without-gossip", "--without-mingle"]
+    argv = [sys.executable, "-m", "celery", "--app=worker.app:celery_app", "worker", f"--concurrency={concurrency}",
+            f"--queues={queues}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    celery_app.worker_main(argv)
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)  # noqa: S606 (our own interpreter and fixed arguments)
 
 
 def beat(loglevel: str = typer.Option("INFO")) -> None:
