@@ -29,10 +29,9 @@ from mailer.settings import Settings, TransportName, get_settings
 from mailer.transports import get_transport
 from mailer.transports.base import Content, Recipient, Result, Transport, TransportError
 from mailer.verp import verp_address
-from subscribers.emails import list_identity
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus, Suppression
-from subscribers.tokens import Purpose, link
-from worker.models import Delivery, DeliveryStatus, Send, SendStatus
+from subscribers.tokens import LinkMaker, Purpose
+from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendStatus
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +172,16 @@ def plan_send(session: Session, send_id: int) -> int:
     return send.planned
 
 
+def refresh_statistics(session: Session) -> None:
+    """ANALYZE the ledger after a plan bulk-loaded it (PostgreSQL's advice after any bulk load).
+
+    Batch queries are planned from table statistics; until autovacuum catches up, they describe the table before
+    the plan, and a batch's lookups of a thousand rows can be planned as scans of whole tables.
+    """
+    if _dialect(session) == "postgresql":
+        session.execute(text("ANALYZE deliveries"))
+
+
 def batch_ranges(session: Session, send_id: int, batch_size: int,
                  status: DeliveryStatus = DeliveryStatus.PENDING) -> list[tuple[int, int]]:
     """Id ranges of about `batch_size` rows in `status`, computed in SQL (only the boundaries come back)."""
@@ -189,14 +198,17 @@ def batch_ranges(session: Session, send_id: int, batch_size: int,
 
 
 # Sending one batch --------------------------------------------------------------------------------------------
+# Core statements on the deliveries table throughout: the ORM's bulk UPDATE would re-select the changed rows to
+# synchronise a session that holds none of them.
 
 def claim(session: Session, send_id: int, first_id: int, last_id: int) -> list[int]:
+    """Move the range's pending rows to `sending` in one statement: a row is claimed by one worker only."""
     rows = session.execute(
-        update(Delivery)
-        .where(Delivery.send_id == send_id, Delivery.id.between(first_id, last_id),
-               Delivery.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SENDING, claimed_at=utcnow(), attempts=Delivery.attempts + 1)
-        .returning(Delivery.id)).scalars().all()
+        update(_DELIVERIES)
+        .where(_DELIVERIES.c.send_id == send_id, _DELIVERIES.c.id.between(first_id, last_id),
+               _DELIVERIES.c.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SENDING, claimed_at=utcnow(), attempts=_DELIVERIES.c.attempts + 1)
+        .returning(_DELIVERIES.c.id)).scalars().all()
     return sorted(rows)
 
 
@@ -222,12 +234,12 @@ def _text_in(column: Any, values: list[str], dialect: str) -> Any:
 
 def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
     """Eligibility at the moment of sending: someone who left after the plan gets nothing."""
-    query = (select(Delivery.id, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.erased_at,
+    query = (select(_DELIVERIES.c.id, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.erased_at,
                     Subscription.status)
-             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+             .join(Subscriber, Subscriber.id == _DELIVERIES.c.subscriber_id)
              .outerjoin(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
                                            Subscription.list_id == list_id))
-             .where(id_in(Delivery.id, ids, _dialect(session))).order_by(Delivery.id))
+             .where(id_in(_DELIVERIES.c.id, ids, _dialect(session))).order_by(_DELIVERIES.c.id))
     found = session.execute(query).all()
     # Suppressions are keyed by the address's hash (an erased address keeps only its hash), so the last check
     # before sending matches on the hash: a suppression whose address was blanked still stops the message.
@@ -247,104 +259,131 @@ def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
     return rows
 
 
+def _skip(session: Session, rows: Sequence[_Row]) -> None:
+    by_reason: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        if row.reason:
+            by_reason[row.reason].append(row.delivery_id)
+    for reason, ids in by_reason.items():
+        session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, ids, _dialect(session)))
+                        .values(status=DeliveryStatus.SKIPPED, error=reason, claimed_at=None))
+
+
 def content_for(send: Send, mailing_list: MailingList, settings: Settings) -> Content:
-    from_name, from_email, reply_to = list_identity(mailing_list, settings)
+    from_name, from_email, reply_to = mailing_list.sender(settings)
     assert send.subject is not None and send.html is not None and send.text is not None
     return Content(subject=send.subject, html=send.html, text=send.text, from_email=from_email,
                    from_name=from_name, reply_to=reply_to, send_id=send.id,
                    list_id=f"{mailing_list.name} <{mailing_list.slug}.{settings.mail_domain}>")
 
 
-def recipient_for(row: _Row, list_id: int, web_url: str, settings: Settings, *, verp: bool) -> Recipient:
-    unsubscribe_url = link(Purpose.UNSUBSCRIBE, row.subscriber_id, list_id, settings)
-    return Recipient(
-        email=row.email, delivery_id=row.delivery_id, unsubscribe_url=unsubscribe_url,
-        unsubscribe_mailto=settings.unsubscribe_mailto,
-        return_path=verp_address(row.delivery_id, settings) if verp else None,
-        values={Key.NAME: row.name or "there", Key.EMAIL: row.email, Key.UNSUBSCRIBE_URL: unsubscribe_url,
-                Key.PREFERENCES_URL: link(Purpose.PREFERENCES, row.subscriber_id, None, settings),
-                Key.WEB_URL: web_url})
+def recipients_for(rows: Sequence[_Row], list_id: int, web_url: str, settings: Settings, *,
+                   verp: bool) -> list[Recipient]:
+    """Each recipient's values and signed links; the signing keys are derived once for the batch."""
+    unsubscribe_link = LinkMaker(Purpose.UNSUBSCRIBE, settings)
+    preferences_link = LinkMaker(Purpose.PREFERENCES, settings)
+    mailto = settings.unsubscribe_mailto
+    recipients = []
+    for row in rows:
+        unsubscribe_url = unsubscribe_link(row.subscriber_id, list_id)
+        recipients.append(Recipient(
+            email=row.email, delivery_id=row.delivery_id, unsubscribe_url=unsubscribe_url, unsubscribe_mailto=mailto,
+            return_path=verp_address(row.delivery_id, settings) if verp else None,
+            values={Key.NAME: row.name or "there", Key.EMAIL: row.email, Key.UNSUBSCRIBE_URL: unsubscribe_url,
+                    Key.PREFERENCES_URL: preferences_link(row.subscriber_id), Key.WEB_URL: web_url}))
+    return recipients
 
 
-def _release(session: Session, ids: Sequence[int]) -> None:
+def _release(ids: Sequence[int]) -> None:
+    """Rows claimed but not sent go back to pending, for the retry of this batch or a later one."""
     if ids:
-        session.execute(update(Delivery).where(id_in(Delivery.id, ids, _dialect(session)),
-                                               Delivery.status == DeliveryStatus.SENDING)
-                        .values(status=DeliveryStatus.PENDING, claimed_at=None))
+        with session_scope() as session:
+            session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, ids, _dialect(session)),
+                                                      _DELIVERIES.c.status == DeliveryStatus.SENDING)
+                            .values(status=DeliveryStatus.PENDING, claimed_at=None))
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    rows: list[_Row]
+    content: Content
+    list_id: int
+    web_url: str
+    transport: str
+
+
+def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) -> _Claimed | None:
+    """Claim, re-check and mark the skipped rows in one transaction: if any step fails, nothing was claimed.
+
+    None when the send is not running (paused, cancelled): the batch leaves its rows pending.
+    """
+    with session_scope() as session:
+        status = session.scalar(select(Send.status).where(Send.id == send_id))
+        if status is None:
+            raise CampaignError(f"No send {send_id}.")
+        if status is not SendStatus.RUNNING:
+            return None
+        ids = claim(session, send_id, first_id, last_id)
+        send = _send(session, send_id)
+        mailing_list = session.get(MailingList, send.list_id)
+        slug = session.scalar(select(IssueRecord.slug).where(IssueRecord.id == send.issue_id))
+        assert mailing_list is not None and slug is not None
+        rows = _recheck(session, mailing_list.id, ids) if ids else []
+        _skip(session, rows)
+        return _Claimed(rows, content_for(send, mailing_list, settings), mailing_list.id,
+                        f"{settings.base_url.rstrip('/')}/archive/{slug}", send.transport)
 
 
 def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transport | None = None,
                throttle: Callable[[int], None] | None = None) -> BatchReport:
     """Claim, re-check, send and mark one range of a send. Raises TransportError(retryable) for a later retry."""
     settings = get_settings()
-    with session_scope() as session:
-        send = _send(session, send_id)
-        if send.status is not SendStatus.RUNNING:
-            return BatchReport(paused=True)
-        ids = claim(session, send_id, first_id, last_id)
-    if not ids:
+    claimed = _claim_batch(send_id, first_id, last_id, settings)
+    if claimed is None:
+        return BatchReport(paused=True)
+    sendable = [row for row in claimed.rows if not row.reason]
+    skipped = len(claimed.rows) - len(sendable)
+    if not sendable:
         finish_if_complete(send_id)
-        return BatchReport()
+        return BatchReport(claimed=len(claimed.rows), skipped=skipped)
     try:
-        with session_scope() as session:
-            send = _send(session, send_id)
-            mailing_list = session.get(MailingList, send.list_id)
-            issue = session.get(IssueRecord, send.issue_id)
-            assert mailing_list is not None and issue is not None
-            rows = _recheck(session, mailing_list.id, ids)
-            content = content_for(send, mailing_list, settings)
-            web_url = f"{settings.base_url.rstrip('/')}/archive/{issue.slug}"
-            transport_name = send.transport
-            skipped = defaultdict(list)
-            for row in rows:
-                if row.reason:
-                    skipped[row.reason].append(row.delivery_id)
-            for reason, skipped_ids in skipped.items():
-                session.execute(update(Delivery).where(id_in(Delivery.id, skipped_ids, _dialect(session)))
-                                .values(status=DeliveryStatus.SKIPPED, error=reason, claimed_at=None))
-        sendable = [r for r in rows if not r.reason]
-        verp = transport_name == TransportName.SMTP.value
-        recipients = [recipient_for(r, mailing_list.id, web_url, settings, verp=verp) for r in sendable]
+        recipients = recipients_for(sendable, claimed.list_id, claimed.web_url, settings,
+                                    verp=claimed.transport == TransportName.SMTP.value)
     except BaseException:
-        with session_scope() as session:
-            _release(session, ids)
+        _release([row.delivery_id for row in sendable])
         raise
-    skipped_count = len(rows) - len(sendable)
-    if not recipients:
-        finish_if_complete(send_id)
-        return BatchReport(claimed=len(ids), skipped=skipped_count)
-    own_transport = transport is None
-    active = transport or get_transport(settings, transport_name)
+    active: Transport | None = None
     try:
+        active = transport or get_transport(settings, claimed.transport)
         if throttle is not None:
             throttle(len(recipients))
         results: list[Result] = []
         for start in range(0, len(recipients), active.max_batch):
-            results.extend(active.send(content, recipients[start:start + active.max_batch]))
+            results.extend(active.send(claimed.content, recipients[start:start + active.max_batch]))
     except TransportError as exc:
+        _release([row.delivery_id for row in sendable])
+        if not exc.fatal:
+            raise
         with session_scope() as session:
-            _release(session, [r.delivery_id for r in sendable])
-            if exc.fatal:
-                pause(session, send_id, reason=f"Stopped: {exc}")
-        if exc.fatal:
-            log.error("send %s paused: %s", send_id, exc)
-            return BatchReport(claimed=len(ids), skipped=skipped_count, paused=True)
-        raise
+            pause(session, send_id, reason=f"Stopped: {exc}")
+        log.error("send %s paused: %s", send_id, exc)
+        return BatchReport(claimed=len(claimed.rows), skipped=skipped, paused=True)
     except BaseException:
-        with session_scope() as session:
-            _release(session, [r.delivery_id for r in sendable])
+        _release([row.delivery_id for row in sendable])
         raise
     finally:
-        if own_transport:
+        if transport is None and active is not None:
             active.close()
-    report = mark(results, settings.max_delivery_attempts)
+    sent, failed, retry = mark(results, settings.max_delivery_attempts)
+    # In its own transaction, after the marks commit: two workers finishing their last batches at once would
+    # otherwise each see the other's rows still in flight, and neither would close the send.
     finish_if_complete(send_id)
-    return BatchReport(claimed=len(ids), sent=report[0], failed=report[1], skipped=skipped_count, retry=report[2])
+    return BatchReport(claimed=len(claimed.rows), sent=sent, failed=failed, skipped=skipped, retry=retry)
 
 
 def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
     """Record outcomes in bulk: one UPDATE per provider message id for accepted rows (SendGrid gives one id per
-    call), executemany for the rest. Returns (sent, failed, back to pending)."""
+    call), one UPDATE for per-recipient ids (SMTP), executemany for failures. Returns (sent, failed, retry)."""
     now = utcnow()
     by_message: dict[str | None, list[int]] = defaultdict(list)
     failed: list[dict[str, Any]] = []
@@ -358,31 +397,50 @@ def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
             retry.append(delivery_id)
         else:
             failed.append({"b_id": delivery_id, "b_error": (result.error or "failed")[:2000]})
-    singles = [{"b_id": ids[0], "b_message": message_id} for message_id, ids in by_message.items() if len(ids) == 1]
+    singles = {ids[0]: message_id for message_id, ids in by_message.items() if len(ids) == 1}
     with session_scope() as session:
+        dialect = _dialect(session)
         for message_id, ids in by_message.items():
             if len(ids) > 1:  # SendGrid: one X-Message-Id for the whole call
-                session.execute(update(Delivery).where(id_in(Delivery.id, ids, _dialect(session)))
+                session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, ids, dialect))
                                 .values(status=DeliveryStatus.SENT, sent_at=now, claimed_at=None,
                                         provider_message_id=message_id, error=None))
         if singles:  # SMTP: one Message-ID per recipient
-            session.connection().execute(
-                update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("b_id"))
-                .values(status=DeliveryStatus.SENT.value, sent_at=now, claimed_at=None,
-                        provider_message_id=bindparam("b_message"), error=None), singles)
+            _mark_each_sent(session, singles, now)
         if failed:
             session.connection().execute(
                 update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("b_id"))
-                .values(status=DeliveryStatus.FAILED.value, error=bindparam("b_error"), claimed_at=None), failed)
+                .values(status=DeliveryStatus.FAILED, error=bindparam("b_error"), claimed_at=None), failed)
         if retry:
-            session.execute(update(Delivery).where(id_in(Delivery.id, retry, _dialect(session)),
-                                                   Delivery.attempts >= max_attempts)
+            session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, retry, dialect),
+                                                      _DELIVERIES.c.attempts >= max_attempts)
                             .values(status=DeliveryStatus.FAILED, error="temporary failures, gave up",
                                     claimed_at=None))
-            session.execute(update(Delivery).where(id_in(Delivery.id, retry, _dialect(session)),
-                                                   Delivery.status == DeliveryStatus.SENDING)
+            session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, retry, dialect),
+                                                      _DELIVERIES.c.status == DeliveryStatus.SENDING)
                             .values(status=DeliveryStatus.PENDING, claimed_at=None))
     return sum(len(v) for v in by_message.values()), len(failed), len(retry)
+
+
+_MARK_EACH_SENT_PG = text(
+    "UPDATE deliveries SET status = :sent, sent_at = :now, claimed_at = NULL, error = NULL, "
+    "provider_message_id = marks.message_id "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:message_ids AS text[])) AS marks(id, message_id) "
+    "WHERE deliveries.id = marks.id")
+
+
+def _mark_each_sent(session: Session, message_ids: dict[int, str | None], now: datetime) -> None:
+    """Rows that each have their own message id: one statement over two arrays on PostgreSQL, instead of a
+    thousand single-row UPDATEs; SQLite, in-process, takes the executemany."""
+    if _dialect(session) == "postgresql":
+        session.execute(_MARK_EACH_SENT_PG, {"sent": DeliveryStatus.SENT.value, "now": now,
+                                             "ids": list(message_ids), "message_ids": list(message_ids.values())})
+        return
+    session.connection().execute(
+        update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("b_id"))
+        .values(status=DeliveryStatus.SENT, sent_at=now, claimed_at=None, provider_message_id=bindparam("b_message"),
+                error=None),
+        [{"b_id": delivery_id, "b_message": message_id} for delivery_id, message_id in message_ids.items()])
 
 
 def finish_if_complete(send_id: int) -> bool:
@@ -401,8 +459,10 @@ def finish_if_complete(send_id: int) -> bool:
 def sweep_leases(session: Session, lease_s: int) -> dict[int, list[int]]:
     """Return rows claimed longer than the lease (their worker died) to pending; {send_id: [delivery ids]}."""
     cutoff = utcnow() - timedelta(seconds=lease_s)
+    # The status as SQL text, the very predicate of the partial index on claim times: a bound parameter would
+    # leave a cached generic plan unable to prove it may use that index.
     rows = session.execute(update(Delivery)
-                           .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < cutoff)
+                           .where(text(SENDING_ONLY), Delivery.claimed_at < cutoff)
                            .values(status=DeliveryStatus.PENDING, claimed_at=None)
                            .returning(Delivery.send_id, Delivery.id)).all()
     released: dict[int, list[int]] = defaultdict(list)
@@ -447,7 +507,7 @@ def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | 
     if issue is None or not issue.html or not issue.text:
         raise CampaignError("No such rendered issue.")
     mailing_list = session.get(MailingList, list_id) if list_id else None
-    from_name, from_email, reply_to = (list_identity(mailing_list, settings) if mailing_list else
+    from_name, from_email, reply_to = (mailing_list.sender(settings) if mailing_list else
                                        (settings.from_name, settings.from_email, settings.reply_to))
     address = normalise_email(to_email, check_deliverability=False)
     base = settings.base_url.rstrip("/")

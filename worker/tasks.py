@@ -47,6 +47,8 @@ def plan_send(send_id: int) -> int:
     with session_scope() as session:
         planned = campaigns.plan_send(session, send_id)
     with session_scope() as session:
+        if planned:
+            campaigns.refresh_statistics(session)
         ranges = campaigns.batch_ranges(session, send_id, settings.batch_size)
     if not ranges:
         campaigns.finish_if_complete(send_id)
