@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
@@ -60,3 +61,42 @@ def fill(template: str, table: Mapping[str, str]) -> str:
     for index in range(1, len(parts), 2):
         parts[index] = table.get(parts[index], parts[index])
     return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A batch's content and substitution tables after fold_constants."""
+
+    subject: str
+    html: str
+    text: str
+    tables: list[dict[str, str]]
+
+
+def fold_constants(subject: str, html_part: str, text_part: str, tables: Sequence[Mapping[str, str]]) -> Folded:
+    """Shrink a batch's substitution tables before they travel (SendGrid: one table per recipient, in one request).
+
+    A token with the same value for every recipient (the web-archive URL) is filled into the content once and
+    dropped from the tables; an HTML token whose escaped value equals its raw value for every recipient (URLs,
+    most addresses) is renamed to its text twin in the HTML, so one entry serves both parts. What each recipient
+    finally reads is unchanged.
+    """
+    if not tables:
+        return Folded(subject, html_part, text_part, [])
+    first = tables[0]
+    constant: dict[str, str] = {}
+    shared: list[tuple[str, str]] = []
+    for _key, html_key, text_key in _TOKENS:
+        if html_key not in first or text_key not in first:
+            continue
+        if all(t[html_key] == first[html_key] and t[text_key] == first[text_key] for t in tables):
+            constant[html_key], constant[text_key] = first[html_key], first[text_key]
+        elif all(t[html_key] == t[text_key] for t in tables):
+            shared.append((html_key, text_key))
+    if constant:
+        subject, html_part, text_part = fill(subject, constant), fill(html_part, constant), fill(text_part, constant)
+    for html_key, text_key in shared:
+        html_part = html_part.replace(html_key, text_key)
+    dropped = set(constant) | {html_key for html_key, _ in shared}
+    return Folded(subject, html_part, text_part,
+                  [{k: v for k, v in t.items() if k not in dropped} for t in tables])

@@ -19,7 +19,7 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from mailer.message import list_unsubscribe
-from mailer.placeholders import substitutions
+from mailer.placeholders import fold_constants, substitutions
 from mailer.settings import Settings
 from mailer.transports.base import Content, Recipient, Result, TransportError
 from mailer.transports.retry import backoff_delay, retry_after_seconds
@@ -52,11 +52,15 @@ class SendGridTransport:
                    max_retry_s=settings.sendgrid_max_retry_s)
 
     def payload(self, content: Content, recipients: Sequence[Recipient]) -> dict[str, Any]:
+        """The request body: the content once, a small table of substitutions per recipient."""
+        folded = fold_constants(content.subject, content.html, content.text,
+                                [substitutions(r.values) for r in recipients])
         personalizations = []
-        for recipient in recipients:
-            item: dict[str, Any] = {"to": [{"email": recipient.email}],
-                                    "substitutions": substitutions(recipient.values)}
-            headers = {_clean(k): _clean(v) for k, v in recipient.headers.items()}
+        for recipient, table in zip(recipients, folded.tables, strict=True):
+            item: dict[str, Any] = {"to": [{"email": recipient.email}]}
+            if table:
+                item["substitutions"] = table
+            headers = {_clean(k): _clean(v) for k, v in recipient.headers.items()} if recipient.headers else {}
             unsubscribe = list_unsubscribe(recipient)
             if unsubscribe:
                 headers["List-Unsubscribe"] = unsubscribe
@@ -64,13 +68,8 @@ class SendGridTransport:
                 headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
             if headers:
                 item["headers"] = headers
-            custom_args = {}
-            if content.send_id is not None:
-                custom_args["send_id"] = str(content.send_id)
             if recipient.delivery_id is not None:
-                custom_args["delivery_id"] = str(recipient.delivery_id)
-            if custom_args:
-                item["custom_args"] = custom_args
+                item["custom_args"] = {"delivery_id": str(recipient.delivery_id)}
             personalizations.append(item)
         sender: dict[str, str] = {"email": content.from_email}
         if content.from_name:
@@ -78,10 +77,12 @@ class SendGridTransport:
         body: dict[str, Any] = {
             "personalizations": personalizations,
             "from": sender,
-            "subject": _clean(content.subject),
-            "content": [{"type": "text/plain", "value": content.text}, {"type": "text/html", "value": content.html}],
+            "subject": _clean(folded.subject),
+            "content": [{"type": "text/plain", "value": folded.text}, {"type": "text/html", "value": folded.html}],
             "categories": [content.category],
         }
+        if content.send_id is not None:  # message-level custom_args reach every recipient's events
+            body["custom_args"] = {"send_id": str(content.send_id)}
         if content.reply_to:
             body["reply_to"] = {"email": content.reply_to}
         if content.list_id:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import json
 import time
 from collections.abc import Iterator
 from email import policy
@@ -13,13 +14,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mailer.message import personalize
 from mailer.placeholders import Key
 from mailer.settings import get_settings
 from mailer.transports.base import Content, Recipient, TransportError
 from mailer.transports.sendgrid import SendGridTransport
 from mailer.transports.smtp import SMTPTransport
 from mailer.verp import read_verp, verp_address
-from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
+from tests.support.sendgrid_standin import API_KEY, SendGridStandIn, render
 from tests.support.smtp_sink import SMTPSink
 
 CONTENT = Content(subject="Weekly: news", html="<p>Hi __NLH_NAME__ <a href='__NLH_UNSUBSCRIBE_URL__'>u</a></p>",
@@ -47,18 +49,41 @@ def sendgrid(standin: SendGridStandIn, **kwargs: object) -> SendGridTransport:
 
 
 def test_sendgrid_one_call_per_batch_with_substitutions_headers_and_custom_args(standin: SendGridStandIn) -> None:
-    results = sendgrid(standin).send(CONTENT, recipients(250))
+    batch = recipients(250)
+    results = sendgrid(standin).send(CONTENT, batch)
     assert standin.state.requests == 1 and all(r.ok for r in results)
     assert len({r.message_id for r in results}) == 1 and results[0].message_id
     body = standin.state.bodies[0]
-    assert body["content"][1]["value"] == CONTENT.html  # content once, personalised by SendGrid
-    first = body["personalizations"][3]
-    assert first["to"] == [{"email": "r3@example.com"}]
-    assert first["substitutions"]["__NLH_NAME__"] == "R&amp;3" and first["substitutions"]["__NLT_NAME__"] == "R&3"
-    assert first["headers"] == {"List-Unsubscribe": "<https://news.example.com/unsubscribe/t3>",
+    for index in (0, 3, 249):  # what each recipient reads is exactly their own personalised copy
+        html, text = personalize(CONTENT, batch[index])
+        assert render(body, index) == (CONTENT.subject, text, html)
+    third = body["personalizations"][3]
+    assert third["to"] == [{"email": "r3@example.com"}]
+    assert third["headers"] == {"List-Unsubscribe": "<https://news.example.com/unsubscribe/t3>",
                                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-    assert first["custom_args"] == {"send_id": "7", "delivery_id": "103"}
+    assert third["custom_args"] == {"delivery_id": "103"} and body["custom_args"] == {"send_id": "7"}
+    assert {(a.send_id, a.delivery_id) for a in standin.accepted[3:4]} == {("7", "103")}
     assert body["headers"] == {"List-Id": "Weekly <weekly.news.example.com>"}
+
+
+def test_sendgrid_tables_carry_only_what_differs(standin: SendGridStandIn) -> None:
+    """A value shared by the whole batch is filled into the content once; a value that needs no HTML escaping
+    for anyone travels once, not once per part; a name that does keep both spellings."""
+    shared = "https://news.example.com/archive/2026-11-27"
+    content = Content(subject="Hi __NLT_NAME__", html="<p>__NLH_NAME__ __NLH_UNSUBSCRIBE_URL__ __NLH_WEB_URL__</p>",
+                      text="__NLT_NAME__ __NLT_UNSUBSCRIBE_URL__ __NLT_WEB_URL__", from_email="d@news.example.com")
+    batch = [Recipient(email=f"p{i}@example.com", unsubscribe_url=f"https://news.example.com/u/t{i}",
+                       values={Key.NAME: "O'Brien & Co" if i == 1 else f"P{i}", Key.WEB_URL: shared,
+                               Key.UNSUBSCRIBE_URL: f"https://news.example.com/u/t{i}"}) for i in range(3)]
+    sendgrid(standin).send(content, batch)
+    body = standin.state.bodies[0]
+    assert shared in body["content"][1]["value"] and "WEB_URL" not in json.dumps(body)
+    assert set(body["personalizations"][0]["substitutions"]) == {  # no EMAIL: empty for all, so folded too
+        "__NLH_NAME__", "__NLT_NAME__", "__NLT_UNSUBSCRIBE_URL__"}
+    for index, recipient in enumerate(batch):
+        html, text = personalize(content, recipient)
+        assert render(body, index) == (f"Hi {recipient.values[Key.NAME]}", text, html)
+    assert render(body, 1)[2].startswith("<p>O&#x27;Brien &amp; Co https://news.example.com/u/t1 ")
 
 
 def test_sendgrid_refuses_more_than_1000(standin: SendGridStandIn) -> None:
