@@ -1,7 +1,8 @@
 """SMTP: one connection per batch, a VERP return path per recipient, optional DKIM signature.
 
-Outcomes per recipient follow the reply codes: 5xx means this address failed (not retried), 4xx means later.
-A dropped connection is reconnected once; after that the rest of the batch is handed back as retryable.
+The transactions are pipelined when the server allows it (mailer.transports.smtp_session). Outcomes per recipient
+follow the reply codes: 5xx means this address failed (not retried), 4xx means later. A dropped connection is
+reconnected once; after that the rest of the batch is handed back as retryable.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mailer.message import encode_message
 from mailer.settings import Settings
 from mailer.transports.base import Content, Recipient, Result, TransportError
+from mailer.transports.smtp_session import ConnectionLost, Envelope, Outcome, send_messages
 
 
 class SMTPTransport:
@@ -55,6 +57,7 @@ class SMTPTransport:
                     connection.starttls(context=ssl.create_default_context())
             if self.user:
                 connection.login(self.user, self.password or "")
+            connection.ehlo_or_helo_if_needed()  # the session asks which extensions (PIPELINING) it may use
         except smtplib.SMTPAuthenticationError as exc:
             raise TransportError(f"SMTP login refused: {exc.smtp_code} {exc.smtp_error!r}", fatal=True) from exc
         except (OSError, smtplib.SMTPException) as exc:
@@ -77,47 +80,37 @@ class SMTPTransport:
     def send(self, content: Content, recipients: Sequence[Recipient]) -> list[Result]:
         results: list[Result] = []
         reconnected = False
-        index = 0
-        while index < len(recipients):
-            recipient = recipients[index]
-            raw, message_id = encode_message(content, recipient, message_id_domain=self.message_id_domain)
-            data = self._sign(raw)
+        while len(results) < len(recipients):
+            rest = recipients[len(results):]
+            message_ids: dict[int, str] = {}
+            envelopes = [Envelope(r.return_path or self.default_return_path, r.email) for r in rest]
             try:
-                connection = self._connect()
-                refused = connection.sendmail(recipient.return_path or self.default_return_path,
-                                              [recipient.email], data)
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, reply = exc.recipients.get(recipient.email, (550, b"refused"))
-                results.append(_refused(recipient, code, reply))
-                self._reset()
-            except smtplib.SMTPResponseException as exc:
-                results.append(_refused(recipient, exc.smtp_code, exc.smtp_error))
-                self._reset()
-            except (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError, OSError) as exc:
+                outcomes = send_messages(self._connect(), envelopes, self._builder(content, rest, message_ids))
+            except TransportError as exc:  # could not (re)connect
+                if not results or exc.fatal:
+                    raise
+                return results + _later(rest, str(exc))
+            except ConnectionLost as exc:
                 self._drop()
+                results += _results(rest, exc.outcomes, message_ids)
                 if reconnected:
                     if not results:
-                        raise TransportError(f"SMTP connection lost: {exc}", retryable=True) from exc
-                    results.extend(Result(r, ok=False, retryable=True, error=f"connection lost: {exc}")
-                                   for r in recipients[index:])
-                    return results
-                reconnected = True
-                continue  # retry this recipient once on a fresh connection
-            else:
-                if refused:
-                    code, reply = refused[recipient.email]
-                    results.append(_refused(recipient, code, reply))
-                else:
-                    results.append(Result(recipient, ok=True, message_id=message_id))
-            index += 1
+                        raise TransportError(str(exc), retryable=True) from exc
+                    return results + _later(recipients[len(results):], str(exc))
+                reconnected = True  # the message in flight is tried once more, on a fresh connection
+                continue
+            results += _results(rest, outcomes, message_ids)
         return results
 
-    def _reset(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.rset()
-            except (smtplib.SMTPException, OSError):
-                self._drop()
+    def _builder(self, content: Content, recipients: Sequence[Recipient],
+                 message_ids: dict[int, str]) -> Callable[[int], bytes]:
+        """Builds recipient i's signed message when the session needs it, noting its Message-ID."""
+        def build(index: int) -> bytes:
+            raw, message_ids[index] = encode_message(content, recipients[index],
+                                                     message_id_domain=self.message_id_domain)
+            return self._sign(raw)
+
+        return build
 
     def _drop(self) -> None:
         if self._connection is not None:
@@ -133,6 +126,18 @@ class SMTPTransport:
             self._drop()
 
 
-def _refused(recipient: Recipient, code: int, reply: bytes | str) -> Result:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    return Result(recipient, ok=False, retryable=400 <= code < 500, error=f"{code} {text}".strip())
+def _results(recipients: Sequence[Recipient], outcomes: Sequence[Outcome],
+             message_ids: dict[int, str]) -> list[Result]:
+    """One Result per outcome: 250 is sent, 4xx is "try later", anything else is final for that address."""
+    results = []
+    for index, (recipient, outcome) in enumerate(zip(recipients, outcomes, strict=False)):
+        if outcome.accepted:
+            results.append(Result(recipient, ok=True, message_id=message_ids.get(index)))
+        else:
+            results.append(Result(recipient, ok=False, retryable=400 <= outcome.code < 500,
+                                  error=f"{outcome.code} {outcome.reply}".strip()))
+    return results
+
+
+def _later(recipients: Sequence[Recipient], reason: str) -> list[Result]:
+    return [Result(r, ok=False, retryable=True, error=f"connection lost: {reason}") for r in recipients]

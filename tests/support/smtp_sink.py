@@ -38,6 +38,16 @@ class SinkHandler:
     received: list[Received] = field(default_factory=list)
     log_path: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    pipelining: bool = False  # advertise RFC 2920 PIPELINING (aiosmtpd reads pipelined commands in order)
+    hang_up_at_data: set[int] = field(default_factory=set)  # the Nth messages (1-based) at which to drop the line
+    data_count: int = 0
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
@@ -50,6 +60,11 @@ class SinkHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
         with self.lock:
+            self.data_count += 1
+            if self.data_count in self.hang_up_at_data:  # the message is lost with the line, never stored
+                assert server.transport is not None
+                server.transport.abort()
+                return "421 gone"
             for rcpt in envelope.rcpt_tos:
                 self.received.append(Received(str(envelope.mail_from), rcpt.lower(), data))
                 if self.log_path is not None:
@@ -59,9 +74,11 @@ class SinkHandler:
 
 
 class SMTPSink:
-    def __init__(self, port: int = 0, log_path: Path | None = None) -> None:
-        self.handler = SinkHandler(log_path=log_path)
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=port or _free_port())
+    def __init__(self, port: int = 0, log_path: Path | None = None, *, pipelining: bool = False,
+                 smtputf8: bool = False) -> None:
+        self.handler = SinkHandler(log_path=log_path, pipelining=pipelining)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=port or _free_port(),
+                                     server_kwargs={"enable_SMTPUTF8": smtputf8})
 
     @property
     def port(self) -> int:
