@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, any_, bindparam, exists, func, literal, select, text, update
+from sqlalchemy import Integer, and_, bindparam, exists, func, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mailer.db import email_hash, id_in, session_scope, utcnow
+from mailer.db import id_in, session_scope, utcnow
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import Settings, TransportName, get_settings
@@ -30,6 +30,7 @@ from mailer.transports import get_transport
 from mailer.transports.base import Content, Recipient, Result, Transport, TransportError
 from mailer.verp import verp_address
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus, Suppression
+from subscribers.service import normalise_email, suppressed_among
 from subscribers.tokens import LinkMaker, Purpose
 from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendStatus
 
@@ -225,13 +226,6 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _text_in(column: Any, values: list[str], dialect: str) -> Any:
-    """`column IN values` as one array parameter on PostgreSQL (see mailer.db.id_in for why)."""
-    if dialect == "postgresql":
-        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String())))
-    return column.in_(values)
-
-
 def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
     """Eligibility at the moment of sending: someone who left after the plan gets nothing."""
     query = (select(_DELIVERIES.c.id, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.erased_at,
@@ -241,17 +235,13 @@ def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
                                            Subscription.list_id == list_id))
              .where(id_in(_DELIVERIES.c.id, ids, _dialect(session))).order_by(_DELIVERIES.c.id))
     found = session.execute(query).all()
-    # Suppressions are keyed by the address's hash (an erased address keeps only its hash), so the last check
-    # before sending matches on the hash: a suppression whose address was blanked still stops the message.
-    hashes = {row[2]: email_hash(row[2]) for row in found}
-    wanted = _text_in(Suppression.email_hash, list(hashes.values()), _dialect(session))
-    suppressed = set(session.scalars(select(Suppression.email_hash).where(wanted))) if hashes else set()
+    suppressed = suppressed_among(session, (row[2] for row in found))
     rows = []
     for delivery_id, subscriber_id, email, name, erased_at, status in found:
         reason = None
         if erased_at is not None:
             reason = "subscriber erased"
-        elif hashes[email] in suppressed:
+        elif email in suppressed:
             reason = "address suppressed"
         elif status is not SubscriptionStatus.CONFIRMED:
             reason = f"subscription {status.value if status else 'removed'}"
@@ -500,8 +490,6 @@ def pending_ranges(session: Session, send_id: int) -> list[tuple[int, int]]:
 
 def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | None = None) -> Result:
     """One copy to staff, marked [TEST], outside the ledger; links point at harmless sample pages."""
-    from subscribers.service import normalise_email
-
     settings = get_settings()
     issue = session.get(IssueRecord, issue_id)
     if issue is None or not issue.html or not issue.text:
