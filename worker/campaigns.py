@@ -308,13 +308,10 @@ def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) 
     None when the send is not running (paused, cancelled): the batch leaves its rows pending.
     """
     with session_scope() as session:
-        status = session.scalar(select(Send.status).where(Send.id == send_id))
-        if status is None:
-            raise CampaignError(f"No send {send_id}.")
-        if status is not SendStatus.RUNNING:
+        send = _send(session, send_id)
+        if send.status is not SendStatus.RUNNING:
             return None
         ids = claim(session, send_id, first_id, last_id)
-        send = _send(session, send_id)
         mailing_list = session.get(MailingList, send.list_id)
         slug = session.scalar(select(IssueRecord.slug).where(IssueRecord.id == send.issue_id))
         assert mailing_list is not None and slug is not None
@@ -332,6 +329,7 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
     if claimed is None:
         return BatchReport(paused=True)
     sendable = [row for row in claimed.rows if not row.reason]
+    sendable_ids = [row.delivery_id for row in sendable]
     skipped = len(claimed.rows) - len(sendable)
     if not sendable:
         finish_if_complete(send_id)
@@ -340,7 +338,7 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
         recipients = recipients_for(sendable, claimed.list_id, claimed.web_url, settings,
                                     verp=claimed.transport == TransportName.SMTP.value)
     except BaseException:
-        _release([row.delivery_id for row in sendable])
+        _release(sendable_ids)
         raise
     active: Transport | None = None
     try:
@@ -351,7 +349,7 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
         for start in range(0, len(recipients), active.max_batch):
             results.extend(active.send(claimed.content, recipients[start:start + active.max_batch]))
     except TransportError as exc:
-        _release([row.delivery_id for row in sendable])
+        _release(sendable_ids)
         if not exc.fatal:
             raise
         with session_scope() as session:
@@ -359,7 +357,7 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
         log.error("send %s paused: %s", send_id, exc)
         return BatchReport(claimed=len(claimed.rows), skipped=skipped, paused=True)
     except BaseException:
-        _release([row.delivery_id for row in sendable])
+        _release(sendable_ids)
         raise
     finally:
         if transport is None and active is not None:
