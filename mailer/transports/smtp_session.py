@@ -56,7 +56,14 @@ def dot_stuff(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
-def _command(envelope: Envelope, utf8: bool) -> bytes:
+NO_SMTPUTF8 = Outcome(553, "the address is not ASCII and the server does not offer SMTPUTF8")
+
+
+def _command(envelope: Envelope, smtputf8: bool) -> bytes | None:
+    """MAIL, RCPT and DATA for one envelope; None when it has a non-ASCII address the server cannot take."""
+    utf8 = not (envelope.mail_from.isascii() and envelope.rcpt_to.isascii())
+    if utf8 and not smtputf8:
+        return None
     options = " SMTPUTF8" if utf8 else ""
     text = f"MAIL FROM:<{envelope.mail_from}>{options}\r\nRCPT TO:<{envelope.rcpt_to}>\r\nDATA\r\n"
     return text.encode("utf-8" if utf8 else "ascii")
@@ -106,12 +113,12 @@ class _Pipeline:
             self.reset = False
 
     def _transaction(self, index: int, envelope: Envelope) -> None:
-        utf8 = not (envelope.mail_from.isascii() and envelope.rcpt_to.isascii())
-        if utf8 and not self.smtputf8:
+        commands = _command(envelope, self.smtputf8)
+        if commands is None:
             self._flush()
-            self.outcomes.append(Outcome(553, "the address is not ASCII and the server does not offer SMTPUTF8"))
+            self.outcomes.append(NO_SMTPUTF8)
             return
-        self.connection.send(self.unsent + _command(envelope, utf8))
+        self.connection.send(self.unsent + commands)
         self.unsent = b""
         body = self.message(index)
         self._read_end()
@@ -144,12 +151,12 @@ def _one_reply_at_a_time(connection: smtplib.SMTP, envelopes: Sequence[Envelope]
     outcomes: list[Outcome] = []
     try:
         for index, envelope in enumerate(envelopes):
-            utf8 = not (envelope.mail_from.isascii() and envelope.rcpt_to.isascii())
-            if utf8 and not smtputf8:
-                outcomes.append(Outcome(553, "the address is not ASCII and the server does not offer SMTPUTF8"))
+            commands = _command(envelope, smtputf8)
+            if commands is None:
+                outcomes.append(NO_SMTPUTF8)
                 continue
             reply = (OK, b"")
-            for line in _command(envelope, utf8).splitlines(keepends=True):
+            for line in commands.splitlines(keepends=True):
                 connection.send(line)
                 reply = connection.getreply()
                 if reply[0] not in (OK, DATA_GO_AHEAD):

@@ -107,6 +107,21 @@ def test_a_non_ascii_address_without_smtputf8_fails_alone(sink: SMTPSink) -> Non
     assert sorted(sink.counts()) == ["p0@example.com", "p2@example.com"]
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-reply-at-a-time"])
+def test_a_non_ascii_address_goes_out_with_smtputf8_when_offered(pipelining: bool) -> None:
+    server = SMTPSink(pipelining=pipelining, smtputf8=True).start()
+    try:
+        batch = people(3)
+        batch[1] = Recipient(email="zoë@example.com", delivery_id=1, values={Key.NAME: "Zoë"})
+        client = transport(server)
+        results = client.send(CONTENT, batch)
+        client.close()
+        assert all(r.ok for r in results), [r.error for r in results]
+        assert server.counts() == {"p0@example.com": 1, "zoë@example.com": 1, "p2@example.com": 1}
+    finally:
+        server.stop()
+
+
 def test_dot_stuffing_is_rfc_5321_transparency() -> None:
     assert dot_stuff(b"a\r\n.b\r\n") == b"a\r\n..b\r\n.\r\n"
     assert dot_stuff(b".start\r\nend") == b"..start\r\nend\r\n.\r\n"
