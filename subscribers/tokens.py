@@ -100,8 +100,7 @@ def _ids(value: bytes | str) -> tuple[int, int | None] | None:
 
 def make_token(purpose: Purpose, subscriber_id: int, list_id: int | None = None,
                settings: Settings | None = None) -> str:
-    settings = settings or get_settings()
-    return _sign(_signing_key(purpose, settings.secret), _value(subscriber_id, list_id), _stamp())
+    return LinkMaker(purpose, settings).token(subscriber_id, list_id)
 
 
 def read_token(purpose: Purpose, token: str, settings: Settings | None = None) -> TokenData:
