@@ -72,7 +72,7 @@ def main() -> None:
         from fastapi.testclient import TestClient
 
         from mailer.db import dispose_engines
-        from mailer.migrate import upgrade
+        from newsletter.migrate import upgrade
         from newsletter.web.app import create_app
 
         upgrade(url)

@@ -35,7 +35,7 @@ def child(csv_path: str, url: str) -> None:
     os.environ["NEWSLETTER_DATABASE_URL"] = url
     os.environ.setdefault("NEWSLETTER_SECRET_KEY", "bench-secret-bench-secret-bench-secret")
     from mailer.db import new_session, session_scope
-    from mailer.migrate import upgrade
+    from newsletter.migrate import upgrade
     from subscribers import importer, service
 
     upgrade(url)

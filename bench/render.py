@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 from bench.report import write_section
+from mailer.batch import Content, Recipient
 from mailer.issue import load_issue
 from mailer.message import encode_message
 from mailer.placeholders import Key
 from mailer.render import render_issue
-from mailer.transports.base import Content, Recipient
 from mailer.transports.sendgrid import SendGridTransport
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "issues" / "2023-09-22-digital-digest.md"

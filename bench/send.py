@@ -53,8 +53,8 @@ def tree_rss_mb(pid: int) -> float:
 def populate(url: str, size: int) -> tuple[int, int]:
     os.environ["NEWSLETTER_DATABASE_URL"] = url
     from mailer.db import dispose_engines, session_scope
-    from mailer.migrate import upgrade
     from mailer.settings import reset_settings
+    from newsletter.migrate import upgrade
 
     reset_settings()
     dispose_engines()
@@ -109,17 +109,14 @@ def run(size: int, path: str) -> dict[str, float]:
                  "--loglevel=WARNING"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(4)
         from mailer.db import session_scope
-        from worker import campaigns, tasks
-        from worker.app import enqueue_after_commit, reconfigure
+        from worker import sends
+        from worker.app import reconfigure
         from worker.stats import send_counters
 
         reconfigure()
         started = time.perf_counter()
         with session_scope() as session:
-            send = campaigns.create_send(session, issue_id, list_id, transport=path)
-            campaigns.start_send(session, send.id)
-            enqueue_after_commit(session, tasks.plan_send, send.id)
-            send_id = send.id
+            send_id = sends.create_send(session, issue_id, list_id, sends.SendOptions(transport=path)).id
         peak = 0.0
         while True:
             time.sleep(1)

@@ -17,9 +17,9 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from functools import lru_cache
 
+from mailer.batch import Content, Recipient
 from mailer.db import utcnow
 from mailer.placeholders import fill, substitutions
-from mailer.transports.base import Content, Recipient
 
 _NEWLINES = re.compile(r"[\r\n]+")
 

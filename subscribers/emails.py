@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from mailer.batch import Content, Recipient
 from mailer.placeholders import Key
 from mailer.render import render_email
 from mailer.settings import Settings, get_settings
-from mailer.transports.base import Content, Recipient
 from subscribers.models import MailingList, Subscriber, Subscription
 from subscribers.tokens import Purpose, link
 

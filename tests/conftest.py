@@ -56,7 +56,7 @@ def pg_database() -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     url = f"{base}/{name}"
-    from mailer.migrate import upgrade
+    from newsletter.migrate import upgrade
 
     # Migrations are what production runs; tests/test_foundation.py checks they match the models.
     upgrade(url)

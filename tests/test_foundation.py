@@ -7,7 +7,7 @@ from alembic import command
 from sqlalchemy import inspect
 
 from mailer import db as db_module
-from mailer.migrate import alembic_config, downgrade, upgrade
+from newsletter.migrate import alembic_config, downgrade, upgrade
 from newsletter.schema import metadata
 
 

@@ -7,6 +7,7 @@ a running task to a second worker; JSON payloads only (ids), so a task never car
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -18,6 +19,10 @@ from mailer.settings import get_settings
 SEND_QUEUE = "send"
 HOUSEKEEPING_QUEUE = "housekeeping"
 TASK_MODULES = ["worker.tasks", "worker.subscriber_tasks", "worker.event_tasks"]
+# Tasks enqueued by name (worker/sends.py), so a producer need not import the module that defines them.
+PLAN_SEND_TASK = "worker.tasks.plan_send"
+CONTINUE_SEND_TASK = "worker.tasks.continue_send"
+SEND_BATCH_TASK = "worker.tasks.send_batch"
 
 
 def make_celery() -> Celery:
@@ -38,8 +43,7 @@ def make_celery() -> Celery:
         broker_transport_options={"visibility_timeout": max(3600, settings.claim_lease_s * 2)},
         broker_connection_retry_on_startup=True,
         task_default_queue=HOUSEKEEPING_QUEUE,
-        task_routes={"worker.tasks.send_batch": {"queue": SEND_QUEUE},
-                     "worker.tasks.plan_send": {"queue": SEND_QUEUE}},
+        task_routes={name: {"queue": SEND_QUEUE} for name in (SEND_BATCH_TASK, PLAN_SEND_TASK, CONTINUE_SEND_TASK)},
         timezone="UTC",
         enable_utc=True,
         worker_hijack_root_logger=False,
@@ -72,17 +76,25 @@ def reconfigure() -> None:
     pools.reset()
 
 
-def enqueue_after_commit(session: Session, task: Any, *args: Any, **kwargs: Any) -> None:
-    """Enqueue once the session's transaction commits, so a worker never looks for a row that is not there yet.
+def is_inline() -> bool:
+    """No broker: tasks run in the calling process (the embedded default)."""
+    return bool(celery_app.conf.task_always_eager)
 
-    Inline mode runs the task right after the commit, in this process.
-    """
 
-    def _send(_session: Session) -> None:
-        task.apply_async(args=args, kwargs=kwargs)
+def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run once the session's transaction commits (at once if none is open): work that follows a database change
+    must never look for a row that is not there yet, nor run for a change that was rolled back."""
+
+    def _run(_session: Session) -> None:
+        callback()
 
     if session.in_transaction():
-        event.listen(session, "after_commit", _send, once=True)
+        event.listen(session, "after_commit", _run, once=True)
     else:
-        task.apply_async(args=args, kwargs=kwargs)
+        callback()
+
+
+def enqueue_after_commit(session: Session, task: Any, *args: Any, **kwargs: Any) -> None:
+    """Enqueue a task once the session's transaction commits; inline mode runs it right after, in this process."""
+    run_after_commit(session, lambda: task.apply_async(args=args, kwargs=kwargs))
 

@@ -22,15 +22,16 @@ from sqlalchemy import Integer, and_, bindparam, exists, func, literal, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.db import id_in, session_scope, utcnow
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import Settings, TransportName, get_settings
 from mailer.transports import get_transport
-from mailer.transports.base import Content, Recipient, Result, Transport, TransportError
+from mailer.transports.base import Transport
 from mailer.verp import verp_address
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus, Suppression
-from subscribers.service import normalise_email, suppressed_among
+from subscribers.service import suppressed_among
 from subscribers.tokens import LinkMaker, Purpose
 from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendStatus
 
@@ -55,30 +56,6 @@ class BatchReport:
 
 
 # Creating and controlling sends -------------------------------------------------------------------------------
-
-def create_send(session: Session, issue_id: int, list_id: int, *, scheduled_at: datetime | None = None,
-                allow_resend: bool = False, created_by: str = "", transport: str | None = None) -> Send:
-    issue = session.get(IssueRecord, issue_id)
-    mailing_list = session.get(MailingList, list_id)
-    if issue is None or mailing_list is None:
-        raise CampaignError("No such issue or list.")
-    if not issue.html or not issue.text:
-        raise CampaignError(f"Issue '{issue.slug}' has not been rendered.")
-    earlier = session.scalar(select(Send.id).where(
-        Send.issue_id == issue_id, Send.list_id == list_id,
-        Send.status.not_in([SendStatus.CANCELLED, SendStatus.FAILED])))
-    if earlier is not None and not allow_resend:
-        raise CampaignError(f"Issue '{issue.slug}' was already sent to '{mailing_list.slug}' (send {earlier}). "
-                            "Use allow_resend (--allow-resend) to send it again.")
-    if scheduled_at is not None and scheduled_at.tzinfo is None:
-        raise CampaignError("A schedule time needs a time zone (UTC is assumed by the CLI).")
-    send = Send(issue_id=issue_id, list_id=list_id, transport=TransportName(transport or get_settings().transport),
-                status=SendStatus.SCHEDULED if scheduled_at else SendStatus.DRAFT, scheduled_at=scheduled_at,
-                allow_resend=allow_resend, created_by=created_by)
-    session.add(send)
-    session.flush()
-    return send
-
 
 def _send(session: Session, send_id: int, *, lock: bool = False) -> Send:
     query = select(Send).where(Send.id == send_id)
@@ -110,9 +87,11 @@ def pause(session: Session, send_id: int, reason: str = "") -> Send:
 
 
 def resume(session: Session, send_id: int) -> Send:
+    """Continue a paused send. A running one is accepted as it is: resuming it re-enqueues its open ranges, which
+    is how an operator recovers a send whose queue was lost (a batch only claims pending rows, so it is safe)."""
     send = _send(session, send_id, lock=True)
-    if send.status is not SendStatus.PAUSED:
-        raise CampaignError(f"Send {send_id} is {send.status.value}, not paused.")
+    if send.status not in (SendStatus.PAUSED, SendStatus.RUNNING):
+        raise CampaignError(f"Send {send_id} is {send.status.value}; only a paused or running send can resume.")
     send.status, send.status_reason = SendStatus.RUNNING, ""
     if send.started_at is None:
         send.started_at = utcnow()
@@ -482,28 +461,3 @@ def due_sends(session: Session) -> list[int]:
 
 def pending_ranges(session: Session, send_id: int) -> list[tuple[int, int]]:
     return batch_ranges(session, send_id, get_settings().batch_size)
-
-
-# Test sends ---------------------------------------------------------------------------------------------------
-
-def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | None = None) -> Result:
-    """One copy to staff, marked [TEST], outside the ledger; links point at harmless sample pages."""
-    settings = get_settings()
-    issue = session.get(IssueRecord, issue_id)
-    if issue is None or not issue.html or not issue.text:
-        raise CampaignError("No such rendered issue.")
-    mailing_list = session.get(MailingList, list_id) if list_id else None
-    from_name, from_email, reply_to = (mailing_list.sender(settings) if mailing_list else
-                                       (settings.from_name, settings.from_email, settings.reply_to))
-    address = normalise_email(to_email, check_deliverability=False)
-    base = settings.base_url.rstrip("/")
-    content = Content(subject=f"[TEST] {issue.subject}", html=issue.html, text=issue.text, from_email=from_email,
-                      from_name=from_name, reply_to=reply_to, category="test")
-    recipient = Recipient(email=address, values={
-        Key.NAME: "there", Key.EMAIL: address, Key.UNSUBSCRIBE_URL: f"{base}/unsubscribe/test-message",
-        Key.PREFERENCES_URL: f"{base}/preferences/test-message", Key.WEB_URL: f"{base}/archive/{issue.slug}"})
-    transport = get_transport(settings)
-    try:
-        return transport.send(content, [recipient])[0]
-    finally:
-        transport.close()

@@ -8,9 +8,13 @@ time the bucket needs to refill.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import redis
+
+from mailer.settings import get_settings
 
 _TAKE = """
 local key = KEYS[1]
@@ -67,3 +71,24 @@ class TokenBucket:
             time.sleep(wait)
             waited += wait
         return waited
+
+
+@lru_cache(maxsize=4)
+def _bucket(redis_url: str, name: str, rate: float, burst: int) -> TokenBucket:
+    return TokenBucket(redis.Redis.from_url(redis_url), name, rate, burst)
+
+
+def throttle_for(transport: str) -> Callable[[int], None] | None:
+    """The shared bucket of a transport as a callable that blocks until `count` messages may go (None: no limit).
+
+    The bucket is cached per process: its Redis connection pool outlives a batch.
+    """
+    settings = get_settings()
+    if settings.rate_per_second <= 0 or not settings.redis_url:
+        return None
+    bucket = _bucket(settings.redis_url, transport, settings.rate_per_second, settings.rate_burst)
+
+    def take(count: int) -> None:
+        bucket.take(count)
+
+    return take

@@ -6,9 +6,9 @@ import logging
 
 from celery import Task
 
+from mailer.batch import TransportError
 from mailer.db import session_scope
 from mailer.transports import get_transport
-from mailer.transports.base import TransportError
 from subscribers.service import purge_pending as purge_pending_subscriptions
 from worker.app import HOUSEKEEPING_QUEUE, celery_app
 

@@ -1,39 +1,20 @@
-"""Thin Celery tasks over worker.campaigns: ids in, nothing else; enqueued after the database commit."""
+"""Thin Celery tasks over worker.sends and worker.campaigns: ids in, nothing else; enqueued after the commit."""
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
-from functools import lru_cache
 
-import redis
 from celery import Task
 
+from mailer.batch import TransportError
 from mailer.db import session_scope
 from mailer.settings import get_settings
-from mailer.transports.base import TransportError
-from worker import campaigns
-from worker.app import HOUSEKEEPING_QUEUE, SEND_QUEUE, celery_app, enqueue_after_commit
-from worker.ratelimit import TokenBucket
+from worker import campaigns, sends
+from worker.app import CONTINUE_SEND_TASK, HOUSEKEEPING_QUEUE, PLAN_SEND_TASK, SEND_BATCH_TASK, SEND_QUEUE, celery_app
+from worker.ratelimit import throttle_for
 
 log = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=4)
-def _bucket(redis_url: str, name: str, rate: float, burst: int) -> TokenBucket:
-    return TokenBucket(redis.Redis.from_url(redis_url), name, rate, burst)
-
-
-def throttle_for(transport: str) -> Callable[[int], None] | None:
-    settings = get_settings()
-    if settings.rate_per_second <= 0 or not settings.redis_url:
-        return None
-    bucket = _bucket(settings.redis_url, transport, settings.rate_per_second, settings.rate_burst)
-    def take(count: int) -> None:
-        bucket.take(count)
-
-    return take
 
 
 def enqueue_batches(send_id: int, ranges: list[tuple[int, int]], countdown: float = 0) -> None:
@@ -41,29 +22,26 @@ def enqueue_batches(send_id: int, ranges: list[tuple[int, int]], countdown: floa
         send_batch.apply_async(args=(send_id, first, last), countdown=countdown or None)
 
 
-@celery_app.task(name="worker.tasks.plan_send", queue=SEND_QUEUE)
+@celery_app.task(name=PLAN_SEND_TASK, queue=SEND_QUEUE)
 def plan_send(send_id: int) -> int:
-    settings = get_settings()
-    with session_scope() as session:
-        planned = campaigns.plan_send(session, send_id)
-    with session_scope() as session:
-        if planned:
-            campaigns.refresh_statistics(session)
-        ranges = campaigns.batch_ranges(session, send_id, settings.batch_size)
-    if not ranges:
-        campaigns.finish_if_complete(send_id)
+    planned, ranges = sends.planned_ranges(send_id)
     enqueue_batches(send_id, ranges)
-    log.info("send %s planned: %s recipients in %s batches", send_id, planned, len(ranges))
     return planned
 
 
-@celery_app.task(name="worker.tasks.send_batch", queue=SEND_QUEUE, bind=True, max_retries=12)
+@celery_app.task(name=CONTINUE_SEND_TASK, queue=SEND_QUEUE)
+def continue_send(send_id: int) -> int:
+    """After resume or retry-failed: enqueue the pending ranges (the ledger says what is left)."""
+    return resume_send(send_id)
+
+
+@celery_app.task(name=SEND_BATCH_TASK, queue=SEND_QUEUE, bind=True, max_retries=12)
 def send_batch(self: Task, send_id: int, first_id: int, last_id: int) -> dict[str, int]:
     with session_scope() as session:
-        transport = session.get(campaigns.Send, send_id)
-        name = transport.transport if transport else "outbox"
+        send = session.get(campaigns.Send, send_id)
+        transport_name = send.transport if send else "outbox"
     try:
-        report = campaigns.send_batch(send_id, first_id, last_id, throttle=throttle_for(name))
+        report = campaigns.send_batch(send_id, first_id, last_id, throttle=throttle_for(transport_name))
     except TransportError as exc:
         if celery_app.conf.task_always_eager:
             raise
@@ -95,27 +73,11 @@ def sweep_leases() -> int:
 
 @celery_app.task(name="worker.tasks.start_due_sends", queue=HOUSEKEEPING_QUEUE)
 def start_due_sends() -> list[int]:
-    started = []
-    for send_id in _due():
-        with session_scope() as session:
-            try:
-                campaigns.start_send(session, send_id)
-            except campaigns.CampaignError:
-                continue  # started by another beat tick or paused meanwhile
-            enqueue_after_commit(session, plan_send, send_id)
-        started.append(send_id)
-    return started
+    return sends.start_due()
 
 
-def _due() -> list[int]:
-    with session_scope() as session:
-        return campaigns.due_sends(session)
-
-
-def resume_send(send_id: int) -> None:
-    """After resume or retry-failed: enqueue the pending ranges (the ledger says what is left)."""
-    with session_scope() as session:
-        ranges = campaigns.pending_ranges(session, send_id)
+def resume_send(send_id: int) -> int:
+    """Enqueue a send's open ranges; returns how many batches were enqueued."""
+    ranges = sends.open_ranges(send_id)
     enqueue_batches(send_id, ranges)
-    if not ranges:
-        campaigns.finish_if_complete(send_id)
+    return len(ranges)

@@ -9,8 +9,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from mailer.batch import Content, Recipient, Result
 from mailer.message import encode_message
-from mailer.transports.base import Content, Recipient, Result
 
 
 class OutboxTransport:

@@ -18,10 +18,10 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
+from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.message import list_unsubscribe
 from mailer.placeholders import fold_constants, substitutions
 from mailer.settings import Settings
-from mailer.transports.base import Content, Recipient, Result, TransportError
 from mailer.transports.retry import backoff_delay, retry_after_seconds
 
 log = logging.getLogger(__name__)

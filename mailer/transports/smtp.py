@@ -13,9 +13,9 @@ import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.message import encode_message
 from mailer.settings import Settings
-from mailer.transports.base import Content, Recipient, Result, TransportError
 from mailer.transports.smtp_session import ConnectionLost, Envelope, Outcome, send_messages
 
 

@@ -10,7 +10,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    from mailer.migrate import upgrade
+    from newsletter.migrate import upgrade
 
     upgrade(revision=revision)
     typer.echo(f"database at {revision}")
@@ -19,7 +19,7 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(...)) -> None:
     """Roll migrations back to REVISION ("base" empties the database)."""
-    from mailer.migrate import downgrade
+    from newsletter.migrate import downgrade
 
     downgrade(revision=revision)
     typer.echo(f"database at {revision}")

@@ -31,10 +31,10 @@ def _load_and_render(path: Path, force: bool) -> tuple[Issue, RenderedIssue]:
 
 def sample_message(issue: Issue, rendered: RenderedIssue) -> bytes:
     """The message one sample subscriber would receive, with every header a real send sets."""
+    from mailer.batch import Content, Recipient
     from mailer.message import build_message
     from mailer.placeholders import Key
     from mailer.settings import get_settings
-    from mailer.transports.base import Content, Recipient
 
     settings = get_settings()
     base = settings.base_url.rstrip("/")

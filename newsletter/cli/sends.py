@@ -18,7 +18,8 @@ from mailer.issue import IssueError
 from mailer.render import RenderError
 from newsletter.cli.common import console, db, fail
 from subscribers import service
-from worker import campaigns
+from worker import sends
+from worker.app import is_inline
 from worker.models import Send, SendStatus
 from worker.stats import send_counters
 
@@ -63,7 +64,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
     if test_to:
         with db() as session:
             list_id = service.get_list(session, list_slug).id if list_slug else None
-            result = campaigns.send_test(session, issue_id, test_to, list_id=list_id)
+            result = sends.send_test(session, issue_id, test_to, list_id=list_id)
         if not result.ok:
             raise fail(f"test send failed: {result.error}")
         console.print(f"test sent to {test_to}")
@@ -71,51 +72,27 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
     slug = list_slug or default_list
     if not slug:
         raise fail("Say which list: --list SLUG (or `list:` in the issue's front matter).")
-    from worker.app import celery_app, enqueue_after_commit
-    from worker.tasks import plan_send
+    options = sends.SendOptions(allow_resend=allow_resend, scheduled_at=_parse_at(at) if at else None,
+                                created_by="cli")
+    with _progress() as progress:
+        bar = progress.add_task("send", total=None, visible=False)
 
-    inline = bool(celery_app.conf.task_always_eager)
-    try:
-        with db() as session:
-            mailing_list = service.get_list(session, slug)
-            new = campaigns.create_send(session, issue_id, mailing_list.id, allow_resend=allow_resend,
-                                        scheduled_at=_parse_at(at) if at else None, created_by="cli")
-            send_id = new.id
-            if not at:
-                campaigns.start_send(session, send_id)
-                if not inline:
-                    enqueue_after_commit(session, plan_send, send_id)
-    except campaigns.CampaignError as exc:
-        raise fail(str(exc)) from exc
-    console.print(f"send {send_id}" + (f" scheduled for {at}" if at else " started"))
+        def advance(done: int, planned: int) -> None:
+            progress.update(bar, description=f"send {send_id}", completed=done, total=planned, visible=True)
+
+        try:
+            with db() as session:
+                mailing_list = service.get_list(session, slug)
+                send_id = sends.create_send(session, issue_id, mailing_list.id, options, on_progress=advance).id
+                console.print(f"send {send_id}" + (f" scheduled for {at}" if at else " started"))
+        except sends.SendError as exc:
+            raise fail(str(exc)) from exc
     if at:
         return
-    if inline:
-        _run_inline(send_id)
+    if is_inline():
+        _summary(send_id)
     elif wait:
         _follow(send_id)
-
-
-def _run_inline(send_id: int) -> None:
-    """No broker: plan and send batch by batch in this process, with a progress bar."""
-    from mailer.settings import get_settings
-    from worker.tasks import throttle_for
-
-    settings = get_settings()
-    with session_scope() as session:
-        planned = campaigns.plan_send(session, send_id)
-    with session_scope() as session:
-        ranges = campaigns.batch_ranges(session, send_id, settings.batch_size)
-        transport_name = session.get(Send, send_id).transport  # type: ignore[union-attr]
-    with _progress() as progress:
-        task = progress.add_task(f"send {send_id}", total=planned)
-        for first, last in ranges:
-            report = campaigns.send_batch(send_id, first, last, throttle=throttle_for(transport_name))
-            progress.advance(task, report.sent + report.failed + report.skipped)
-            if report.paused:
-                break
-    campaigns.finish_if_complete(send_id)
-    _summary(send_id)
 
 
 def _progress() -> Progress:
@@ -150,7 +127,7 @@ def _summary(send_id: int) -> None:
 
 
 @sends_app.callback()
-def sends(ctx: typer.Context, limit: int = typer.Option(20)) -> None:
+def list_sends(ctx: typer.Context, limit: int = typer.Option(20)) -> None:
     """Recent sends with their counters (subcommands: show, pause, resume, cancel, retry-failed)."""
     if ctx.invoked_subcommand:
         return
@@ -191,49 +168,41 @@ def show(send_id: int) -> None:
             console.print(f"  {key:<13} {value}")
 
 
-def _control(action: str, send_id: int) -> None:
-    from worker.tasks import resume_send
-
+def _control(action: sends.SendAction, send_id: int) -> None:
     try:
         with db() as session:
-            if action == "pause":
-                campaigns.pause(session, send_id)
-            elif action == "resume":
-                campaigns.resume(session, send_id)
-            elif action == "cancel":
-                skipped = campaigns.cancel(session, send_id)
-                console.print(f"{skipped} recipients will not get it")
-            elif action == "retry-failed":
-                console.print(f"{campaigns.retry_failed(session, send_id)} failed recipients queued again")
-    except campaigns.CampaignError as exc:
+            affected = sends.control(session, send_id, action, "the CLI")
+    except sends.SendError as exc:
         raise fail(str(exc)) from exc
-    if action in ("resume", "retry-failed"):
-        resume_send(send_id)
+    if action is sends.SendAction.CANCEL:
+        console.print(f"{affected} recipients will not get it")
+    elif action is sends.SendAction.RETRY_FAILED:
+        console.print(f"{affected} failed recipients queued again")
     _summary(send_id)
 
 
 @sends_app.command("pause")
 def pause_cmd(send_id: int) -> None:
     """Stop taking new batches at once (in-flight batches finish)."""
-    _control("pause", send_id)
+    _control(sends.SendAction.PAUSE, send_id)
 
 
 @sends_app.command("resume")
 def resume_cmd(send_id: int) -> None:
     """Continue a paused send from the ledger."""
-    _control("resume", send_id)
+    _control(sends.SendAction.RESUME, send_id)
 
 
 @sends_app.command("cancel")
 def cancel_cmd(send_id: int) -> None:
     """Cancel: nobody else gets it."""
-    _control("cancel", send_id)
+    _control(sends.SendAction.CANCEL, send_id)
 
 
 @sends_app.command("retry-failed")
 def retry_failed_cmd(send_id: int) -> None:
     """Queue only the failed recipients again."""
-    _control("retry-failed", send_id)
+    _control(sends.SendAction.RETRY_FAILED, send_id)
 
 
 def worker(concurrency: int = typer.Option(2), queues: str = typer.Option("send,housekeeping"),

@@ -15,6 +15,7 @@ from mailer.db import new_session
 from newsletter.cli.common import console, db, fail
 from subscribers import importer, service
 from subscribers.models import ConsentSource, Subscriber, Subscription, SubscriptionStatus
+from worker.notifications import notify_after_commit
 
 subscribers_app = typer.Typer(help="Subscribers of lists.", no_args_is_help=True)
 
@@ -40,11 +41,7 @@ def add(email: str, list_slug: str = typer.Option(..., "--list"), name: str = ty
                                     override_suppression=override_suppression)
         if outcome.refused == "suppressed":
             raise fail(f"{email} is suppressed; use --override-suppression if they asked to come back")
-        from worker.app import enqueue_after_commit
-        from worker.subscriber_tasks import send_notification
-
-        for item in outcome.notify:
-            enqueue_after_commit(session, send_notification, item.kind, item.subscription_id)
+        notify_after_commit(session, outcome.notify)
         assert outcome.subscription is not None
         status = outcome.subscription.status.value
     console.print(f"{email}: {status} on {list_slug}")

@@ -44,7 +44,7 @@ from subscribers.models import (
     Suppression,
     SuppressionReason,
 )
-from worker import campaigns
+from worker import sends
 from worker.figures import send_figures
 from worker.models import Delivery, ProviderEvent, Send
 from worker.stats import send_counters
@@ -545,8 +545,8 @@ async def send_test(request: Request, issue_id: int, user: Principal = Depends(p
     if not user.is_admin and to.lower() != user.email:
         return _redirect(f"/admin/issues/{issue_id}", "Staff send tests to their own address only.")
     try:
-        result = campaigns.send_test(session, issue_id, to)
-    except (campaigns.CampaignError, service.InvalidEmail) as exc:
+        result = sends.send_test(session, issue_id, to)
+    except (sends.SendError, service.InvalidEmail) as exc:
         return _redirect(f"/admin/issues/{issue_id}", str(exc))
     return _redirect(f"/admin/issues/{issue_id}", f"Test sent to {to}" if result.ok else f"Test failed: "
                                                                                         f"{result.error}")
@@ -555,22 +555,16 @@ async def send_test(request: Request, issue_id: int, user: Principal = Depends(p
 @router.post("/issues/{issue_id}/send", dependencies=[Depends(verify_csrf)])
 async def send_issue(request: Request, issue_id: int, user: Principal = Depends(page_user),
                      session: Session = Depends(db_session)) -> Response:
-    from worker.app import enqueue_after_commit
-    from worker.tasks import plan_send
-
     form = await _form(request)
     at = str(form.get("at") or "")
     try:
         mailing_list = service.get_list(session, str(form.get("list", "")))
         scheduled = datetime.fromisoformat(at).replace(tzinfo=UTC) if at else None
-        send = campaigns.create_send(session, issue_id, mailing_list.id, scheduled_at=scheduled,
-                                     allow_resend=form.get("allow_resend") == "1", created_by=user.email)
-        if scheduled is None:
-            campaigns.start_send(session, send.id)
-            enqueue_after_commit(session, plan_send, send.id)
-        send_id = send.id
+        options = sends.SendOptions(scheduled_at=scheduled, allow_resend=form.get("allow_resend") == "1",
+                                    created_by=user.email)
+        send_id = sends.create_send(session, issue_id, mailing_list.id, options).id
         session.commit()
-    except (campaigns.CampaignError, service.ServiceError, ValueError) as exc:
+    except (sends.SendError, service.ServiceError, ValueError) as exc:
         session.rollback()
         return _redirect(f"/admin/issues/{issue_id}", str(exc))
     return _redirect(f"/admin/sends/{send_id}", "Scheduled" if at else "Sending")
@@ -603,25 +597,12 @@ def send_progress(send_id: int, user: Principal = Depends(page_user),
 @router.post("/sends/{send_id}/{action}", dependencies=[Depends(verify_csrf)])
 def send_action(send_id: int, action: str, user: Principal = Depends(page_user),
                 session: Session = Depends(db_session)) -> Response:
-    from worker.tasks import resume_send
-
     try:
-        if action == "pause":
-            campaigns.pause(session, send_id, f"paused by {user.email}")
-        elif action == "resume":
-            campaigns.resume(session, send_id)
-        elif action == "cancel":
-            campaigns.cancel(session, send_id)
-        elif action == "retry-failed":
-            campaigns.retry_failed(session, send_id)
-        else:
-            return _redirect(f"/admin/sends/{send_id}", "Unknown action")
+        sends.control(session, send_id, sends.SendAction(action), user.email)
         session.commit()
-    except campaigns.CampaignError as exc:
+    except ValueError as exc:  # an unknown action, or a refusal (SendError is a ValueError)
         session.rollback()
-        return _redirect(f"/admin/sends/{send_id}", str(exc))
-    if action in ("resume", "retry-failed"):
-        resume_send(send_id)
+        return _redirect(f"/admin/sends/{send_id}", str(exc) if isinstance(exc, sends.SendError) else "Unknown action")
     return _redirect(f"/admin/sends/{send_id}", "Done")
 
 

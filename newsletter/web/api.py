@@ -7,7 +7,6 @@ schemathesis can test exactly that). Errors are JSON objects `{"error": "..."}`.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -25,8 +24,10 @@ from newsletter.auth import Principal
 from newsletter.web.deps import api_admin, api_user, db_session
 from subscribers import service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, Suppression, SuppressionReason
-from worker import campaigns
+from worker import sends
 from worker.models import Send
+from worker.notifications import notify_after_commit
+from worker.sends import SendAction
 from worker.stats import send_counters
 
 
@@ -94,13 +95,6 @@ class SendIn(BaseModel):
     list: str = Field(max_length=100)
     scheduled_at: datetime | None = None
     allow_resend: bool = False
-
-
-class SendAction(StrEnum):
-    PAUSE = "pause"
-    RESUME = "resume"
-    CANCEL = "cancel"
-    RETRY_FAILED = "retry-failed"
 
 
 class SendOut(BaseModel):
@@ -184,9 +178,6 @@ def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
 @api_app.post("/subscribers", response_model=SubscriberOut, status_code=201)
 def post_subscriber(body: SubscriberIn, user: Principal = Depends(api_admin),
                     session: Session = Depends(db_session)) -> SubscriberOut:
-    from worker.app import enqueue_after_commit
-    from worker.subscriber_tasks import send_notification
-
     mailing_list = _list(session, body.list)
     try:
         outcome = service.subscribe(session, mailing_list, body.email, body.name, source=ConsentSource.API,
@@ -196,8 +187,7 @@ def post_subscriber(body: SubscriberIn, user: Principal = Depends(api_admin),
     if outcome.refused == "suppressed":
         raise _bad("This address is suppressed; it cannot be subscribed through the API.", 409)
     assert outcome.subscription is not None
-    for item in outcome.notify:
-        enqueue_after_commit(session, send_notification, item.kind, item.subscription_id)
+    notify_after_commit(session, outcome.notify)
     subscriber = session.get(Subscriber, outcome.subscription.subscriber_id)
     assert subscriber is not None
     session.commit()
@@ -304,9 +294,6 @@ def _send(session: Session, send_id: int) -> Send:
 
 @api_app.post("/sends", response_model=SendOut, status_code=201)
 def post_send(body: SendIn, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> SendOut:
-    from worker.app import enqueue_after_commit
-    from worker.tasks import plan_send
-
     mailing_list = _list(session, body.list)
     if session.get(IssueRecord, body.issue_id) is None:
         raise _bad("No such issue.", 404)
@@ -314,12 +301,9 @@ def post_send(body: SendIn, user: Principal = Depends(api_user), session: Sessio
     if scheduled is not None and scheduled.tzinfo is None:
         raise _bad("scheduled_at needs a time zone offset (e.g. 2026-11-27T08:00:00Z).", 422)
     try:
-        send = campaigns.create_send(session, body.issue_id, mailing_list.id, scheduled_at=scheduled,
-                                     allow_resend=body.allow_resend, created_by=user.email)
-        if scheduled is None:
-            campaigns.start_send(session, send.id)
-            enqueue_after_commit(session, plan_send, send.id)
-    except campaigns.CampaignError as exc:
+        options = sends.SendOptions(scheduled_at=scheduled, allow_resend=body.allow_resend, created_by=user.email)
+        send = sends.create_send(session, body.issue_id, mailing_list.id, options)
+    except sends.SendError as exc:
         raise _bad(str(exc), 409) from exc
     session.commit()  # inline mode runs the send right here, in other sessions
     session.expire_all()
@@ -334,19 +318,11 @@ def get_send(send_id: int, user: Principal = Depends(api_user), session: Session
 @api_app.post("/sends/{send_id}/{action}", response_model=SendOut)
 def control_send(send_id: int, action: SendAction, user: Principal = Depends(api_user),
                  session: Session = Depends(db_session)) -> SendOut:
-    from worker.tasks import resume_send
-
     send = _send(session, send_id)
-    actions = {SendAction.PAUSE: lambda: campaigns.pause(session, send.id, f"paused by {user.email} (API)"),
-               SendAction.RESUME: lambda: campaigns.resume(session, send.id),
-               SendAction.CANCEL: lambda: campaigns.cancel(session, send.id),
-               SendAction.RETRY_FAILED: lambda: campaigns.retry_failed(session, send.id)}
     try:
-        actions[action]()
-    except campaigns.CampaignError as exc:
+        sends.control(session, send.id, action, f"{user.email} (API)")
+    except sends.SendError as exc:
         raise _bad(str(exc), 409) from exc
-    session.commit()
-    if action in (SendAction.RESUME, SendAction.RETRY_FAILED):
-        resume_send(send.id)
-        session.expire_all()
+    session.commit()  # inline mode continues the send right here, in other sessions
+    session.expire_all()
     return _send_out(session, _send(session, send.id))

@@ -21,22 +21,15 @@ from newsletter.web.ratelimit import limiter
 from newsletter.web.templating import render_page
 from subscribers import service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription
-from subscribers.service import InvalidEmail, Notify, ServiceError
+from subscribers.service import InvalidEmail, ServiceError
 from subscribers.tokens import Purpose, TokenError, link, read_token
+from worker.notifications import notify_after_commit
 
 router = APIRouter()
 
 
 def _client(request: Request) -> tuple[str | None, str | None]:
     return (request.client.host if request.client else None), request.headers.get("user-agent")
-
-
-def _enqueue(session: Session, notify: list[Notify]) -> None:
-    from worker.app import enqueue_after_commit
-    from worker.subscriber_tasks import send_notification
-
-    for item in notify:
-        enqueue_after_commit(session, send_notification, item.kind, item.subscription_id)
 
 
 def _message(request: Request, heading: str, *paragraphs: str, status_code: int = 200,
@@ -104,7 +97,7 @@ async def subscribe(request: Request, slug: str, session: Session = Depends(db_s
         return _message(request, "Too many attempts", "Please wait a while before trying again.", status_code=429)
     outcome = service.subscribe(session, mailing_list, address, name, source=ConsentSource.FORM, ip=ip,
                                 user_agent=user_agent)
-    _enqueue(session, outcome.notify)
+    notify_after_commit(session, outcome.notify)
     session.commit()
     if not mailing_list.double_opt_in:
         return _message(request, "You're subscribed", f"Welcome to {mailing_list.name}.")
@@ -146,7 +139,7 @@ def confirm(request: Request, token: str, session: Session = Depends(db_session)
         return _token_problem(request, exc, session, exc.list_id if exc.expired else None)
     except ServiceError as exc:
         return _message(request, "Nothing to confirm", str(exc), status_code=410)
-    _enqueue(session, outcome.notify)
+    notify_after_commit(session, outcome.notify)
     session.commit()
     if outcome.refused:
         return _message(request, "We can't send to this address",

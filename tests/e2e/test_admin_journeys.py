@@ -22,6 +22,7 @@ from newsletter.models import Role
 from newsletter.web.ratelimit import reset
 from subscribers.models import Subscriber
 from tests.mailer.test_issue import EXAMPLE
+from tests.support.audience import started_send
 from tests.support.mailbox import messages_to, outbox_messages
 from tests.support.server import serve
 from worker.models import Delivery
@@ -228,10 +229,8 @@ def test_progress_bars_follow_a_running_send_without_reloading(site: str, page: 
         for n in range(5):
             service.subscribe(session, weekly, f"r{n}@example.org", source=ConsentSource.ADMIN)
         issue = save_issue(session, EXAMPLE.read_text(), filename=EXAMPLE.name)
-        send = campaigns.create_send(session, issue.id, weekly.id, created_by="test")
-        campaigns.start_send(session, send.id)
-        assert campaigns.plan_send(session, send.id) == 5  # planned, nothing sent yet
-        send_id = send.id
+        send_id = started_send(session, issue.id, weekly.id, created_by="test")
+        assert campaigns.plan_send(session, send_id) == 5  # planned, nothing sent yet
     sign_in(page, site, "admin@example.com")
     sends_page = page.context.new_page()
     sends_page.goto(f"{site}/admin/sends/{send_id}")

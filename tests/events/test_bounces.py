@@ -13,10 +13,10 @@ from sqlalchemy import select
 from mailer.db import session_scope
 from mailer.events.dsn import failures
 from subscribers.models import Subscriber, Suppression, SuppressionReason
-from tests.support.audience import make_audience
+from tests.support.audience import make_audience, started_send
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import free_port
-from worker import campaigns, tasks
+from worker import tasks
 from worker.bounces import receiver
 from worker.models import Delivery
 
@@ -59,9 +59,7 @@ def smtp_send(db_url: str, settings) -> Iterator[dict[str, str]]:
     audience = make_audience(8, pending=0, unsubscribed=0, suppressed=0)
     sink.reject(audience.confirmed[7])  # refused at RCPT: a failed row, no DSN needed
     with session_scope() as session:
-        send = campaigns.create_send(session, audience.issue_id, audience.list_id, transport="smtp")
-        campaigns.start_send(session, send.id)
-        send_id = send.id
+        send_id = started_send(session, audience.issue_id, audience.list_id, transport="smtp")
     tasks.plan_send.delay(send_id).get()
     verp = {r.rcpt: r.mail_from for r in sink.received}
     assert len(verp) == 7 and all(v.endswith("@bounces.news.example.com") for v in verp.values())

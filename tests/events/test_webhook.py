@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from mailer.db import session_scope
 from subscribers import service
 from subscribers.models import ConsentEvent, ConsentKind, Subscriber, Subscription, SubscriptionStatus, Suppression
-from tests.support.audience import make_audience
+from tests.support.audience import make_audience, started_send
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn, make_events
 from worker import campaigns, tasks
 from worker.figures import send_figures
@@ -73,9 +73,7 @@ def env(db_url: str, settings) -> Iterator[Env]:
 def sendgrid_send(audience_size: int, **kwargs: int):
     audience = make_audience(audience_size, **kwargs)
     with session_scope() as session:
-        send = campaigns.create_send(session, audience.issue_id, audience.list_id, transport="sendgrid")
-        campaigns.start_send(session, send.id)
-        send_id = send.id
+        send_id = started_send(session, audience.issue_id, audience.list_id, transport="sendgrid")
     tasks.plan_send.delay(send_id).get()
     return audience, send_id
 
@@ -199,9 +197,7 @@ def test_autopause_on_hard_bounce_rate(env: Env, settings, share: float, paused:
     settings.batch_size = 100
     audience = make_audience(400, pending=0, unsubscribed=0, suppressed=0)
     with session_scope() as session:
-        send = campaigns.create_send(session, audience.issue_id, audience.list_id, transport="sendgrid")
-        campaigns.start_send(session, send.id)
-        send_id = send.id
+        send_id = started_send(session, audience.issue_id, audience.list_id, transport="sendgrid")
         campaigns.plan_send(session, send_id)
     with session_scope() as session:
         ranges = campaigns.batch_ranges(session, send_id, 100)
@@ -229,10 +225,7 @@ def test_loop_send_events_suppress_next_send_skips(env: Env) -> None:
     assert gone
     env.standin.state.accepted.clear()
     with session_scope() as session:
-        again = campaigns.create_send(session, audience.issue_id, audience.list_id, transport="sendgrid",
-                                      allow_resend=True)
-        campaigns.start_send(session, again.id)
-        again_id = again.id
+        again_id = started_send(session, audience.issue_id, audience.list_id, transport="sendgrid", allow_resend=True)
     tasks.plan_send.delay(again_id).get()
     second = set(env.standin.counts())
     assert second == set(audience.confirmed) - gone and not (second & gone)

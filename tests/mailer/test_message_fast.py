@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailer.batch import Content, Recipient
 from mailer.issue import load_issue
 from mailer.message import _compile, build_message, encode_message, personalize
 from mailer.placeholders import Key, html_token, text_token
 from mailer.render import render_issue
-from mailer.transports.base import Content, Recipient
 from tests.mailer.test_issue import EXAMPLE
 
 DOMAIN = "news.example.com"

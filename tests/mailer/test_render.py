@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from mailer.batch import Content, Recipient
 from mailer.issue import load_issue, parse_issue
 from mailer.message import personalize
 from mailer.placeholders import Key
 from mailer.render import RenderError, issue_mjml, render_email, render_issue
-from mailer.transports.base import Content, Recipient
 from tests.mailer.test_issue import EXAMPLE, GOOD
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from mailer.batch import Content, Recipient
 from mailer.placeholders import Key
-from mailer.transports.base import Content, Recipient
 from mailer.transports.smtp import SMTPTransport
 from mailer.transports.smtp_session import dot_stuff
 from tests.support.smtp_sink import SMTPSink

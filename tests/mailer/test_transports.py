@@ -14,10 +14,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mailer.batch import Content, Recipient, TransportError
 from mailer.message import personalize
 from mailer.placeholders import Key
 from mailer.settings import get_settings
-from mailer.transports.base import Content, Recipient, TransportError
 from mailer.transports.sendgrid import SendGridTransport
 from mailer.transports.smtp import SMTPTransport
 from mailer.verp import read_verp, verp_address

@@ -79,7 +79,7 @@ def test_sends_schedule_cancel_and_controls(clients: tuple[TestClient, TestClien
     send_id = scheduled.json()["id"]
     assert staff.post(f"/api/v1/sends/{send_id}/cancel").json()["status"] == "cancelled"
     twice = staff.post(f"/api/v1/sends/{send_id}/resume")
-    assert twice.status_code == 409 and "not paused" in twice.json()["error"]
+    assert twice.status_code == 409 and "is cancelled" in twice.json()["error"]
     unknown = staff.post(f"/api/v1/sends/{send_id}/explode")
     assert unknown.status_code == 422 and unknown.json()["error"]
 

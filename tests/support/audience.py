@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
 from mailer.db import session_scope, utcnow
 from mailer.store import save_issue
 from subscribers import service
 from subscribers.models import ConsentSource, Subscriber, Subscription, SubscriptionStatus, SuppressionReason
+from worker import campaigns, sends
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "issues" / "2023-09-22-digital-digest.md"
 
@@ -64,3 +67,15 @@ def send_status(send_id: int):
         send = session.get(Send, send_id)
         assert send is not None
         return send.status
+
+
+def started_send(session: Session, issue_id: int, list_id: int, **options: object) -> int:
+    """A running send that nothing has planned or enqueued yet, so a test can drive the ledger step by step.
+
+    Created through worker.sends as every front end does (scheduled, so nothing is dispatched), then moved to
+    running by the ledger's own transition, which is what sends.start does before it hands the send on.
+    """
+    send = sends.create_send(session, issue_id, list_id,
+                             sends.SendOptions(scheduled_at=utcnow() + timedelta(days=365), **options))  # type: ignore[arg-type]
+    campaigns.start_send(session, send.id)
+    return send.id

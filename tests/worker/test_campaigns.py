@@ -11,19 +11,17 @@ from sqlalchemy import func, select, update
 from mailer.db import session_scope, utcnow
 from subscribers import service
 from subscribers.models import ConsentSource, Subscriber
-from tests.support.audience import counters, make_audience, send_status
+from tests.support.audience import counters, make_audience, send_status, started_send
 from tests.support.mailbox import outbox_messages
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
-from worker import campaigns, tasks
+from worker import campaigns, sends, tasks
 from worker.models import Delivery, DeliveryStatus, Send, SendStatus
 
 
 def start(audience, **kwargs) -> int:
     with session_scope() as session:
-        send = campaigns.create_send(session, audience.issue_id, audience.list_id, **kwargs)
-        campaigns.start_send(session, send.id)
-        return send.id
+        return started_send(session, audience.issue_id, audience.list_id, **kwargs)
 
 
 def recipients_in_outbox() -> Counter[str]:
@@ -102,8 +100,8 @@ def test_pause_resume_cancel_and_resend_rule(db_url: str, settings) -> None:
     tasks.resume_send(send_id)
     assert counters(send_id)["sent"] == 20 and send_status(send_id) is SendStatus.DONE
     assert set(recipients_in_outbox().values()) == {1}
-    with session_scope() as session, pytest.raises(campaigns.CampaignError, match="already sent"):
-        campaigns.create_send(session, audience.issue_id, audience.list_id)
+    with session_scope() as session, pytest.raises(sends.SendError, match="already sent"):
+        sends.create_send(session, audience.issue_id, audience.list_id)
     again = start(audience, allow_resend=True)
     with session_scope() as session:
         campaigns.plan_send(session, again)
@@ -153,9 +151,8 @@ def test_lease_sweeper_returns_abandoned_rows(db_url: str) -> None:
 def test_scheduled_send_starts_when_due(db_url: str) -> None:
     audience = make_audience(3)
     with session_scope() as session:
-        send = campaigns.create_send(session, audience.issue_id, audience.list_id,
-                                     scheduled_at=utcnow() + timedelta(hours=1))
-        send_id = send.id
+        send_id = sends.create_send(session, audience.issue_id, audience.list_id,
+                                    sends.SendOptions(scheduled_at=utcnow() + timedelta(hours=1))).id
     assert tasks.start_due_sends.delay().get() == []
     with session_scope() as session:
         session.execute(update(Send).values(scheduled_at=utcnow() - timedelta(seconds=1)))
@@ -190,7 +187,7 @@ def test_sendgrid_auth_failure_pauses_send_with_reason(db_url: str, settings, mo
 def test_send_test_goes_to_one_address_outside_the_ledger(db_url: str) -> None:
     audience = make_audience(2)
     with session_scope() as session:
-        result = campaigns.send_test(session, audience.issue_id, "Editor@Example.com", list_id=audience.list_id)
+        result = sends.send_test(session, audience.issue_id, "Editor@Example.com", list_id=audience.list_id)
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
     assert result.ok
     [message] = outbox_messages()

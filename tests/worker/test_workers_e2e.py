@@ -24,7 +24,7 @@ from tests.support.audience import Audience, counters, make_audience, send_statu
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import PrivateRedis, WorkerProcess, wait_for
-from worker import campaigns, tasks
+from worker import sends, tasks
 from worker.models import Delivery, DeliveryStatus, SendStatus
 
 pytestmark = pytest.mark.slow
@@ -72,13 +72,9 @@ def cluster(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 
 
 def start_send(audience: Audience, transport: str = "sendgrid") -> int:
-    from worker.app import enqueue_after_commit
-
     with session_scope() as session:
-        send = campaigns.create_send(session, audience.issue_id, audience.list_id, transport=transport)
-        campaigns.start_send(session, send.id)
-        enqueue_after_commit(session, tasks.plan_send, send.id)
-        return send.id
+        options = sends.SendOptions(transport=transport)
+        return sends.create_send(session, audience.issue_id, audience.list_id, options).id
 
 
 def wait_done(send_id: int, cluster: Cluster, timeout: float = 120) -> None:
@@ -225,14 +221,13 @@ def test_pause_then_resume_no_duplicates(cluster: Cluster, monkeypatch: pytest.M
     send_id = start_send(audience)
     wait_for(lambda: counters(send_id)["sent"] >= 400, timeout=60, what="20% sent")
     with session_scope() as session:
-        campaigns.pause(session, send_id, "editor spotted a typo")
+        sends.control(session, send_id, sends.SendAction.PAUSE, "an editor who spotted a typo")
     wait_for(lambda: counters(send_id)["sending"] == 0, timeout=30, what="in-flight batches to finish")
     frozen = counters(send_id)["sent"]
     time.sleep(1.5)
     assert counters(send_id)["sent"] == frozen < 2000 and send_status(send_id) is SendStatus.PAUSED
     with session_scope() as session:
-        campaigns.resume(session, send_id)
-    tasks.resume_send(send_id)
+        sends.control(session, send_id, sends.SendAction.RESUME)
     wait_done(send_id, cluster)
     assert check_exactly_once(audience, cluster.standin.counts()) == (0, 0)
 
