@@ -16,8 +16,15 @@ import time
 import uuid
 
 import psycopg
+from fastapi.testclient import TestClient
 
 from bench.report import write_section
+from mailer.db import dispose_engines, session_scope
+from newsletter.auth import create_user
+from newsletter.migrate import upgrade
+from newsletter.models import Role
+from newsletter.web.app import create_app
+from subscribers import service
 
 ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 PASSWORD = "bench password 123"
@@ -25,10 +32,6 @@ PASSWORD = "bench password 123"
 
 def fill(url: str, count: int) -> None:
     """Rows go in with INSERT .. SELECT generate_series: the benchmark is about reading, not writing."""
-    from mailer.db import session_scope
-    from newsletter.auth import create_user
-    from newsletter.models import Role
-    from subscribers import service
 
     with session_scope() as session:
         create_user(session, "bench@example.com", PASSWORD, Role.ADMIN)
@@ -69,12 +72,6 @@ def main() -> None:
     os.environ.setdefault("NEWSLETTER_SECRET_KEY", "bench-secret-bench-secret-bench-secret")
     os.environ["NEWSLETTER_DATA_DIR"] = tempfile.mkdtemp()
     try:
-        from fastapi.testclient import TestClient
-
-        from mailer.db import dispose_engines
-        from newsletter.migrate import upgrade
-        from newsletter.web.app import create_app
-
         upgrade(url)
         start = time.perf_counter()
         fill(url, args.subscribers)

@@ -20,6 +20,9 @@ from pathlib import Path
 import psycopg
 
 from bench.report import write_section
+from mailer.db import new_session, session_scope
+from newsletter.migrate import upgrade
+from subscribers import importer, service
 
 ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 
@@ -34,9 +37,6 @@ def generate(path: Path, rows: int) -> None:
 def child(csv_path: str, url: str) -> None:
     os.environ["NEWSLETTER_DATABASE_URL"] = url
     os.environ.setdefault("NEWSLETTER_SECRET_KEY", "bench-secret-bench-secret-bench-secret")
-    from mailer.db import new_session, session_scope
-    from newsletter.migrate import upgrade
-    from subscribers import importer, service
 
     upgrade(url)
     with session_scope() as session:

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,14 @@ import psycopg
 import redis
 
 from bench.report import write_section
+from mailer.db import dispose_engines, session_scope
+from mailer.settings import reset_settings
+from mailer.store import save_issue
+from newsletter.migrate import upgrade
+from subscribers import service
+from worker import sends
+from worker.app import reconfigure
+from worker.stats import send_counters
 
 ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 BROKER = "redis://127.0.0.1:6379/13"
@@ -29,8 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -52,15 +59,10 @@ def tree_rss_mb(pid: int) -> float:
 
 def populate(url: str, size: int) -> tuple[int, int]:
     os.environ["NEWSLETTER_DATABASE_URL"] = url
-    from mailer.db import dispose_engines, session_scope
-    from mailer.settings import reset_settings
-    from newsletter.migrate import upgrade
 
     reset_settings()
     dispose_engines()
     upgrade(url)
-    from mailer.store import save_issue
-    from subscribers import service
 
     with session_scope() as session:
         mailing_list = service.create_list(session, "bench", "Bench", double_opt_in=False)
@@ -108,10 +110,6 @@ def run(size: int, path: str) -> dict[str, float]:
                 [sys.executable, "-m", "newsletter.cli.run", "worker", "--concurrency=1", f"--hostname=bench{index}@%h",
                  "--loglevel=WARNING"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(4)
-        from mailer.db import session_scope
-        from worker import sends
-        from worker.app import reconfigure
-        from worker.stats import send_counters
 
         reconfigure()
         started = time.perf_counter()
@@ -140,7 +138,6 @@ def run(size: int, path: str) -> dict[str, float]:
             worker.terminate()
             worker.wait(timeout=20)
         peer.terminate()
-        from mailer.db import dispose_engines
 
         dispose_engines()
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:

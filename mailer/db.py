@@ -15,9 +15,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Enum, Integer, MetaData, create_engine, event
+from sqlalchemy import BigInteger, Enum, Integer, MetaData, any_, bindparam, create_engine, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from mailer.settings import get_settings
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -100,8 +103,6 @@ def _session_factory(url: str) -> sessionmaker[Session]:
 
 
 def default_url() -> str:
-    from mailer.settings import get_settings
-
     url = get_settings().database_url
     assert url is not None
     return url
@@ -128,11 +129,8 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 def id_in(column: Any, ids: Any, dialect: str) -> Any:
     """`column IN ids` as one array parameter on PostgreSQL: a thousand bind parameters would make the driver
     parse and the server plan a thousand-placeholder statement for every batch."""
-    from sqlalchemy import BigInteger as _BigInteger
-    from sqlalchemy import any_, bindparam
-    from sqlalchemy.dialects.postgresql import ARRAY
 
     ids = list(ids)
     if dialect == "postgresql":
-        return column == any_(bindparam(None, ids, type_=ARRAY(_BigInteger())))
+        return column == any_(bindparam(None, ids, type_=ARRAY(BigInteger())))
     return column.in_(ids)

@@ -11,7 +11,8 @@ from mailer.batch import Content, Recipient
 from mailer.placeholders import Key
 from mailer.render import render_email
 from mailer.settings import Settings, get_settings
-from subscribers.models import MailingList, Subscriber, Subscription
+from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
+from subscribers.service import NotificationKind
 from subscribers.tokens import Purpose, link
 
 
@@ -19,7 +20,7 @@ class NotificationSkipped(Exception):
     """Nothing to send any more (the subscription changed since the notification was queued)."""
 
 
-def build_notification(session: Session, kind: str, subscription_id: int,
+def build_notification(session: Session, kind: NotificationKind, subscription_id: int,
                        settings: Settings | None = None) -> tuple[Content, Recipient]:
     settings = settings or get_settings()
     subscription = session.get(Subscription, subscription_id)
@@ -28,9 +29,9 @@ def build_notification(session: Session, kind: str, subscription_id: int,
     subscriber = session.get(Subscriber, subscription.subscriber_id)
     mailing_list = session.get(MailingList, subscription.list_id)
     assert subscriber is not None and mailing_list is not None
-    if kind == "confirm" and subscription.status.value != "pending":
+    if kind is NotificationKind.CONFIRM and subscription.status is not SubscriptionStatus.PENDING:
         raise NotificationSkipped("already confirmed or unsubscribed")
-    if kind == "welcome" and subscription.status.value != "confirmed":
+    if kind is NotificationKind.WELCOME and subscription.status is not SubscriptionStatus.CONFIRMED:
         raise NotificationSkipped("no longer subscribed")
     from_name, from_email, reply_to = mailing_list.sender(settings)
     unsubscribe_url = link(Purpose.UNSUBSCRIBE, subscriber.id, mailing_list.id, settings)
@@ -40,18 +41,16 @@ def build_notification(session: Session, kind: str, subscription_id: int,
         "masthead": mailing_list.name, "valid_days": settings.confirm_token_max_age_days,
         "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url,
     }
-    if kind == "confirm":
+    if kind is NotificationKind.CONFIRM:
         subject = f"Please confirm your subscription to {mailing_list.name}"
         context |= {"confirm_url": link(Purpose.CONFIRM, subscriber.id, mailing_list.id, settings),
                     "preheader": "One click and you're in.", "subject": subject}
-    elif kind == "welcome":
+    else:
         subject = f"Welcome to {mailing_list.name}"
         context |= {"preheader": "Thanks for confirming.", "subject": subject}
-    else:
-        raise ValueError(f"unknown notification kind {kind!r}")
     rendered = render_email(kind, context, settings=settings)
     content = Content(subject=subject, html=rendered.html, text=rendered.text, from_email=from_email,
                       from_name=from_name, reply_to=reply_to, category=kind)
     recipient = Recipient(email=subscriber.email, values={Key.NAME: subscriber.name, Key.EMAIL: subscriber.email},
-                          unsubscribe_url=unsubscribe_url if kind == "welcome" else None)
+                          unsubscribe_url=unsubscribe_url if kind is NotificationKind.WELCOME else None)
     return content, recipient

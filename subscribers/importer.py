@@ -23,11 +23,13 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
+from mailer.settings import get_settings
 from subscribers.models import (
     ConsentEvent,
     ConsentKind,
     ConsentSource,
     ImportJob,
+    ImportStatus,
     MailingList,
     Subscriber,
     Subscription,
@@ -65,8 +67,6 @@ class _Row:
 
 def _default_report(path: Path) -> Path:
     """Reports go to the data dir, never next to the input (which may be read-only or under version control)."""
-    from mailer.settings import get_settings
-
     folder = get_settings().data_dir / "imports"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{path.stem}-{file_sha256(path)[:8]}.import-errors.csv"
@@ -124,7 +124,7 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
             raise ServiceError(f"No list called '{list_slug}'.")
         list_id, direct = mailing_list.id, confirmed or not mailing_list.double_opt_in
         job = session.scalar(select(ImportJob).where(ImportJob.list_id == list_id, ImportJob.file_sha256 == digest,
-                                                     ImportJob.status == "running"))
+                                                     ImportJob.status == ImportStatus.RUNNING))
         if job is None:
             report = report_path or _default_report(path)
             job = ImportJob(list_id=list_id, filename=str(path), file_sha256=digest, confirmed=confirmed,
@@ -241,7 +241,6 @@ def _prepare(chunk: list[_Row], problems: list[tuple[int, str, str]]) -> tuple[d
 @dataclass
 class _Chunk:
     """One transaction's worth of the file: valid rows, the problems found so far, and where the file stands."""
-
     rows: dict[str, _Row]
     problems: list[tuple[int, str, str]]
     merged: int
@@ -262,7 +261,7 @@ def _commit_chunk(session_factory: Callable[[], Session], job_id: int, list_id: 
         job.skipped += skipped
         job.errors += len(chunk.problems) - chunk.merged - skipped
         if chunk.finished:
-            job.status, job.finished_at = "done", utcnow()
+            job.status, job.finished_at = ImportStatus.DONE, utcnow()
         # The report lines are written before the commit: a crash between the two repeats a few report lines on
         # resume, never loses one.
         with report.open("a", newline="") as out:

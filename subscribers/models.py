@@ -148,6 +148,14 @@ class Suppression(Base):
     provider_event_id: Mapped[int | None] = mapped_column(BigId)
 
 
+class ImportStatus(StrEnum):
+    """A stored string (not a database enum), so adding a state needs no migration; compared as this enum."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class ImportJob(Base):
     """A CSV import's checkpoint, so an interrupted import resumes after the last committed chunk."""
 
@@ -157,7 +165,7 @@ class ImportJob(Base):
     list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
     filename: Mapped[str] = mapped_column(String(500))
     file_sha256: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(32), default="running")
+    status: Mapped[str] = mapped_column(String(32), default=ImportStatus.RUNNING.value)
     confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_source: Mapped[str] = mapped_column(String(200), default="")
     byte_offset: Mapped[int] = mapped_column(BigId, default=0)

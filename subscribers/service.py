@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -41,9 +42,20 @@ class ServiceError(ValueError):
     """A request that the rules refuse, with a message for the person who asked."""
 
 
+class NotificationKind(StrEnum):
+    CONFIRM = "confirm"
+    WELCOME = "welcome"
+
+
+class Refusal(StrEnum):
+    """Why a request changed nothing; for staff and logs, never shown to the public (no enumeration)."""
+
+    SUPPRESSED = "suppressed"
+
+
 @dataclass(frozen=True)
 class Notify:
-    kind: str  # "confirm" | "welcome"
+    kind: NotificationKind
     subscription_id: int
 
 
@@ -52,7 +64,7 @@ class Outcome:
     subscription: Subscription | None
     notify: list[Notify] = field(default_factory=list)
     changed: bool = False
-    refused: str | None = None  # why nothing happened (e.g. "suppressed"); never shown to the public
+    refused: Refusal | None = None
 
 
 # Plain ASCII addresses that email-validator always accepts unchanged (dot-atom local part, LDH domain labels, an
@@ -212,7 +224,7 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
         raise ServiceError("Adding someone as confirmed needs a consent source (where and when they agreed).")
     if is_suppressed(session, address):
         if not override_suppression:
-            return Outcome(None, refused="suppressed")
+            return Outcome(None, refused=Refusal.SUPPRESSED)
         unsuppress(session, address, source=source, note=f"override: {consent_note}")
     direct = confirmed or not mailing_list.double_opt_in
     subscriber = _subscriber_for(session, address, name)
@@ -239,7 +251,7 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
         if direct:
             event(ConsentKind.CONFIRMED)
             return Outcome(subscription, _welcome(mailing_list, subscription, source), changed=True)
-        return Outcome(subscription, [Notify("confirm", subscription.id)], changed=True)
+        return Outcome(subscription, [Notify(NotificationKind.CONFIRM, subscription.id)], changed=True)
 
     if subscription.status is SubscriptionStatus.CONFIRMED:
         return Outcome(subscription)
@@ -254,13 +266,13 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
         subscription.status, subscription.unsubscribed_at = SubscriptionStatus.PENDING, None
     subscription.created_at = now
     event(ConsentKind.REQUESTED)
-    return Outcome(subscription, [Notify("confirm", subscription.id)], changed=True)
+    return Outcome(subscription, [Notify(NotificationKind.CONFIRM, subscription.id)], changed=True)
 
 
 def _welcome(mailing_list: MailingList, subscription: Subscription, source: ConsentSource) -> list[Notify]:
     # Only people who signed up themselves are welcomed; an import must not mail a whole list out of the blue.
     if mailing_list.welcome_enabled and source is ConsentSource.FORM:
-        return [Notify("welcome", subscription.id)]
+        return [Notify(NotificationKind.WELCOME, subscription.id)]
     return []
 
 
@@ -279,7 +291,7 @@ def confirm(session: Session, subscriber_id: int, list_id: int, *, ip: str | Non
         return Outcome(subscription)
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or is_suppressed(session, subscriber.email):
-        return Outcome(subscription, refused="suppressed")
+        return Outcome(subscription, refused=Refusal.SUPPRESSED)
     subscription.status, subscription.confirmed_at = SubscriptionStatus.CONFIRMED, utcnow()
     record_consent(session, subscriber_id, list_id, ConsentKind.CONFIRMED, source=ConsentSource.FORM, ip=ip,
                    user_agent=user_agent, detail={"double_opt_in": True})
@@ -315,7 +327,7 @@ def resubscribe(session: Session, subscriber_id: int, list_id: int, *, source: C
     if subscriber is None or mailing_list is None or subscriber.erased_at is not None:
         raise ServiceError("This subscription no longer exists.")
     if is_suppressed(session, subscriber.email):
-        return Outcome(None, refused="suppressed")
+        return Outcome(None, refused=Refusal.SUPPRESSED)
     subscription = _subscription(session, subscriber_id, list_id)
     now = utcnow()
     if subscription is None:

@@ -18,6 +18,10 @@ from sqlalchemy import text
 
 from mailer import db as db_module
 from mailer.settings import get_settings, reset_settings
+from newsletter.migrate import upgrade
+from newsletter.schema import metadata
+from tests.support.browser import launch
+from worker.app import reconfigure
 
 PG_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -27,7 +31,6 @@ TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 def _reset_process_state() -> None:
     reset_settings()
     db_module.dispose_engines()
-    from worker.app import reconfigure
 
     reconfigure()
 
@@ -56,7 +59,6 @@ def pg_database() -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     url = f"{base}/{name}"
-    from newsletter.migrate import upgrade
 
     # Migrations are what production runs; tests/test_foundation.py checks they match the models.
     upgrade(url)
@@ -68,8 +70,6 @@ def pg_database() -> Iterator[str]:
 
 
 def _truncate_all(url: str) -> None:
-    from newsletter.schema import metadata
-
     names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     engine = db_module.get_engine(url)
     with engine.begin() as conn:
@@ -83,8 +83,6 @@ def _use_database(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def sqlite_url(settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    from newsletter.schema import metadata
-
     url = f"sqlite:///{settings_env / 'test.db'}"
     _use_database(url, monkeypatch)
     metadata.create_all(db_module.get_engine(url))
@@ -121,7 +119,5 @@ def settings():
 
 @pytest.fixture(scope="session")
 def browser():
-    from tests.support.browser import launch
-
     with launch() as chromium:
         yield chromium

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from kombu import pools
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -67,7 +68,6 @@ def reconfigure() -> None:
     celery_app.conf.update(fresh.conf)
     # Connection pools are built lazily from the broker URL in force at first use; drop them so the next
     # publish connects to the broker now configured.
-    from kombu import pools
 
     if celery_app._pool is not None:
         celery_app._pool.force_close_all()

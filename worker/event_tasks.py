@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mailer.settings import get_settings
 from worker import events
 from worker.app import HOUSEKEEPING_QUEUE, celery_app
+from worker.bounces import fetch_imap
 
 
 @celery_app.task(name="worker.event_tasks.apply_events", queue=HOUSEKEEPING_QUEUE)
@@ -13,9 +15,6 @@ def apply_events() -> int:
 
 @celery_app.task(name="worker.event_tasks.fetch_bounces", queue=HOUSEKEEPING_QUEUE)
 def fetch_bounces() -> int:
-    from mailer.settings import get_settings
-    from worker.bounces import fetch_imap
-
     if not get_settings().imap_host:
         return 0
     return fetch_imap()

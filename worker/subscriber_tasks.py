@@ -9,6 +9,7 @@ from celery import Task
 from mailer.batch import TransportError
 from mailer.db import session_scope
 from mailer.transports import get_transport
+from subscribers.service import NotificationKind
 from subscribers.service import purge_pending as purge_pending_subscriptions
 from worker.app import HOUSEKEEPING_QUEUE, celery_app
 
@@ -20,11 +21,11 @@ log = logging.getLogger(__name__)
 def send_notification(self: Task, kind: str, subscription_id: int) -> str:
     # Imported here: the render stack (MJML, premailer, lxml: ~40 MB) then loads only in a process that sends a
     # confirmation, not in every pool process of a sending worker.
-    from subscribers.emails import NotificationSkipped, build_notification
+    from subscribers.emails import NotificationSkipped, build_notification  # noqa: PLC0415
 
     with session_scope() as session:
         try:
-            content, recipient = build_notification(session, kind, subscription_id)
+            content, recipient = build_notification(session, NotificationKind(kind), subscription_id)
         except NotificationSkipped as exc:
             log.info("notification %s for subscription %s skipped: %s", kind, subscription_id, exc)
             return "skipped"

@@ -68,7 +68,7 @@ class SMTPTransport:
     def _sign(self, data: bytes) -> bytes:
         if self.dkim is None:
             return data
-        import dkim
+        import dkim  # noqa: PLC0415 (dkimpy loads only in a worker that has a signing key)
 
         selector, domain, key = self.dkim
         signature = dkim.sign(data, selector, domain, key,

@@ -6,7 +6,9 @@ import time
 
 import typer
 
+from mailer.settings import get_settings
 from newsletter.cli.common import console, fail
+from worker.bounces import fetch_imap, receiver
 
 bounces_app = typer.Typer(help="SMTP bounces (DSNs) back to the suppression list.", no_args_is_help=True)
 
@@ -15,8 +17,6 @@ bounces_app = typer.Typer(help="SMTP bounces (DSNs) back to the suppression list
 def receive(host: str = typer.Option("0.0.0.0", help="Address to listen on (the bounce subdomain's MX)."),  # noqa: S104
             port: int = typer.Option(2525)) -> None:
     """Run a small SMTP server that accepts DSNs for our VERP addresses and applies them."""
-    from worker.bounces import receiver
-
     server = receiver(host, port)
     server.start()
     console.print(f"receiving bounces on {host}:{port} (Ctrl+C to stop)")
@@ -30,9 +30,6 @@ def receive(host: str = typer.Option("0.0.0.0", help="Address to listen on (the 
 @bounces_app.command("fetch")
 def fetch() -> None:
     """Read unseen messages from the bounce mailbox over IMAP (NEWSLETTER_IMAP_*) and apply them."""
-    from mailer.settings import get_settings
-    from worker.bounces import fetch_imap
-
     if not get_settings().imap_host:
         raise fail("NEWSLETTER_IMAP_HOST is not set")
     console.print(f"{fetch_imap()} bounce event(s) stored")

@@ -10,6 +10,7 @@ from rich.console import Console
 from sqlalchemy.orm import Session
 
 from mailer.db import session_scope
+from subscribers.service import InvalidEmail, ServiceError
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -23,8 +24,6 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 @contextmanager
 def db() -> Iterator[Session]:
     """A unit of work whose user-facing errors end the command with a message instead of a traceback."""
-    from subscribers.service import InvalidEmail, ServiceError
-
     try:
         with session_scope() as session:
             yield session

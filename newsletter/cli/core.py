@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import typer
+import uvicorn
+
+from newsletter.migrate import downgrade, upgrade
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -10,8 +13,6 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    from newsletter.migrate import upgrade
-
     upgrade(revision=revision)
     typer.echo(f"database at {revision}")
 
@@ -19,8 +20,6 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(...)) -> None:
     """Roll migrations back to REVISION ("base" empties the database)."""
-    from newsletter.migrate import downgrade
-
     downgrade(revision=revision)
     typer.echo(f"database at {revision}")
 
@@ -28,8 +27,6 @@ def db_downgrade(revision: str = typer.Argument(...)) -> None:
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
           reload: bool = typer.Option(False)) -> None:
     """Serve the web app (public pages, admin, API, webhooks) under uvicorn."""
-    import uvicorn
-
     uvicorn.run("newsletter.web.app:create_app", factory=True, host=host, port=port, reload=reload)
 
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+import uvicorn
 from rich.console import Console
 
+from mailer.batch import Content, Recipient
 from mailer.issue import Issue, IssueError, load_issue
+from mailer.message import build_message
+from mailer.placeholders import Key
 from mailer.render import RenderedIssue, RenderError, render_issue
+from mailer.settings import get_settings
+from newsletter.web.preview import preview_app
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -31,11 +37,6 @@ def _load_and_render(path: Path, force: bool) -> tuple[Issue, RenderedIssue]:
 
 def sample_message(issue: Issue, rendered: RenderedIssue) -> bytes:
     """The message one sample subscriber would receive, with every header a real send sets."""
-    from mailer.batch import Content, Recipient
-    from mailer.message import build_message
-    from mailer.placeholders import Key
-    from mailer.settings import get_settings
-
     settings = get_settings()
     base = settings.base_url.rstrip("/")
     content = Content(subject=rendered.subject, html=rendered.html, text=rendered.text,
@@ -84,10 +85,6 @@ def check(issue_path: Path = typer.Argument(..., help="The issue's Markdown file
 def preview(issue_path: Path = typer.Argument(..., help="The issue's Markdown file."),
             host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8001)) -> None:
     """Serve the rendered issue at phone and desktop widths side by side (re-rendered on every reload)."""
-    import uvicorn
-
-    from newsletter.web.preview import preview_app
-
     _load_and_render(issue_path, force=True)  # fail fast with the located errors
     console.print(f"Previewing {issue_path} on http://{host}:{port}/ (Ctrl+C to stop)")
     uvicorn.run(preview_app(issue_path), host=host, port=port, log_level="warning")

@@ -14,12 +14,17 @@ from rich.table import Table
 from sqlalchemy import select
 
 from mailer.db import session_scope
-from mailer.issue import IssueError
+from mailer.issue import IssueError, parse_issue
+from mailer.models import IssueRecord
 from mailer.render import RenderError
+from mailer.settings import get_settings
+from mailer.store import save_issue
 from newsletter.cli.common import console, db, fail
 from subscribers import service
+from subscribers.models import MailingList
 from worker import sends
-from worker.app import is_inline
+from worker.app import celery_app, is_inline
+from worker.figures import send_figures
 from worker.models import Send, SendStatus
 from worker.stats import send_counters
 
@@ -35,14 +40,10 @@ def _parse_at(value: str) -> datetime:
 
 
 def _store_issue(issue_path: Path, force: bool) -> tuple[int, str | None]:
-    from mailer.store import save_issue
-
     try:
         source = issue_path.read_text(encoding="utf-8")
         with session_scope() as session:
             record = save_issue(session, source, filename=str(issue_path), force=force)
-            from mailer.issue import parse_issue
-
             return record.id, parse_issue(source, str(issue_path)).list_slug
     except FileNotFoundError as exc:
         raise fail(f"{issue_path}: no such file") from exc
@@ -133,9 +134,6 @@ def list_sends(ctx: typer.Context, limit: int = typer.Option(20)) -> None:
         return
     table = Table("id", "issue", "list", "status", "planned", "sent", "failed", "skipped", "scheduled/started")
     with session_scope() as session:
-        from mailer.models import IssueRecord
-        from subscribers.models import MailingList
-
         query = (select(Send, IssueRecord.slug, MailingList.slug).join(IssueRecord).join(MailingList)
                  .order_by(Send.id.desc()).limit(limit))
         for send, issue_slug, list_slug in session.execute(query):
@@ -160,10 +158,6 @@ def show(send_id: int) -> None:
             console.print(f"reason: {send.status_reason}", highlight=False)
         for key in ("planned", "pending", "sending", "sent", "failed", "skipped"):
             console.print(f"  {key:<9} {counts[key]}")
-        try:
-            from worker.figures import send_figures
-        except ImportError:
-            return
         for key, value in send_figures(session, send_id).items():
             console.print(f"  {key:<13} {value}")
 
@@ -212,8 +206,6 @@ def worker(concurrency: int = typer.Option(2), queues: str = typer.Option("send,
     The process becomes `celery -A worker.app` (exec), so it holds the worker's code only: the CLI, the web app and
     what they import would otherwise sit in every pool process (a third of its memory).
     """
-    from mailer.settings import get_settings
-
     if not get_settings().broker_url:
         raise fail("NEWSLETTER_BROKER_URL is not set: with no broker, sends run inline and need no worker.")
     argv = [sys.executable, "-m", "celery", "--app=worker.app:celery_app", "worker", f"--concurrency={concurrency}",
@@ -226,8 +218,6 @@ def worker(concurrency: int = typer.Option(2), queues: str = typer.Option("send,
 
 def beat(loglevel: str = typer.Option("INFO")) -> None:
     """Start Celery beat: scheduled sends, lease sweeping, purging unconfirmed sign-ups."""
-    from worker.app import celery_app
-
     celery_app.start(["beat", f"--loglevel={loglevel}"])
 
 

@@ -15,6 +15,7 @@ from mailer.db import new_session
 from newsletter.cli.common import console, db, fail
 from subscribers import importer, service
 from subscribers.models import ConsentSource, Subscriber, Subscription, SubscriptionStatus
+from subscribers.service import Refusal
 from worker.notifications import notify_after_commit
 
 subscribers_app = typer.Typer(help="Subscribers of lists.", no_args_is_help=True)
@@ -39,7 +40,7 @@ def add(email: str, list_slug: str = typer.Option(..., "--list"), name: str = ty
         outcome = service.subscribe(session, mailing_list, email, name, source=ConsentSource.ADMIN,
                                     confirmed=confirmed, consent_note=consent_source,
                                     override_suppression=override_suppression)
-        if outcome.refused == "suppressed":
+        if outcome.refused is Refusal.SUPPRESSED:
             raise fail(f"{email} is suppressed; use --override-suppression if they asked to come back")
         notify_after_commit(session, outcome.notify)
         assert outcome.subscription is not None

@@ -21,10 +21,11 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
-from mailer.issue import IssueError
+from mailer.issue import IssueError, parse_issue
 from mailer.models import IssueRecord
-from mailer.render import RenderError
+from mailer.render import RenderError, render_issue
 from mailer.settings import get_settings
+from mailer.store import save_issue, store_rendered
 from newsletter.auth import SESSION_COOKIE, Principal, authenticate, create_api_token, session_cookie
 from newsletter.models import ApiToken, User
 from newsletter.web import imports
@@ -46,7 +47,7 @@ from subscribers.models import (
 )
 from worker import sends
 from worker.figures import send_figures
-from worker.models import Delivery, ProviderEvent, Send
+from worker.models import Delivery, ProviderEvent, Send, SendStatus
 from worker.stats import send_counters
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -175,7 +176,7 @@ def dashboard(request: Request, user: Principal = Depends(page_user),
     sends = [{"send": s, "issue": issue, "list": slug, "counts": send_counters(session, s.id)}
              for s, issue, slug in recent]
     chart_rows = [(f"#{s.id}", send_figures(session, s.id)) for s, _i, _l in reversed(recent)
-                  if s.status.value in ("done", "running", "paused")]
+                  if s.status in (SendStatus.DONE, SendStatus.RUNNING, SendStatus.PAUSED)]
     return page(request, "dashboard.html", user, "dashboard", lists=_list_rows(session), sends=sends,
                 chart=rates_chart(chart_rows), flash=request.query_params.get("flash"))
 
@@ -451,8 +452,6 @@ async def _source_from_form(request: Request) -> tuple[str, str]:
 @router.post("/issues", dependencies=[Depends(verify_csrf)])
 async def create_issue(request: Request, user: Principal = Depends(page_user),
                        session: Session = Depends(db_session)) -> Response:
-    from mailer.store import save_issue
-
     source, filename = await _source_from_form(request)
     try:
         record = save_issue(session, source, filename=filename, force=True)
@@ -466,9 +465,6 @@ async def create_issue(request: Request, user: Principal = Depends(page_user),
 
 def _issue_page(request: Request, user: Principal, session: Session, record: IssueRecord,
                 problems: list[str] | None = None, status_code: int = 200, flash: str | None = None) -> HTMLResponse:
-    from mailer.issue import parse_issue
-    from mailer.render import render_issue
-
     warnings: list[str] = []
     try:
         warnings = render_issue(parse_issue(record.source, record.slug), force=True).warnings
@@ -490,9 +486,6 @@ def preview_html(html: str) -> str:
 @router.post("/issues/preview", dependencies=[Depends(verify_csrf)])
 async def live_preview(request: Request, user: Principal = Depends(page_user)) -> JSONResponse:
     """Rendered as the editor types (the page's script posts here); errors come back located, for the editor."""
-    from mailer.issue import parse_issue
-    from mailer.render import render_issue
-
     source = str((await request.form()).get("source", ""))
     try:
         rendered = render_issue(parse_issue(source, "preview"), force=True)
@@ -517,10 +510,6 @@ def issue_page(request: Request, issue_id: int, user: Principal = Depends(page_u
 @router.post("/issues/{issue_id}", dependencies=[Depends(verify_csrf)])
 async def edit_issue(request: Request, issue_id: int, user: Principal = Depends(page_user),
                      session: Session = Depends(db_session)) -> Response:
-    from mailer.issue import parse_issue
-    from mailer.render import render_issue
-    from mailer.store import store_rendered
-
     record = session.get(IssueRecord, issue_id)
     if record is None:
         return _redirect("/admin/issues", "No such issue")

@@ -17,13 +17,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mailer.issue import IssueError
+from mailer.issue import IssueError, parse_issue
 from mailer.models import IssueRecord
-from mailer.render import RenderError
+from mailer.render import RenderError, render_issue
+from mailer.store import save_issue
 from newsletter.auth import Principal
 from newsletter.web.deps import api_admin, api_user, db_session
 from subscribers import service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, Suppression, SuppressionReason
+from subscribers.service import Refusal
 from worker import sends
 from worker.models import Send
 from worker.notifications import notify_after_commit
@@ -184,7 +186,7 @@ def post_subscriber(body: SubscriberIn, user: Principal = Depends(api_admin),
                                     confirmed=body.confirmed, consent_note=body.consent_source)
     except (service.InvalidEmail, service.ServiceError) as exc:
         raise _bad(str(exc), 422) from exc
-    if outcome.refused == "suppressed":
+    if outcome.refused is Refusal.SUPPRESSED:
         raise _bad("This address is suppressed; it cannot be subscribed through the API.", 409)
     assert outcome.subscription is not None
     notify_after_commit(session, outcome.notify)
@@ -257,8 +259,6 @@ def delete_suppression(email: str, user: Principal = Depends(api_admin),
 
 @api_app.post("/issues", response_model=IssueOut, status_code=201)
 def post_issue(body: IssueIn, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> IssueOut:
-    from mailer.store import save_issue
-
     try:
         record = save_issue(session, body.markdown, filename="api")
     except (IssueError, RenderError) as exc:
@@ -270,9 +270,6 @@ def post_issue(body: IssueIn, user: Principal = Depends(api_user), session: Sess
 
 @api_app.post("/issues/preview", response_model=PreviewOut)
 def preview_issue(body: IssueIn, user: Principal = Depends(api_user)) -> PreviewOut:
-    from mailer.issue import parse_issue
-    from mailer.render import render_issue
-
     try:
         rendered = render_issue(parse_issue(body.markdown, "api"), force=True)
     except IssueError as exc:

@@ -20,7 +20,7 @@ from newsletter.web.deps import db_session
 from newsletter.web.ratelimit import limiter
 from newsletter.web.templating import render_page
 from subscribers import service
-from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription
+from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import InvalidEmail, ServiceError
 from subscribers.tokens import Purpose, TokenError, link, read_token
 from worker.notifications import notify_after_commit
@@ -123,7 +123,7 @@ def confirm_page(request: Request, token: str, session: Session = Depends(db_ses
         subscriber, mailing_list, subscription = _confirm_target(session, token)
     except TokenError as exc:
         return _token_problem(request, exc, session, exc.list_id if exc.expired else None)
-    if subscription is not None and subscription.status.value == "confirmed":
+    if subscription is not None and subscription.status is SubscriptionStatus.CONFIRMED:
         return _message(request, "You're already subscribed", f"{mailing_list.name} is on its way to "
                                                                f"{subscriber.email}.")
     return render_page(request, "public/confirm.html", {"mailing_list": mailing_list, "email": subscriber.email})

@@ -10,6 +10,9 @@ from fastapi.responses import JSONResponse
 from mailer.db import session_scope
 from mailer.events import sendgrid as sendgrid_events
 from mailer.settings import get_settings
+from worker import events
+from worker.app import enqueue_after_commit
+from worker.event_tasks import apply_events
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -48,9 +51,6 @@ async def sendgrid_webhook(request: Request) -> JSONResponse:
         parsed = sendgrid_events.parse(raw)
     except ValueError:
         return JSONResponse({"error": "expected a JSON array of events"}, status_code=400)
-    from worker import events
-    from worker.app import enqueue_after_commit
-    from worker.event_tasks import apply_events
 
     with session_scope() as session:
         stored = events.store(session, parsed)

@@ -17,15 +17,20 @@ from sqlalchemy import select
 
 from mailer.db import session_scope, utcnow
 from mailer.events import DeliveryEvent, EventKind
+from mailer.store import save_issue
 from newsletter.auth import create_user
 from newsletter.models import Role
 from newsletter.web.ratelimit import reset
-from subscribers.models import Subscriber
+from subscribers import service
+from subscribers.models import ConsentSource, Subscriber
 from tests.mailer.test_issue import EXAMPLE
 from tests.support.audience import started_send
 from tests.support.mailbox import messages_to, outbox_messages
 from tests.support.server import serve
+from worker import campaigns
+from worker.events import apply_pending, store
 from worker.models import Delivery
+from worker.tasks import resume_send
 
 PASSWORD = "correct horse battery staple"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -93,7 +98,6 @@ def send_to_list(page: Page, slug: str) -> None:
 
 def report_outcomes(outcomes: dict[str, EventKind]) -> None:
     """What the provider reports back (as the SendGrid webhook would store it), applied by the events worker."""
-    from worker.events import apply_pending, store
 
     with session_scope() as session:
         rows = session.execute(select(Delivery.id, Delivery.send_id, Subscriber.email)
@@ -191,9 +195,6 @@ def test_staff_cannot_open_suppressions(site: str, page: Page) -> None:
 
 
 def test_unsubscribed_from_admin_page_is_skipped_by_next_send(site: str, page: Page, tmp_path: Path) -> None:
-    from subscribers import service
-    from subscribers.models import ConsentSource
-
     with session_scope() as session:
         weekly = service.create_list(session, "weekly", "Weekly", double_opt_in=False)
         for address in ("keep@example.org", "leave@example.org"):
@@ -218,12 +219,6 @@ def test_unsubscribed_from_admin_page_is_skipped_by_next_send(site: str, page: P
 
 
 def test_progress_bars_follow_a_running_send_without_reloading(site: str, page: Page) -> None:
-    from mailer.store import save_issue
-    from subscribers import service
-    from subscribers.models import ConsentSource
-    from worker import campaigns
-    from worker.tasks import resume_send
-
     with session_scope() as session:
         weekly = service.create_list(session, "weekly", "Weekly", double_opt_in=False)
         for n in range(5):

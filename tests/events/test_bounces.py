@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from mailer.db import session_scope
 from mailer.events.dsn import failures
+from newsletter.cli import app
 from subscribers.models import Subscriber, Suppression, SuppressionReason
 from tests.support.audience import make_audience, started_send
+from tests.support.imap_server import IMAPServer, Mailbox
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import free_port
 from worker import tasks
@@ -122,11 +125,6 @@ def test_samples_classified(sample: str, status: str, hard: bool) -> None:
 
 
 def test_bounces_fetch_reads_the_imap_mailbox(smtp_send: dict[str, str], settings) -> None:
-    from typer.testing import CliRunner
-
-    from newsletter.cli import app
-    from tests.support.imap_server import IMAPServer, Mailbox
-
     addresses = sorted(smtp_send)
     box = Mailbox("bounces", "mailbox-secret", [
         (SAMPLES / "postfix-user-unknown.eml").read_text().replace("{verp}", smtp_send[addresses[0]])

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from mailer.db import session_scope
+from newsletter.web.app import create_app
 from subscribers import service
 from subscribers.models import ConsentEvent, ConsentKind, Subscriber, Subscription, SubscriptionStatus, Suppression
 from tests.support.audience import make_audience, started_send
@@ -58,8 +59,6 @@ class Env:
 
 @pytest.fixture
 def env(db_url: str, settings) -> Iterator[Env]:
-    from newsletter.web.app import create_app
-
     signer = new_signer()
     standin = SendGridStandIn().start()
     settings.sendgrid_webhook_public_key = signer.public

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import email
 import os
 import re
 import shutil
 import subprocess
+from email import policy
 from pathlib import Path
 
 import pytest
 
+from mailer import render as render_module
 from mailer.batch import Content, Recipient
 from mailer.issue import load_issue, parse_issue
-from mailer.message import personalize
+from mailer.message import build_message, encode_message, personalize
 from mailer.placeholders import Key
 from mailer.render import RenderError, issue_mjml, render_email, render_issue
 from tests.mailer.test_issue import EXAMPLE, GOOD
@@ -82,8 +85,6 @@ def test_size_budget_warns_then_refuses(settings) -> None:
 
 
 def test_render_email_uses_the_shared_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailer import render as render_module
-
     (tmp_path / "_layout.mjml.j2").write_text((render_module.EMAIL_TEMPLATES / "_layout.mjml.j2").read_text())
     (tmp_path / "hello.mjml.j2").write_text(
         '{% extends "_layout.mjml.j2" %}{% block content %}<mj-section><mj-column><mj-text>'
@@ -116,10 +117,6 @@ def test_reference_mjml_validates_our_mjml_strictly(tmp_path: Path) -> None:
 
 def test_fast_encoder_matches_the_email_package(rendered) -> None:
     """encode_message (used for bulk sends) and build_message give the same message once parsed."""
-    import email
-    from email import policy
-
-    from mailer.message import build_message, encode_message
 
     content = Content(subject="Héllo wörld:\r\nBcc: x@example.com", html=rendered.html, text=rendered.text,
                       from_email="digest@news.example.com", from_name="Dïgest", reply_to="r@example.com",

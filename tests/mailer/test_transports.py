@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import json
+import threading
 import time
 from collections.abc import Iterator
 from email import policy
@@ -17,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mailer.batch import Content, Recipient, TransportError
 from mailer.message import personalize
 from mailer.placeholders import Key
-from mailer.settings import get_settings
+from mailer.settings import get_settings, reset_settings
+from mailer.transports import get_transport
 from mailer.transports.sendgrid import SendGridTransport
 from mailer.transports.smtp import SMTPTransport
 from mailer.verp import read_verp, verp_address
@@ -100,8 +103,6 @@ def test_sendgrid_retries_429_honouring_retry_after_then_succeeds(standin: SendG
     def heal() -> None:
         time.sleep(1.5)
         standin.behaviour.share_429 = 0.0
-
-    import threading
 
     threading.Thread(target=heal, daemon=True).start()
     started = time.monotonic()
@@ -196,7 +197,6 @@ def test_smtp_dkim_signature_verifies(sink: SMTPSink, tmp_path: Path) -> None:
                             serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    import base64
 
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
     transport = smtp(sink, dkim=(b"nl2026", b"news.example.com", pem))
@@ -222,9 +222,6 @@ def test_smtp_unreachable_is_retryable() -> None:
 
 
 def test_settings_build_transports(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailer.settings import reset_settings
-    from mailer.transports import get_transport
-
     monkeypatch.setenv("NEWSLETTER_SENDGRID_API_KEY", API_KEY)
     reset_settings()
     assert get_transport(get_settings(), "sendgrid").name == "sendgrid"

@@ -4,6 +4,7 @@ do admin-only things, sign-in is throttled, sessions and tokens behave."""
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from newsletter.auth import create_api_token, create_user
 from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
+from tests.mailer.test_issue import EXAMPLE
+from tests.support.mailbox import outbox_messages
 
 PASSWORD = "correct horse battery staple"
 PUBLIC_PREFIXES = ("/lists/", "/confirm/", "/unsubscribe/", "/preferences/", "/archive", "/healthz", "/webhooks/",
@@ -122,9 +125,6 @@ def test_session_cookie_flags_and_forgery(users: dict[str, str]) -> None:
 
 
 def test_api_round_trip_and_json_errors(users: dict[str, str]) -> None:
-    from tests.mailer.test_issue import EXAMPLE
-    from tests.support.mailbox import outbox_messages
-
     api = TestClient(create_app(), headers={"Authorization": f"Bearer {users['admin']}"})
     assert api.post("/api/v1/lists", json={"slug": "weekly", "name": "Weekly"}).status_code == 201
     assert api.post("/api/v1/lists", json={"slug": "weekly", "name": "Weekly"}).json()["error"].startswith("A list")
@@ -154,10 +154,6 @@ def test_api_round_trip_and_json_errors(users: dict[str, str]) -> None:
 
 
 def test_archive_lists_only_sent_issues_and_rss(users: dict[str, str]) -> None:
-    import xml.etree.ElementTree as ET
-
-    from tests.mailer.test_issue import EXAMPLE
-
     api = TestClient(create_app(), headers={"Authorization": f"Bearer {users['admin']}"})
     api.post("/api/v1/lists", json={"slug": "weekly", "name": "Weekly"})
     issue = api.post("/api/v1/issues", json={"markdown": EXAMPLE.read_text()}).json()

@@ -16,6 +16,8 @@ from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
 from subscribers import service
 from subscribers.models import ConsentEvent, ConsentKind, ConsentSource, MailingList, Subscriber, Suppression
+from tests.mailer.test_issue import EXAMPLE
+from tests.support.mailbox import outbox_messages
 
 PASSWORD = "correct horse battery staple"
 
@@ -151,9 +153,6 @@ def test_api_token_shown_once_then_revoked(admin: TestClient) -> None:
 
 
 def test_staff_send_tests_only_to_themselves(admin: TestClient) -> None:
-    from tests.mailer.test_issue import EXAMPLE
-    from tests.support.mailbox import outbox_messages
-
     with session_scope() as session:
         create_user(session, "staff@example.com", PASSWORD, Role.STAFF)
     staff = TestClient(create_app())

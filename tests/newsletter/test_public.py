@@ -10,18 +10,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from mailer.db import session_scope, utcnow
+from newsletter.web import ratelimit
+from newsletter.web.app import create_app
+from newsletter.web.ratelimit import RateLimiter, reset
 from subscribers import service
 from subscribers.models import ConsentEvent, ConsentKind, ConsentSource, Subscription, SubscriptionStatus
 from subscribers.models import SuppressionReason as Reason
 from subscribers.tokens import Purpose, link, make_token
 from tests.support.mailbox import links, messages_to, outbox_messages
+from worker.subscriber_tasks import purge_pending
 
 
 @pytest.fixture
 def client(db_url: str) -> TestClient:
-    from newsletter.web.app import create_app
-    from newsletter.web.ratelimit import reset
-
     reset()
     with session_scope() as session:
         service.create_list(session, "weekly", "Digital Digest Weekly")
@@ -120,11 +121,8 @@ def test_rate_limit_per_address_and_ip(client: TestClient, settings) -> None:
 
 
 def test_rate_limit_shared_through_redis(client: TestClient, settings, redis_url: str) -> None:
-    from newsletter.web.ratelimit import RateLimiter
-
     settings.redis_url = redis_url
     settings.subscribe_rate_per_email = 1
-    from newsletter.web import ratelimit
 
     ratelimit.reset()
     assert subscribe(client, "r@example.com").status_code == 200
@@ -237,7 +235,6 @@ def test_purge_pending(db_url: str) -> None:
         service.subscribe(session, weekly, "new@example.com", source=ConsentSource.FORM)
         assert old is not None
         old.created_at = utcnow() - timedelta(days=30)
-    from worker.subscriber_tasks import purge_pending
 
     assert purge_pending.delay().get() == 1
     with session_scope() as session:

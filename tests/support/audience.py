@@ -14,6 +14,8 @@ from mailer.store import save_issue
 from subscribers import service
 from subscribers.models import ConsentSource, Subscriber, Subscription, SubscriptionStatus, SuppressionReason
 from worker import campaigns, sends
+from worker.models import Send
+from worker.stats import send_counters
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "issues" / "2023-09-22-digital-digest.md"
 
@@ -54,15 +56,12 @@ def make_audience(confirmed: int, *, pending: int = 3, unsubscribed: int = 3, su
 
 def counters(send_id: int) -> dict[str, int]:
     """A send's ledger counters, read in a fresh transaction (what another process would see)."""
-    from worker.stats import send_counters
 
     with session_scope() as session:
         return send_counters(session, send_id)
 
 
 def send_status(send_id: int):
-    from worker.models import Send
-
     with session_scope() as session:
         send = session.get(Send, send_id)
         assert send is not None

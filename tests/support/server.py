@@ -9,13 +9,12 @@ from contextlib import contextmanager
 
 import uvicorn
 
+from newsletter.web.app import create_app
 from tests.support.workers import free_port, wait_for
 
 
 @contextmanager
 def serve(port: int | None = None) -> Iterator[str]:
-    from newsletter.web.app import create_app
-
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import email
+import socket
 import threading
 import time
 from collections import Counter
@@ -104,8 +105,6 @@ class SMTPSink:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

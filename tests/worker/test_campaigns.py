@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import timedelta
 
 import pytest
+import redis
 from sqlalchemy import func, select, update
 
 from mailer.db import session_scope, utcnow
@@ -17,6 +19,7 @@ from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
 from worker import campaigns, sends, tasks
 from worker.models import Delivery, DeliveryStatus, Send, SendStatus
+from worker.ratelimit import TokenBucket
 
 
 def start(audience, **kwargs) -> int:
@@ -195,12 +198,6 @@ def test_send_test_goes_to_one_address_outside_the_ledger(db_url: str) -> None:
 
 
 def test_token_bucket_shared_in_redis(redis_url: str) -> None:
-    import time
-
-    import redis
-
-    from worker.ratelimit import TokenBucket
-
     one = TokenBucket(redis.Redis.from_url(redis_url), "smtp", rate=100.0, burst=50)
     two = TokenBucket(redis.Redis.from_url(redis_url), "smtp", rate=100.0, burst=50)  # another worker
     assert one.try_take(50) == 0

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from mailer.db import session_scope
 from mailer.settings import reset_settings
+from newsletter.web.app import create_app
 from subscribers.models import Subscriber
 from subscribers.tokens import Purpose, link, read_token
 from tests.support.audience import Audience, counters, make_audience, send_status
@@ -25,6 +26,7 @@ from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import PrivateRedis, WorkerProcess, wait_for
 from worker import sends, tasks
+from worker.app import reconfigure
 from worker.models import Delivery, DeliveryStatus, SendStatus
 
 pytestmark = pytest.mark.slow
@@ -49,7 +51,6 @@ class Cluster:
             self.env[f"NEWSLETTER_{key}"] = value
             monkeypatch.setenv(f"NEWSLETTER_{key}", value)
         reset_settings()
-        from worker.app import reconfigure
 
         reconfigure()
 
@@ -117,7 +118,6 @@ def test_five_thousand_through_sendgrid_two_workers_unsubscribe_mid_send(cluster
         row = session.scalar(select(Delivery).where(Delivery.subscriber_id == subscriber.id))
         assert row is not None and row.status is DeliveryStatus.PENDING
         url = link(Purpose.UNSUBSCRIBE, subscriber.id, audience.list_id)
-    from newsletter.web.app import create_app
 
     mail_client = TestClient(create_app())  # RFC 8058: a bare POST, no cookies
     response = mail_client.post(url.removeprefix("http://testserver"), data={"List-Unsubscribe": "One-Click"})
