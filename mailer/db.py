@@ -13,9 +13,21 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, Enum, Integer, MetaData, any_, bindparam, create_engine, event
+from sqlalchemy import (
+    BigInteger,
+    CursorResult,
+    Enum,
+    Integer,
+    MetaData,
+    Result,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -134,3 +146,13 @@ def id_in(column: Any, ids: Any, dialect: str) -> Any:
     if dialect == "postgresql":
         return column == any_(bindparam(None, ids, type_=ARRAY(BigInteger())))
     return column.in_(ids)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table, for statements that bypass the ORM (SQLAlchemy types `__table__` as a FromClause)."""
+    return cast(Table, model.__table__)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows a DML statement changed (Session.execute is typed as returning a plain Result, not a cursor's)."""
+    return cast(CursorResult[Any], result).rowcount

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from mailer.db import utcnow
+from mailer.db import table_of, utcnow
 from mailer.settings import get_settings
 from subscribers.models import (
     ConsentEvent,
@@ -301,11 +301,11 @@ def _write_generic(session: Session, list_id: int, direct: bool, valid: dict[str
     Returns (new subscriptions, addresses already on the list)."""
     insert = sqlite.insert
     connection = session.connection()
-    subscribers_table, subscriptions_table = Subscriber.__table__, Subscription.__table__
-    upsert = insert(subscribers_table)
-    upsert = upsert.on_conflict_do_update(
+    subscribers_table, subscriptions_table = table_of(Subscriber), table_of(Subscription)
+    base = insert(subscribers_table)
+    upsert = base.on_conflict_do_update(
         index_elements=["email"],
-        set_={"name": func.coalesce(func.nullif(upsert.excluded.name, ""), subscribers_table.c.name)},
+        set_={"name": func.coalesce(func.nullif(base.excluded.name, ""), subscribers_table.c.name)},
     ).returning(subscribers_table.c.id, subscribers_table.c.email)
     ids = {email: subscriber_id for subscriber_id, email in connection.execute(upsert, [
         {"email": a, "name": r.name[:200], "attributes": r.attributes, "created_at": now}
@@ -317,7 +317,7 @@ def _write_generic(session: Session, list_id: int, direct: bool, valid: dict[str
         {"subscriber_id": ids[a], "list_id": list_id, "status": status, "source": "import", "created_at": now,
          "confirmed_at": now if direct else None} for a in valid]).scalars())
     if new_ids:
-        connection.execute(ConsentEvent.__table__.insert(), [
+        connection.execute(table_of(ConsentEvent).insert(), [
             {"subscriber_id": i, "list_id": list_id, "kind": ConsentKind.IMPORTED.value,
              "source": ConsentSource.IMPORT.value, "at": now, "detail": detail} for i in sorted(new_ids)])
     return len(new_ids), [a for a, i in ids.items() if i not in new_ids]

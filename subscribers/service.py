@@ -19,7 +19,7 @@ from sqlalchemy import any_, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailer.db import email_hash, utcnow
+from mailer.db import email_hash, rowcount, utcnow
 from mailer.settings import get_settings
 from subscribers.models import (
     ConsentEvent,
@@ -189,7 +189,7 @@ def suppress(session: Session, email: str, reason: SuppressionReason, *, source:
 
 def unsuppress(session: Session, email: str, *, source: ConsentSource, note: str = "") -> bool:
     digest = email_hash(email)
-    removed = session.execute(delete(Suppression).where(Suppression.email_hash == digest)).rowcount
+    removed = rowcount(session.execute(delete(Suppression).where(Suppression.email_hash == digest)))
     if removed:
         subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email))
         record_consent(session, subscriber_id, None, ConsentKind.UNSUPPRESSED, source=source, detail={"note": note})
@@ -231,7 +231,7 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
     subscription = session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber.id,
                                                              Subscription.list_id == mailing_list.id))
     now = utcnow()
-    detail = {"note": consent_note} if consent_note else {}
+    detail: dict[str, str | bool] = {"note": consent_note} if consent_note else {}
     if not direct:
         detail["double_opt_in"] = True
     elif not mailing_list.double_opt_in:

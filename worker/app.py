@@ -73,7 +73,7 @@ def reconfigure() -> None:
         celery_app._pool.force_close_all()
         celery_app._pool = None
     celery_app.amqp._producer_pool = None
-    pools.reset()
+    pools.reset()  # type: ignore[no-untyped-call]
 
 
 def is_inline() -> bool:

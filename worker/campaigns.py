@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Recipient, Result, TransportError
-from mailer.db import id_in, session_scope, utcnow
+from mailer.db import id_in, rowcount, session_scope, table_of, utcnow
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import Settings, TransportName, get_settings
@@ -37,7 +37,7 @@ from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendStat
 
 log = logging.getLogger(__name__)
 
-_DELIVERIES = Delivery.__table__  # Core table: executemany of per-row UPDATEs without the ORM's bulk rules
+_DELIVERIES = table_of(Delivery)  # Core table: executemany of per-row UPDATEs without the ORM's bulk rules
 Enqueue = Callable[[int, int, int, float], None]  # (send_id, first_id, last_id, countdown_s)
 
 
@@ -104,9 +104,9 @@ def cancel(session: Session, send_id: int) -> int:
     if send.status in (SendStatus.DONE, SendStatus.CANCELLED):
         raise CampaignError(f"Send {send_id} is already {send.status.value}.")
     send.status, send.finished_at, send.status_reason = SendStatus.CANCELLED, utcnow(), "cancelled by staff"
-    return session.execute(update(Delivery).where(Delivery.send_id == send_id,
+    return rowcount(session.execute(update(Delivery).where(Delivery.send_id == send_id,
                                                   Delivery.status == DeliveryStatus.PENDING)
-                           .values(status=DeliveryStatus.SKIPPED, error="send cancelled")).rowcount
+                           .values(status=DeliveryStatus.SKIPPED, error="send cancelled")))
 
 
 def retry_failed(session: Session, send_id: int) -> int:
@@ -114,9 +114,9 @@ def retry_failed(session: Session, send_id: int) -> int:
     send = _send(session, send_id, lock=True)
     if send.status not in (SendStatus.DONE, SendStatus.PAUSED, SendStatus.RUNNING, SendStatus.FAILED):
         raise CampaignError(f"Send {send_id} is {send.status.value}.")
-    count = session.execute(update(Delivery).where(Delivery.send_id == send_id,
+    count = rowcount(session.execute(update(Delivery).where(Delivery.send_id == send_id,
                                                    Delivery.status == DeliveryStatus.FAILED)
-                            .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=0)).rowcount
+                            .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=0)))
     if count:
         send.status, send.finished_at, send.status_reason = SendStatus.RUNNING, None, ""
     return count
@@ -415,9 +415,9 @@ def finish_if_complete(send_id: int) -> bool:
     with session_scope() as session:
         open_rows = exists().where(Delivery.send_id == send_id,
                                    Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]))
-        done = session.execute(update(Send).where(Send.id == send_id, Send.status == SendStatus.RUNNING,
+        done = rowcount(session.execute(update(Send).where(Send.id == send_id, Send.status == SendStatus.RUNNING,
                                                   ~open_rows)
-                               .values(status=SendStatus.DONE, finished_at=utcnow())).rowcount
+                               .values(status=SendStatus.DONE, finished_at=utcnow())))
     return bool(done)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mailer.db import session_scope, utcnow
+from mailer.db import session_scope, table_of, utcnow
 from mailer.events import DeliveryEvent, EventKind
 from mailer.settings import get_settings
 from subscribers import policy
@@ -34,8 +34,9 @@ def store(session: Session, events: Sequence[DeliveryEvent]) -> int:
                                                                          "_message_id": e.message_id,
                                                                          "_machine_open": e.machine_open},
              "occurred_at": e.occurred_at, "received_at": utcnow()} for e in events]
-    statement = insert(ProviderEvent.__table__).on_conflict_do_nothing(
-        index_elements=["provider", "provider_event_id"]).returning(ProviderEvent.__table__.c.id)
+    table = table_of(ProviderEvent)
+    statement = insert(table).on_conflict_do_nothing(
+        index_elements=["provider", "provider_event_id"]).returning(table.c.id)
     return len(session.connection().execute(statement, rows).scalars().all())
 
 

@@ -12,6 +12,7 @@ from mailer.db import session_scope
 from mailer.settings import get_settings
 from worker import campaigns, sends
 from worker.app import CONTINUE_SEND_TASK, HOUSEKEEPING_QUEUE, PLAN_SEND_TASK, SEND_BATCH_TASK, SEND_QUEUE, celery_app
+from worker.models import Send
 from worker.ratelimit import throttle_for
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def continue_send(send_id: int) -> int:
 @celery_app.task(name=SEND_BATCH_TASK, queue=SEND_QUEUE, bind=True, max_retries=12)
 def send_batch(self: Task, send_id: int, first_id: int, last_id: int) -> dict[str, int]:
     with session_scope() as session:
-        send = session.get(campaigns.Send, send_id)
+        send = session.get(Send, send_id)
         transport_name = send.transport if send else "outbox"
     try:
         report = campaigns.send_batch(send_id, first_id, last_id, throttle=throttle_for(transport_name))

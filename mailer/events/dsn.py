@@ -45,7 +45,8 @@ def _delivery_status_blocks(message: Message) -> list[dict[str, str]]:
         payload = part.get_payload()
         groups: list[Any] = payload if isinstance(payload, list) else []
         if not groups:  # some parsers leave it as text
-            text = part.get_payload(decode=True) or b""
+            raw = part.get_payload(decode=True)
+            text = raw if isinstance(raw, bytes) else b""
             groups = [email.message_from_bytes(chunk.strip().encode()) for chunk in
                       re.split(r"\r?\n\r?\n", text.decode("utf-8", "replace")) if chunk.strip()]
         for group in groups:

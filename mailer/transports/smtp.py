@@ -75,7 +75,7 @@ class SMTPTransport:
                               include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"list-id",
                                                b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version",
                                                b"content-type"])
-        return signature + data
+        return bytes(signature) + data
 
     def send(self, content: Content, recipients: Sequence[Recipient]) -> list[Result]:
         results: list[Result] = []

@@ -35,7 +35,7 @@ class CSRFCookieMiddleware(BaseHTTPMiddleware):
             secure = settings.session_cookie_secure
             if secure is None:
                 secure = settings.base_url.startswith("https://")
-            response.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=secure, path="/")
+            response.set_cookie(COOKIE, str(token), httponly=True, samesite="lax", secure=secure, path="/")
         return response
 
 
