@@ -114,7 +114,7 @@ def run(size: int, path: str) -> dict[str, float]:
         reconfigure()
         started = time.perf_counter()
         with session_scope() as session:
-            send_id = sends.create_send(session, issue_id, list_id, sends.SendOptions(transport=path)).id
+            send_id = sends.create(session, issue_id, list_id, sends.SendOptions(transport=path)).id
         peak = 0.0
         while True:
             time.sleep(1)

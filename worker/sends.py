@@ -67,7 +67,7 @@ class SendOptions:
 
 # Creating and starting -----------------------------------------------------------------------------------------
 
-def create_send(session: Session, issue_id: int, list_id: int, options: SendOptions = SendOptions(), *,
+def create(session: Session, issue_id: int, list_id: int, options: SendOptions = SendOptions(), *,
                 on_progress: Progress | None = None) -> Send:
     """Create a send; unless it is scheduled, start it. The work begins once the caller commits."""
     issue = session.get(IssueRecord, issue_id)

@@ -84,7 +84,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
         try:
             with db() as session:
                 mailing_list = service.get_list(session, slug)
-                send_id = sends.create_send(session, issue_id, mailing_list.id, options, on_progress=advance).id
+                send_id = sends.create(session, issue_id, mailing_list.id, options, on_progress=advance).id
                 console.print(f"send {send_id}" + (f" scheduled for {at}" if at else " started"))
         except sends.SendError as exc:
             raise fail(str(exc)) from exc

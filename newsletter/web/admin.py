@@ -551,7 +551,7 @@ async def send_issue(request: Request, issue_id: int, user: Principal = Depends(
         scheduled = datetime.fromisoformat(at).replace(tzinfo=UTC) if at else None
         options = sends.SendOptions(scheduled_at=scheduled, allow_resend=form.get("allow_resend") == "1",
                                     created_by=user.email)
-        send_id = sends.create_send(session, issue_id, mailing_list.id, options).id
+        send_id = sends.create(session, issue_id, mailing_list.id, options).id
         session.commit()
     except (sends.SendError, service.ServiceError, ValueError) as exc:
         session.rollback()

@@ -299,7 +299,7 @@ def post_send(body: SendIn, user: Principal = Depends(api_user), session: Sessio
         raise _bad("scheduled_at needs a time zone offset (e.g. 2026-11-27T08:00:00Z).", 422)
     try:
         options = sends.SendOptions(scheduled_at=scheduled, allow_resend=body.allow_resend, created_by=user.email)
-        send = sends.create_send(session, body.issue_id, mailing_list.id, options)
+        send = sends.create(session, body.issue_id, mailing_list.id, options)
     except sends.SendError as exc:
         raise _bad(str(exc), 409) from exc
     session.commit()  # inline mode runs the send right here, in other sessions

@@ -74,7 +74,7 @@ def started_send(session: Session, issue_id: int, list_id: int, **options: objec
     Created through worker.sends as every front end does (scheduled, so nothing is dispatched), then moved to
     running by the ledger's own transition, which is what sends.start does before it hands the send on.
     """
-    send = sends.create_send(session, issue_id, list_id,
+    send = sends.create(session, issue_id, list_id,
                              sends.SendOptions(scheduled_at=utcnow() + timedelta(days=365), **options))  # type: ignore[arg-type]
     campaigns.start_send(session, send.id)
     return send.id

@@ -104,7 +104,7 @@ def test_pause_resume_cancel_and_resend_rule(db_url: str, settings) -> None:
     assert counters(send_id)["sent"] == 20 and send_status(send_id) is SendStatus.DONE
     assert set(recipients_in_outbox().values()) == {1}
     with session_scope() as session, pytest.raises(sends.SendError, match="already sent"):
-        sends.create_send(session, audience.issue_id, audience.list_id)
+        sends.create(session, audience.issue_id, audience.list_id)
     again = start(audience, allow_resend=True)
     with session_scope() as session:
         campaigns.plan_send(session, again)
@@ -154,7 +154,7 @@ def test_lease_sweeper_returns_abandoned_rows(db_url: str) -> None:
 def test_scheduled_send_starts_when_due(db_url: str) -> None:
     audience = make_audience(3)
     with session_scope() as session:
-        send_id = sends.create_send(session, audience.issue_id, audience.list_id,
+        send_id = sends.create(session, audience.issue_id, audience.list_id,
                                     sends.SendOptions(scheduled_at=utcnow() + timedelta(hours=1))).id
     assert tasks.start_due_sends.delay().get() == []
     with session_scope() as session:

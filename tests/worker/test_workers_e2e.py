@@ -75,7 +75,7 @@ def cluster(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 def start_send(audience: Audience, transport: str = "sendgrid") -> int:
     with session_scope() as session:
         options = sends.SendOptions(transport=transport)
-        return sends.create_send(session, audience.issue_id, audience.list_id, options).id
+        return sends.create(session, audience.issue_id, audience.list_id, options).id
 
 
 def wait_done(send_id: int, cluster: Cluster, timeout: float = 120) -> None:
