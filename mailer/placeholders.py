@@ -21,6 +21,7 @@ class Key(StrEnum):
     UNSUBSCRIBE_URL = "UNSUBSCRIBE_URL"
     PREFERENCES_URL = "PREFERENCES_URL"
     WEB_URL = "WEB_URL"
+    TRACK = "TRACK"  # the signed tracking token of a message (mailer/tracking.py)
 
 
 def html_token(key: Key) -> str:

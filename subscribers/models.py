@@ -66,6 +66,9 @@ class MailingList(Base):
     reply_to: Mapped[str | None] = mapped_column(String(320))
     double_opt_in: Mapped[bool] = mapped_column(Boolean, default=True)
     welcome_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Click and open tracking (on for a new list, as in Ghost); a subscriber may still opt out for themselves.
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=True)
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     def sender(self, settings: Settings) -> tuple[str, str, str | None]:
@@ -86,6 +89,10 @@ class Subscriber(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    tracking_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Engagement of a person (machines excluded), kept for segments such as "opened in the last 90 days".
+    last_human_open_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_human_click_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber",
                                                              cascade="all, delete-orphan")

@@ -6,6 +6,7 @@ unsubscribe token, and a token names exactly one subscriber (and list), so it ca
 
 from __future__ import annotations
 
+import base64
 import hmac
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class Purpose(StrEnum):
     CONFIRM = "confirm"
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
+    TRACK = "track"
 
 
 class TokenError(Exception):
@@ -122,3 +124,48 @@ def read_token(purpose: Purpose, token: str, settings: Settings | None = None) -
 def link(purpose: Purpose, subscriber_id: int, list_id: int | None = None, settings: Settings | None = None) -> str:
     """The absolute URL mailed to a subscriber for this purpose."""
     return LinkMaker(purpose, settings)(subscriber_id, list_id)
+
+
+# Tracking tokens -------------------------------------------------------------------------------------------------
+# Every tracked link and the open pixel of one message carry the same token: which send and delivery it was, and
+# whether to record (a subscriber who opted out still gets working links). They never expire: a link in a message
+# must keep working for as long as the message exists. A truncated HMAC-SHA256 (96 bits) keeps the URL short; the
+# token grants nothing but a redirect to a URL of that send's own message and one counted click.
+
+_TRACK_MAC_BYTES = 12
+
+
+@dataclass(frozen=True)
+class TrackData:
+    send_id: int
+    delivery_id: int
+    record: bool
+
+
+class TrackTokens:
+    """Tracking tokens for a batch: the key is derived once."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or get_settings()
+        self._key = _signing_key(Purpose.TRACK, settings.secret)
+
+    def __call__(self, send_id: int, delivery_id: int, record: bool = True) -> str:
+        value = f"{send_id:x}.{delivery_id:x}.{1 if record else 0}"
+        mac = hmac.digest(self._key, value.encode(), "sha256")[:_TRACK_MAC_BYTES]
+        return f"{value}.{base64.urlsafe_b64encode(mac).decode()}"
+
+    def read(self, token: str) -> TrackData | None:
+        """The token's ids, or None for anything not signed by us (never an exception: this is a public URL)."""
+        parts = token.split(".")
+        if len(parts) != 4 or len(token) > 80 or parts[2] not in ("0", "1"):
+            return None
+        value = ".".join(parts[:3])
+        try:
+            mac = base64.urlsafe_b64decode(parts[3].encode())
+            send_id, delivery_id = int(parts[0], 16), int(parts[1], 16)
+        except ValueError:
+            return None
+        expected = hmac.digest(self._key, value.encode(), "sha256")[:_TRACK_MAC_BYTES]
+        if not hmac.compare_digest(mac, expected) or not (0 < send_id < 2**62 and 0 < delivery_id < 2**62):
+            return None
+        return TrackData(send_id, delivery_id, parts[2] == "1")

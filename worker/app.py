@@ -54,6 +54,8 @@ def make_celery() -> Celery:
             "purge-pending": {"task": "worker.subscriber_tasks.purge_pending", "schedule": 6 * 3600.0},
             "apply-events": {"task": "worker.event_tasks.apply_events", "schedule": 60.0},
             "fetch-bounces": {"task": "worker.event_tasks.fetch_bounces", "schedule": 300.0},
+            "classify-engagement": {"task": "worker.event_tasks.classify_engagement", "schedule": 15.0},
+            "purge-engagement": {"task": "worker.event_tasks.purge_engagement", "schedule": 24 * 3600.0},
         },
     )
     return app

@@ -32,7 +32,8 @@ from mailer.transports.base import Transport
 from mailer.verp import verp_address
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus, Suppression
 from subscribers.service import suppressed_among
-from subscribers.tokens import LinkMaker, Purpose
+from subscribers.tokens import LinkMaker, Purpose, TrackTokens
+from worker import engagement
 from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendStatus
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,9 @@ def plan_send(session: Session, send_id: int) -> int:
         send.subject, send.html, send.text = issue.subject, issue.html, issue.text
         if issue.published_at is None:
             issue.published_at = utcnow()
+        mailing_list = session.get(MailingList, send.list_id)
+        assert mailing_list is not None
+        engagement.freeze_links(session, send, mailing_list, get_settings().base_url)
     eligible = (
         select(literal(send_id), Subscriber.id, literal(DeliveryStatus.PENDING.value), literal(0))
         .select_from(Subscription)
@@ -199,6 +203,7 @@ class _Row:
     email: str
     name: str
     reason: str | None  # why it must be skipped now, or None
+    tracked: bool = True  # False: the subscriber opted out of open and click tracking
 
 
 def _dialect(session: Session) -> str:
@@ -208,7 +213,7 @@ def _dialect(session: Session) -> str:
 def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
     """Eligibility at the moment of sending: someone who left after the plan gets nothing."""
     query = (select(_DELIVERIES.c.id, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.erased_at,
-                    Subscription.status)
+                    Subscription.status, Subscriber.tracking_opt_out)
              .join(Subscriber, Subscriber.id == _DELIVERIES.c.subscriber_id)
              .outerjoin(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
                                            Subscription.list_id == list_id))
@@ -216,7 +221,7 @@ def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
     found = session.execute(query).all()
     suppressed = suppressed_among(session, (row[2] for row in found))
     rows = []
-    for delivery_id, subscriber_id, email, name, erased_at, status in found:
+    for delivery_id, subscriber_id, email, name, erased_at, status, opted_out in found:
         reason = None
         if erased_at is not None:
             reason = "subscriber erased"
@@ -224,7 +229,7 @@ def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
             reason = "address suppressed"
         elif status is not SubscriptionStatus.CONFIRMED:
             reason = f"subscription {status.value if status else 'removed'}"
-        rows.append(_Row(delivery_id, subscriber_id, email, name, reason))
+        rows.append(_Row(delivery_id, subscriber_id, email, name, reason, not opted_out))
     return rows
 
 
@@ -247,19 +252,25 @@ def content_for(send: Send, mailing_list: MailingList, settings: Settings) -> Co
 
 
 def recipients_for(rows: Sequence[_Row], list_id: int, web_url: str, settings: Settings, *,
-                   verp: bool) -> list[Recipient]:
-    """Each recipient's values and signed links; the signing keys are derived once for the batch."""
+                   verp: bool, track_send_id: int | None = None) -> list[Recipient]:
+    """Each recipient's values and signed links; the signing keys are derived once for the batch.
+
+    `track_send_id`: the send rewrote its links and pixel for tracking, so each message gets its tracking token.
+    """
+    track = TrackTokens(settings) if track_send_id is not None else None
     unsubscribe_link = LinkMaker(Purpose.UNSUBSCRIBE, settings)
     preferences_link = LinkMaker(Purpose.PREFERENCES, settings)
     mailto = settings.unsubscribe_mailto
     recipients = []
     for row in rows:
         unsubscribe_url = unsubscribe_link(row.subscriber_id, list_id)
+        values = {Key.NAME: row.name or "there", Key.EMAIL: row.email, Key.UNSUBSCRIBE_URL: unsubscribe_url,
+                  Key.PREFERENCES_URL: preferences_link(row.subscriber_id), Key.WEB_URL: web_url}
+        if track is not None and track_send_id is not None:
+            values[Key.TRACK] = track(track_send_id, row.delivery_id, row.tracked)
         recipients.append(Recipient(
             email=row.email, delivery_id=row.delivery_id, unsubscribe_url=unsubscribe_url, unsubscribe_mailto=mailto,
-            return_path=verp_address(row.delivery_id, settings) if verp else None,
-            values={Key.NAME: row.name or "there", Key.EMAIL: row.email, Key.UNSUBSCRIBE_URL: unsubscribe_url,
-                    Key.PREFERENCES_URL: preferences_link(row.subscriber_id), Key.WEB_URL: web_url}))
+            return_path=verp_address(row.delivery_id, settings) if verp else None, values=values))
     return recipients
 
 
@@ -279,6 +290,7 @@ class _Claimed:
     list_id: int
     web_url: str
     transport: str
+    tracked: bool
 
 
 def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) -> _Claimed | None:
@@ -297,7 +309,8 @@ def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) 
         rows = _recheck(session, mailing_list.id, ids) if ids else []
         _skip(session, rows)
         return _Claimed(rows, content_for(send, mailing_list, settings), mailing_list.id,
-                        f"{settings.base_url.rstrip('/')}/archive/{slug}", send.transport)
+                        f"{settings.base_url.rstrip('/')}/archive/{slug}", send.transport,
+                        send.track_clicks or send.track_opens)
 
 
 def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transport | None = None,
@@ -315,7 +328,8 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
         return BatchReport(claimed=len(claimed.rows), skipped=skipped)
     try:
         recipients = recipients_for(sendable, claimed.list_id, claimed.web_url, settings,
-                                    verp=claimed.transport == TransportName.SMTP.value)
+                                    verp=claimed.transport == TransportName.SMTP.value,
+                                    track_send_id=send_id if claimed.tracked else None)
     except BaseException:
         _release(sendable_ids)
         raise

@@ -16,6 +16,7 @@ from mailer.events import DeliveryEvent, EventKind
 from mailer.settings import get_settings
 from subscribers import policy
 from subscribers.models import Subscriber
+from worker import engagement
 from worker.autopause import check_send
 from worker.models import Delivery, ProviderEvent, Send
 
@@ -57,7 +58,7 @@ def _correlate(session: Session, event: ProviderEvent) -> Delivery | None:
     return None
 
 
-def _record_on_delivery(delivery: Delivery, event: ProviderEvent) -> None:
+def _record_on_delivery(session: Session, delivery: Delivery, event: ProviderEvent) -> None:
     kind, at = event.kind, event.occurred_at
     if kind is EventKind.DELIVERED:
         delivery.delivered_at = delivery.delivered_at or at
@@ -69,13 +70,11 @@ def _record_on_delivery(delivery: Delivery, event: ProviderEvent) -> None:
         delivery.complained_at = delivery.complained_at or at
     elif kind in (EventKind.UNSUBSCRIBE, EventKind.GROUP_UNSUBSCRIBE):
         delivery.unsubscribed_at = delivery.unsubscribed_at or at
-    elif kind is EventKind.OPEN:
-        if (event.payload or {}).get("_machine_open"):
-            delivery.machine_opens += 1  # Apple Mail Privacy Protection and scanners: not a human read
-        else:
-            delivery.opens += 1
-    elif kind is EventKind.CLICK:
-        delivery.clicks += 1
+    elif kind in (EventKind.OPEN, EventKind.CLICK):
+        # Classified and counted with our own opens and clicks (worker/engagement.py), never counted twice.
+        payload = event.payload or {}
+        engagement.from_provider(session, delivery, engagement.EngagementKind(kind.value), at, payload,
+                                 machine_hint=bool(payload.get("_machine_open")))
 
 
 def _soft_bounces(session: Session, email: str) -> int:
@@ -100,7 +99,7 @@ def apply_pending(limit: int = 5000) -> int:
             list_id = None
             if delivery is not None:
                 event.delivery_id, event.send_id = delivery.id, delivery.send_id
-                _record_on_delivery(delivery, event)
+                _record_on_delivery(session, delivery, event)
                 send = session.get(Send, delivery.send_id)
                 list_id = send.list_id if send else None
                 sends.add(delivery.send_id)

@@ -54,6 +54,9 @@ class Send(Base):
     html: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
     planned: Mapped[int] = mapped_column(BigId, default=0)
+    # Whether this send's links and pixel were rewritten for tracking (decided at plan time from the list).
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=False)
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 SENDING_ONLY = "status = 'sending'"
@@ -93,6 +96,7 @@ class Delivery(Base):
     opens: Mapped[int] = mapped_column(Integer, default=0)
     machine_opens: Mapped[int] = mapped_column(Integer, default=0)
     clicks: Mapped[int] = mapped_column(Integer, default=0)
+    machine_clicks: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ProviderEvent(Base):
@@ -116,3 +120,50 @@ class ProviderEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SendLink(Base):
+    """A link of a send's message, numbered at plan time: the click redirect goes only to these URLs."""
+
+    __tablename__ = "send_links"
+    __table_args__ = (UniqueConstraint("send_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    machine: Mapped[int] = mapped_column(Integer, default=0)
+    unique_human: Mapped[int] = mapped_column(Integer, default=0)
+
+
+UNCLASSIFIED = "verdict IS NULL"
+
+
+class EngagementHit(Base):
+    """One open or click as it arrived (raw, kept for a while), with its verdict once classified.
+
+    No foreign keys: hits are written in batches off the request path, and a send deleted meanwhile must not make
+    a whole batch fail. The client network is truncated (/24, /48) before it is stored.
+    """
+
+    __tablename__ = "engagement_hits"
+    __table_args__ = (
+        Index("ix_engagement_hits_unclassified", "at", postgresql_where=text(UNCLASSIFIED),
+              sqlite_where=text(UNCLASSIFIED)),
+        Index("ix_engagement_hits_delivery_at", "delivery_id", "at"),
+        Index("ix_engagement_hits_send_at", "send_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    send_id: Mapped[int] = mapped_column(BigId)
+    delivery_id: Mapped[int] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(String(8))  # EngagementKind
+    position: Mapped[int | None] = mapped_column(Integer)  # the link; None for an open
+    source: Mapped[str] = mapped_column(String(16))  # "redirect", "pixel", "sendgrid"
+    method: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    network: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    verdict: Mapped[str | None] = mapped_column(String(8))  # "human" | "machine", None until classified
+    reason: Mapped[str] = mapped_column(String(200), default="")

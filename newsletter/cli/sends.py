@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
@@ -24,6 +26,7 @@ from subscribers import service
 from subscribers.models import MailingList
 from worker import sends
 from worker.app import celery_app, is_inline
+from worker.engagement_report import send_report
 from worker.figures import send_figures
 from worker.models import Send, SendStatus
 from worker.stats import send_counters
@@ -143,6 +146,33 @@ def list_sends(ctx: typer.Context, limit: int = typer.Option(20)) -> None:
                           str(counts["sent"]), str(counts["failed"]), str(counts["skipped"]),
                           moment.strftime("%Y-%m-%d %H:%M") if moment else "")
     console.print(table)
+
+
+@sends_app.command("report")
+def report(send_id: int, as_json: bool = typer.Option(False, "--json", help="The whole report as JSON.")) -> None:
+    """How a send did: people (not scanners) who opened and clicked, per link, with machines beside them."""
+    with session_scope() as session:
+        figures = send_report(session, send_id)
+    if figures is None:
+        raise fail(f"No send {send_id}.")
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+        return
+    opens, clicks = figures["opens"], figures["clicks"]
+    console.print(f"send {send_id}: sent {figures['sent']}, delivered {figures['delivered']}", highlight=False)
+    console.print(f"  opened by people  {opens['unique_human']} ({opens['rate']:.1%}); opens {opens['human']}, "
+                  f"by machines {opens['machine']}", highlight=False)
+    console.print(f"  clicked by people {clicks['unique_human']} ({clicks['rate']:.1%}, "
+                  f"{clicks['click_to_open']:.1%} of openers); clicks {clicks['human']}, by machines "
+                  f"{clicks['machine']}", highlight=False)
+    console.print(f"  bounced {figures['bounces']['hard']} hard, {figures['bounces']['soft']} soft; complaints "
+                  f"{figures['complaints']}; unsubscribed {figures['unsubscribes']}", highlight=False)
+    if figures["links"]:
+        table = Table("#", "link", "people", "clicks", "machines")
+        for link in figures["links"]:
+            table.add_row(str(link["position"]), escape(link["url"]), str(link["unique_human"]), str(link["human"]),
+                          str(link["machine"]))
+        console.print(table)
 
 
 @sends_app.command("show")

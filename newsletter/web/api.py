@@ -27,6 +27,7 @@ from subscribers import service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, Suppression, SuppressionReason
 from subscribers.service import Refusal
 from worker import sends
+from worker.engagement_report import send_report
 from worker.models import Send
 from worker.notifications import notify_after_commit
 from worker.sends import SendAction
@@ -305,6 +306,15 @@ def post_send(body: SendIn, user: Principal = Depends(api_user), session: Sessio
     session.commit()  # inline mode runs the send right here, in other sessions
     session.expire_all()
     return _send_out(session, _send(session, send.id))
+
+
+@api_app.get("/sends/{send_id}/report")
+def get_send_report(send_id: int, user: Principal = Depends(api_user),
+                    session: Session = Depends(db_session)) -> dict[str, Any]:
+    """How a send did: unique people who opened and clicked (machines counted apart), per link, per hour, per domain."""
+    report = send_report(session, _send(session, send_id).id)
+    assert report is not None
+    return report
 
 
 @api_app.get("/sends/{send_id}", response_model=SendOut)

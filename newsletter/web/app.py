@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from newsletter.web import admin, archive, preview, public, webhooks
+from newsletter.web import admin, archive, preview, public, tracking, webhooks
 from newsletter.web.api import api_app
 from newsletter.web.csrf import CSRFCookieMiddleware
 from newsletter.web.deps import LoginRequired
@@ -35,6 +35,7 @@ def create_app() -> FastAPI:
     app.include_router(archive.router)
     app.include_router(preview.router)
     app.include_router(webhooks.router)
+    app.include_router(tracking.router)
     app.include_router(admin.router)
     app.mount("/api/v1", api_app)
     return app

@@ -8,21 +8,22 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from mailer.db import session_scope
+from mailer.db import session_scope, utcnow
 from newsletter.web.app import create_app
 from subscribers import service
 from subscribers.models import ConsentEvent, ConsentKind, Subscriber, Subscription, SubscriptionStatus, Suppression
 from tests.support.audience import make_audience, started_send
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn, make_events
-from worker import campaigns, tasks
+from worker import campaigns, engagement, tasks
 from worker.figures import send_figures
 from worker.models import Delivery, ProviderEvent, Send, SendStatus
 
@@ -125,8 +126,11 @@ def test_oversized_body_refused(env: Env, settings) -> None:
 def test_every_event_kind_has_its_effect(env: Env, settings) -> None:
     settings.soft_bounce_limit = 2
     audience, send_id = sendgrid_send(8, pending=0, unsubscribed=0, suppressed=0)
+    with session_scope() as session:  # SendGrid's opens and clicks count only where we did not track them ourselves
+        session.execute(update(Send).values(track_opens=False, track_clicks=False))
     accepted = {a.email: a for a in env.standin.accepted}
     emails = audience.confirmed
+    later = int(time.time()) + 120  # a person reads minutes after delivery
 
     def event(address: str, kind: str, **extra: object) -> dict:
         item = accepted[address]
@@ -136,8 +140,9 @@ def test_every_event_kind_has_its_effect(env: Env, settings) -> None:
                 "delivery_id": item.delivery_id} | extra
 
     batch = [
-        event(emails[0], "delivered"), event(emails[0], "open"), event(emails[0], "open", sg_machine_open=True),
-        event(emails[0], "click", url="https://example.com"),
+        event(emails[0], "delivered"), event(emails[0], "open", timestamp=later),
+        event(emails[0], "open", sg_machine_open=True, timestamp=later),
+        event(emails[0], "click", url="https://example.com", timestamp=later),
         event(emails[1], "bounce", type="bounce", reason="550 user unknown", status="5.1.1"),
         event(emails[2], "bounce", type="blocked", reason="421 later", n=1),
         event(emails[3], "bounce", type="blocked", reason="421 later", n=1),
@@ -150,6 +155,8 @@ def test_every_event_kind_has_its_effect(env: Env, settings) -> None:
         event(emails[0], "processed"),
     ]
     assert env.post(batch).status_code == 200
+    with session_scope() as session:
+        engagement.classify_pending(session, now=utcnow() + timedelta(minutes=5))
     with session_scope() as session:
         suppressed = dict(session.execute(select(Suppression.email, Suppression.reason)).tuples().all())
         statuses = dict(session.execute(select(Subscriber.email, Subscription.status).join(Subscription)).tuples()

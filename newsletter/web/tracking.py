@@ -1,0 +1,163 @@
+"""The click redirect (`/c/{token}/{n}`) and the open pixel (`/o/{token}`): fast, never blocked by the database.
+
+A request verifies the token (one HMAC), finds the URL in a per-process cache of the send's links (the database is
+read once per send and process), queues the hit in memory and answers. A writer thread stores queued hits in
+batches every `FLUSH_S` seconds; classification and counting happen later, in the worker (worker/engagement.py).
+Only URLs that were in the send's message are ever redirected to, so the endpoint is no open redirect; tokens never
+expire, so a link in a message works for years.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from mailer.db import session_scope, utcnow
+from mailer.settings import get_settings
+from mailer.tracking import TRAP_POSITION
+from subscribers.tokens import TrackTokens
+from worker.engagement import EngagementKind, Hit, send_links, store_hits, truncate_address
+
+log = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+
+FLUSH_S = 0.5
+MAX_QUEUED = 100_000  # beyond this (the database is away for minutes) new hits are dropped, never the service
+PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,"
+         b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+_NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
+
+
+class HitRecorder:
+    """Hits queued in memory and written in batches by one thread: a click costs a list append, not a commit."""
+
+    def __init__(self, store: Callable[[list[Hit]], object] | None = None) -> None:
+        self._store = store or _store
+        self._queue: list[Hit] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, hit: Hit) -> None:
+        with self._lock:
+            if len(self._queue) >= MAX_QUEUED:
+                return
+            self._queue.append(hit)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="engagement-writer", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> int:
+        """Write what is queued now (the thread calls this; tests and shutdown call it to be sure)."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        if not batch:
+            return 0
+        try:
+            self._store(batch)
+        except Exception:  # the database is away: keep the hits for the next round
+            log.exception("storing %s engagement hits failed; will retry", len(batch))
+            with self._lock:
+                self._queue[:0] = batch[: MAX_QUEUED - len(self._queue)]
+            return 0
+        return len(batch)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(FLUSH_S)
+            self.flush()
+
+
+def _store(batch: list[Hit]) -> None:
+    with session_scope() as session:
+        store_hits(session, batch)
+
+
+class LinkCache:
+    """{send: {position: URL}}, read once per send; a bounded LRU so a process never holds every send ever made."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: OrderedDict[int, dict[int, str]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    async def url(self, send_id: int, position: int) -> str | None:
+        with self._lock:
+            links = self._items.get(send_id)
+            if links is not None:
+                self._items.move_to_end(send_id)
+        if links is None:
+            links = await run_in_threadpool(_load_links, send_id)
+            with self._lock:
+                self._items[send_id] = links
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+        return links.get(position)
+
+
+def _load_links(send_id: int) -> dict[int, str]:
+    with session_scope() as session:
+        return send_links(session, send_id)
+
+
+recorder = HitRecorder()
+links = LinkCache()
+clock: Callable[[], datetime] = utcnow  # when a hit happened; tests set it instead of sleeping
+_tokens: dict[str, TrackTokens] = {}
+
+
+def _reader() -> TrackTokens:
+    """One token reader per process and secret (the key derivation is the slow part)."""
+    secret = get_settings().secret
+    reader = _tokens.get(secret)
+    if reader is None:
+        reader = _tokens[secret] = TrackTokens()
+    return reader
+
+
+def _hit(request: Request, send_id: int, delivery_id: int, kind: EngagementKind, position: int | None,
+         source: str, at: datetime) -> Hit:
+    return Hit(send_id, delivery_id, kind, position, source, request.method, at,
+               truncate_address(request.client.host if request.client else None),
+               request.headers.get("user-agent", "")[:300])
+
+
+def _gone() -> HTMLResponse:
+    return HTMLResponse("<!doctype html><meta charset=utf-8><title>Link not found</title>"
+                        "<h1>This link does not lead anywhere</h1><p>It may have been copied incompletely.</p>",
+                        status_code=404, headers=_NO_STORE)
+
+
+@router.api_route("/c/{token}/{position}", methods=["GET", "HEAD"])
+async def click(request: Request, token: str, position: int) -> Response:
+    data = _reader().read(token)
+    if data is None or not 0 <= position < 10_000:
+        return _gone()
+    at = clock()
+    if position == TRAP_POSITION:  # nobody can see this link; whoever fetches it is a machine
+        if data.record:
+            recorder.record(_hit(request, data.send_id, data.delivery_id, EngagementKind.CLICK, position,
+                                 "redirect", at))
+        return Response(status_code=204, headers=_NO_STORE)
+    url = await links.url(data.send_id, position)
+    if url is None:
+        return _gone()
+    if data.record:
+        recorder.record(_hit(request, data.send_id, data.delivery_id, EngagementKind.CLICK, position, "redirect", at))
+    return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+
+
+@router.api_route("/o/{token}", methods=["GET", "HEAD"])
+async def pixel(request: Request, token: str) -> Response:
+    data = _reader().read(token)
+    if data is not None and data.record:
+        recorder.record(_hit(request, data.send_id, data.delivery_id, EngagementKind.OPEN, None, "pixel", clock()))
+    # Always the image: a broken image in a message looks like a broken message.
+    return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
