@@ -346,8 +346,9 @@ def resubscribe(session: Session, subscriber_id: int, list_id: int, *, source: C
 
 
 def update_preferences(session: Session, subscriber_id: int, *, name: str | None = None,
-                       source: ConsentSource = ConsentSource.FORM, ip: str | None = None,
-                       user_agent: str | None = None) -> Subscriber:
+                       tracking: bool | None = None, source: ConsentSource = ConsentSource.FORM,
+                       ip: str | None = None, user_agent: str | None = None) -> Subscriber:
+    """Change what the person may change about themselves; each change is recorded in the consent trail."""
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or subscriber.erased_at is not None:
         raise ServiceError("This subscriber no longer exists.")
@@ -357,7 +358,21 @@ def update_preferences(session: Session, subscriber_id: int, *, name: str | None
             subscriber.name = clean
             record_consent(session, subscriber_id, None, ConsentKind.PREFERENCES, source=source, ip=ip,
                            user_agent=user_agent, detail={"changed": ["name"]})
+    if tracking is not None and tracking == subscriber.tracking_opt_out:
+        subscriber.tracking_opt_out = not tracking
+        record_consent(session, subscriber_id, None, ConsentKind.PREFERENCES, source=source, ip=ip,
+                       user_agent=user_agent, detail={"changed": ["tracking"], "tracking": tracking})
     return subscriber
+
+
+def set_list_tracking(session: Session, mailing_list: MailingList, *, clicks: bool | None = None,
+                      opens: bool | None = None) -> MailingList:
+    """Open and click tracking of a list; applies to sends planned from now on (a send freezes its choice)."""
+    if clicks is not None:
+        mailing_list.track_clicks = clicks
+    if opens is not None:
+        mailing_list.track_opens = opens
+    return mailing_list
 
 
 # Personal data ------------------------------------------------------------------------------------------------

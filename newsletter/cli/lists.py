@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
@@ -52,6 +53,17 @@ def show(slug: str) -> None:
                       f"welcome: {'yes' if mailing_list.welcome_enabled else 'no'}", highlight=False)
         for status, count in counts.items():
             console.print(f"  {status:<13} {count}")
+
+
+@lists_app.command("tracking")
+def tracking(slug: str,
+             clicks: bool = typer.Option(None, "--clicks/--no-clicks", help="Route links through our redirect."),
+             opens: bool = typer.Option(None, "--opens/--no-opens", help="Add an open pixel.")) -> None:
+    """Show or set a list's click and open tracking (new lists track both; sends planned later follow)."""
+    with db() as session:
+        mailing_list = service.set_list_tracking(session, service.get_list(session, slug), clicks=clicks, opens=opens)
+        console.print(f"{escape(mailing_list.slug)}: clicks {'on' if mailing_list.track_clicks else 'off'}, "
+                      f"opens {'on' if mailing_list.track_opens else 'off'}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

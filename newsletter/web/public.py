@@ -203,6 +203,7 @@ def _preferences_page(request: Request, session: Session, subscriber: Subscriber
                            .where(Subscription.subscriber_id == subscriber.id).order_by(MailingList.name)).all()
     return render_page(request, "public/preferences.html", {
         "email": subscriber.email, "name": subscriber.name, "notice": notice,
+        "tracking": not subscriber.tracking_opt_out,
         "rows": [{"list": mailing_list, "status": sub.status.value} for sub, mailing_list in rows],
         "export_url": f"/preferences/{token}/export"})
 
@@ -248,6 +249,10 @@ async def update_preferences(request: Request, token: str, session: Session = De
     notice = ""
     if action == "name":
         service.update_preferences(session, subscriber.id, name=str(form.get("name", "")), ip=ip,
+                                   user_agent=user_agent)
+        notice = "Saved."
+    elif action == "tracking":
+        service.update_preferences(session, subscriber.id, tracking=form.get("tracking") == "on", ip=ip,
                                    user_agent=user_agent)
         notice = "Saved."
     elif action == "unsubscribe" and list_id:

@@ -42,6 +42,7 @@ class HitRecorder:
         self._store = store or _store
         self._queue: list[Hit] = []
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -55,19 +56,21 @@ class HitRecorder:
                 self._thread.start()
 
     def flush(self) -> int:
-        """Write what is queued now (the thread calls this; tests and shutdown call it to be sure)."""
-        with self._lock:
-            batch, self._queue = self._queue, []
-        if not batch:
-            return 0
-        try:
-            self._store(batch)
-        except Exception:  # the database is away: keep the hits for the next round
-            log.exception("storing %s engagement hits failed; will retry", len(batch))
+        """Write what is queued now (the thread calls this; shutdown and tests call it to be sure). One flush at a
+        time: a caller returns only once everything queued before its call is stored, even by the thread."""
+        with self._flushing:
             with self._lock:
-                self._queue[:0] = batch[: MAX_QUEUED - len(self._queue)]
-            return 0
-        return len(batch)
+                batch, self._queue = self._queue, []
+            if not batch:
+                return 0
+            try:
+                self._store(batch)
+            except Exception:  # the database is away: keep the hits for the next round
+                log.exception("storing %s engagement hits failed; will retry", len(batch))
+                with self._lock:
+                    self._queue[:0] = batch[: MAX_QUEUED - len(self._queue)]
+                return 0
+            return len(batch)
 
     def _run(self) -> None:
         while True:

@@ -16,12 +16,14 @@ from email.message import EmailMessage
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from typer.testing import CliRunner
 
 from mailer.db import session_scope, utcnow
+from newsletter.cli import app as cli_app
 from newsletter.web import tracking
 from newsletter.web.app import create_app
 from subscribers.models import MailingList, Subscriber
-from subscribers.tokens import TrackTokens
+from subscribers.tokens import Purpose, TrackTokens, link
 from tests.events.test_webhook import new_signer
 from tests.support.audience import make_audience
 from tests.support.mailbox import outbox_messages
@@ -170,7 +172,16 @@ def test_smtp_send_links_redirect_and_opt_out_records_nothing(db_url: str, clock
         audience = make_audience(2, pending=0, unsubscribed=0, suppressed=0)
         quiet = audience.confirmed[1]
         with session_scope() as session:
-            session.execute(update(Subscriber).where(Subscriber.email == quiet).values(tracking_opt_out=True))
+            quiet_id = session.scalar(select(Subscriber.id).where(Subscriber.email == quiet))
+        # The subscriber switches tracking off on their preferences page (a real form post, CSRF and all).
+        page = TestClient(create_app())
+        path = link(Purpose.PREFERENCES, quiet_id).removeprefix("http://testserver")  # type: ignore[arg-type]
+        form = page.get(path)
+        assert "Count my opens and clicks" in form.text and " checked>" in form.text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+        saved = page.post(path, data={"csrf_token": token, "action": "tracking"})
+        assert saved.status_code == 200 and " checked>" not in saved.text
+        with session_scope() as session:
             send_id = sends.create(session, audience.issue_id, audience.list_id,
                                    sends.SendOptions(transport="smtp")).id
         received = {r.rcpt: r.message for r in sink.received}
@@ -290,3 +301,41 @@ def test_generated_corpus_of_people_gateways_and_apple_proxies(db_url: str) -> N
     print(f"\nmachine events classified machine: {caught:.1%} of {machine_total}; "
           f"human events classified machine: {wrong:.1%} of {human_total}")
     assert caught >= 0.95 and wrong <= 0.02
+
+
+def test_list_tracking_setting_and_raw_retention(db_url: str, clock: Clock) -> None:
+    audience = make_audience(1, pending=0, unsubscribed=0, suppressed=0)
+    result = CliRunner().invoke(cli_app, ["lists", "tracking", "weekly", "--no-opens"])
+    assert result.exit_code == 0 and "clicks on, opens off" in result.output
+    with session_scope() as session:
+        send_id = sends.create(session, audience.issue_id, audience.list_id).id
+    [message] = outbox_messages()
+    assert tracked_links(message) and "/o/" not in html_of(message)
+    clock.now = utcnow() + timedelta(minutes=5)
+    client().get(tracked_links(message)[0])
+    classify(clock.now + timedelta(minutes=1))
+    with session_scope() as session:
+        # Raw hits go after the retention; the counts stay on the delivery and the link.
+        assert engagement.purge_raw(session, 30, now=clock.now + timedelta(days=29)) == 0
+        assert engagement.purge_raw(session, 30, now=clock.now + timedelta(days=31)) == 1
+    with session_scope() as session:
+        report = send_report(session, send_id)
+    assert report is not None and report["clicks"]["human"] == 1 and report["links"][0]["unique_human"] == 1
+
+
+def test_recorder_keeps_hits_while_the_database_is_away(db_url: str) -> None:
+    """A click never waits on the database; when storing fails, the hits wait in memory for the next round."""
+    stored: list[int] = []
+    outages = [True, True, False]
+
+    def store(batch: list[Hit]) -> None:
+        if outages.pop(0):
+            raise ConnectionError("database restarting")
+        stored.extend(h.delivery_id for h in batch)
+
+    recorder = tracking.HitRecorder(store)
+    at = utcnow()
+    for delivery_id in (1, 2, 3):
+        recorder._queue.append(Hit(1, delivery_id, EngagementKind.CLICK, 1, "redirect", "GET", at))
+    assert recorder.flush() == 0 and recorder.flush() == 0 and stored == []
+    assert recorder.flush() == 3 and stored == [1, 2, 3]
