@@ -15,6 +15,7 @@ from newsletter.web.deps import LoginRequired
 def create_app() -> FastAPI:
     app = FastAPI(title="Newsletter", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(CSRFCookieMiddleware)
+    app.add_middleware(tracking.TrackingFastPath)  # added last: outermost, before routing and the others
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -35,7 +36,6 @@ def create_app() -> FastAPI:
     app.include_router(archive.router)
     app.include_router(preview.router)
     app.include_router(webhooks.router)
-    app.include_router(tracking.router)
     app.include_router(admin.router)
     app.mount("/api/v1", api_app)
     return app

@@ -15,9 +15,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailer.db import session_scope, utcnow
 from mailer.settings import get_settings
@@ -26,7 +27,6 @@ from subscribers.tokens import TrackTokens
 from worker.engagement import EngagementKind, Hit, send_links, store_hits, truncate_address
 
 log = logging.getLogger(__name__)
-router = APIRouter(include_in_schema=False)
 
 FLUSH_S = 0.5
 MAX_QUEUED = 100_000  # beyond this (the database is away for minutes) new hits are dropped, never the service
@@ -138,7 +138,6 @@ def _gone() -> HTMLResponse:
                         status_code=404, headers=_NO_STORE)
 
 
-@router.api_route("/c/{token}/{position}", methods=["GET", "HEAD"])
 async def click(request: Request, token: str, position: int) -> Response:
     data = _reader().read(token)
     if data is None or not 0 <= position < 10_000:
@@ -157,10 +156,32 @@ async def click(request: Request, token: str, position: int) -> Response:
     return RedirectResponse(url, status_code=302, headers=_NO_STORE)
 
 
-@router.api_route("/o/{token}", methods=["GET", "HEAD"])
 async def pixel(request: Request, token: str) -> Response:
     data = _reader().read(token)
     if data is not None and data.record:
         recorder.record(_hit(request, data.send_id, data.delivery_id, EngagementKind.OPEN, None, "pixel", clock()))
     # Always the image: a broken image in a message looks like a broken message.
     return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
+
+
+class TrackingFastPath:
+    """ASGI middleware, outermost: `/c/` and `/o/` are answered before routing and the other middleware (sessions,
+    CSRF cookies, templates), which they need none of. A shared link is the busiest URL a newsletter has."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(("/c/", "/o/")):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        if request.method not in ("GET", "HEAD"):
+            response: Response = Response(status_code=405, headers={"Allow": "GET, HEAD"})
+        elif path.startswith("/o/"):
+            response = await pixel(request, path[3:])
+        else:
+            token, _, position = path[3:].partition("/")
+            response = await click(request, token, int(position)) if position.isdigit() else _gone()
+        await response(scope, receive, send)

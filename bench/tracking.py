@@ -1,0 +1,135 @@
+"""The click redirect and the open pixel under load: wrk against a real server (uvicorn, N worker processes) on
+PostgreSQL, every request with a distinct message's token (a Lua script walks a list of real tracked URLs).
+Prints requests/s, p50, p99 and non-3xx/2xx answers; loopback only, bounded in time.
+
+Run: .venv/bin/python -m bench.tracking [--messages 20000] [--seconds 15] [--connections 100] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import select
+
+from bench.report import write_section
+from bench.send import ADMIN_URL, ROOT, free_port, populate
+from mailer.db import session_scope, utcnow
+from subscribers.tokens import TrackTokens
+from worker import campaigns, sends
+from worker.models import Delivery
+
+SECRET = "bench-secret-bench-secret-bench-secret"
+LUA = """
+local paths = {}
+for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", paths[(n * 7919) % #paths + 1])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT rps=%.1f p50=%.2f p99=%.2f requests=%d errors=%d\\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.requests, summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def prepare(messages: int) -> tuple[str, list[str], list[str]]:
+    """A database with one planned send of `messages` deliveries; its click and pixel paths."""
+    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    os.environ.update({"NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_BASE_URL": "https://news.example.com"})
+    list_id, issue_id = populate(url, messages)
+    with session_scope() as session:
+        send_id = sends.create(session, issue_id, list_id,
+                               sends.SendOptions(scheduled_at=utcnow() + timedelta(days=1))).id
+        campaigns.start_send(session, send_id)
+    with session_scope() as session:
+        campaigns.plan_send(session, send_id)
+    tokens = TrackTokens()
+    with session_scope() as session:
+        ids = session.scalars(select(Delivery.id).where(Delivery.send_id == send_id)).all()
+    clicks = [f"/c/{tokens(send_id, d)}/{1 + d % 2}" for d in ids]
+    pixels = [f"/o/{tokens(send_id, d)}" for d in ids]
+    return url, clicks, pixels
+
+
+def wrk(port: int, paths: list[str], seconds: int, connections: int, tmp: Path) -> dict[str, float]:
+    listing = tmp / f"paths-{len(paths)}-{time.monotonic_ns()}.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    script = tmp / "bench.lua"
+    script.write_text(LUA)
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          f"http://127.0.0.1:{port}"], env=dict(os.environ, BENCH_PATHS=str(listing)),
+                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    match = re.search(r"RESULT rps=([\d.]+) p50=([\d.]+) p99=([\d.]+) requests=(\d+) errors=(\d+)", out)
+    if not match:
+        raise SystemExit(f"wrk printed no result:\n{out}")
+    rps, p50, p99, requests, errors = match.groups()
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(rps), "p50": float(p50), "p99": float(p99), "requests": int(requests),
+            "errors": int(errors) + (int(non_2xx.group(1)) if non_2xx else 0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    url, clicks, pixels = prepare(args.messages)
+    tmp = Path(tempfile.mkdtemp())
+    port = free_port()
+    env = dict(os.environ, NEWSLETTER_DATABASE_URL=url, NEWSLETTER_DATA_DIR=str(tmp), NEWSLETTER_SECRET_KEY=SECRET,
+               NEWSLETTER_BASE_URL="https://news.example.com")
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "newsletter.web.app:create_app", "--factory",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
+                               "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        wrk(port, clicks[:200], 3, 20, tmp)  # warm the link caches of every worker process
+        rows = []
+        for label, paths in (("click redirect `/c/{token}/{n}`", clicks), ("open pixel `/o/{token}`", pixels)):
+            figures = wrk(port, paths, args.seconds, args.connections, tmp)
+            print(f"{label}: {figures['rps']:,.0f} requests/s, p50 {figures['p50']:.1f} ms, "
+                  f"p99 {figures['p99']:.1f} ms, errors {figures['errors']}")
+            rows.append(f"| {label} | {figures['rps']:,.0f} | {figures['p50']:.1f} | {figures['p99']:.1f} | "
+                        f"{figures['errors']} | >= 3,000/s, p99 <= 20 ms |")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    load = os.getloadavg()[0]
+    write_section("tracking", "\n".join([
+        "## Click redirect and open pixel (`python -m bench.tracking`)", "",
+        f"wrk, 2 threads, {args.connections} connections, {args.seconds} s per route, against uvicorn with "
+        f"{args.workers} worker processes on PostgreSQL 15, {args.messages:,} distinct messages' tokens "
+        f"(load average {load:.1f} when it ended).", "",
+        "| route | requests/s | p50 ms | p99 ms | errors | goal |", "|---|---|---|---|---|---|", *rows]))
+
+
+if __name__ == "__main__":
+    main()
