@@ -77,6 +77,20 @@ class MailingList(Base):
                 self.reply_to or settings.reply_to)
 
 
+class Segment(Base):
+    """A saved filter on a list (subscribers/segments.py has the language)."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("list_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    expression: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Subscriber(Base):
     __tablename__ = "subscribers"
 

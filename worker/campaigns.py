@@ -30,7 +30,8 @@ from mailer.settings import Settings, TransportName, get_settings
 from mailer.transports import get_transport
 from mailer.transports.base import Transport
 from mailer.verp import verp_address
-from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus, Suppression
+from subscribers import audience
+from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import suppressed_among
 from subscribers.tokens import LinkMaker, Purpose, TrackTokens
 from worker import engagement
@@ -147,8 +148,7 @@ def plan_send(session: Session, send_id: int) -> int:
         select(literal(send_id), Subscriber.id, literal(DeliveryStatus.PENDING.value), literal(0))
         .select_from(Subscription)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(Subscription.list_id == send.list_id, Subscription.status == SubscriptionStatus.CONFIRMED,
-               Subscriber.erased_at.is_(None), ~exists().where(Suppression.email == Subscriber.email))
+        .where(*audience.conditions(send.list_id, send.segment_expression, now=send.started_at))
         .order_by(Subscriber.id))
     statement = _insert(session)(Delivery).from_select(["send_id", "subscriber_id", "status", "attempts"], eligible)
     session.execute(statement.on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"]))

@@ -57,6 +57,10 @@ class Send(Base):
     # Whether this send's links and pixel were rewritten for tracking (decided at plan time from the list).
     track_clicks: Mapped[bool] = mapped_column(Boolean, default=False)
     track_opens: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A segment of the list; its expression is frozen here when the send is created, so editing the segment
+    # later cannot change who a running or resumed send goes to.
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
+    segment_expression: Mapped[str | None] = mapped_column(Text)
 
 
 SENDING_ONLY = "status = 'sending'"

@@ -30,8 +30,9 @@ from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import TransportName, get_settings
 from mailer.transports import get_transport
+from subscribers import audience
 from subscribers.models import MailingList
-from subscribers.service import normalise_email
+from subscribers.service import ServiceError, normalise_email
 from worker import campaigns
 from worker.app import CONTINUE_SEND_TASK, PLAN_SEND_TASK, celery_app, is_inline, run_after_commit
 from worker.models import Send, SendStatus
@@ -63,6 +64,7 @@ class SendOptions:
     scheduled_at: datetime | None = None
     transport: str | None = None
     created_by: str = ""
+    segment: str | None = None  # the name of one of the list's segments: only its members get the send
 
 
 # Creating and starting -----------------------------------------------------------------------------------------
@@ -90,7 +92,12 @@ def create(session: Session, issue_id: int, list_id: int, options: SendOptions =
             raise SendError(f"The schedule time {scheduled_at.isoformat()} is in the past; "
                             "send now instead, or choose a later time.")
     transport = TransportName(options.transport or get_settings().transport)
+    try:
+        segment = audience.get_segment(session, list_id, options.segment) if options.segment else None
+    except ServiceError as exc:
+        raise SendError(str(exc)) from exc
     send = Send(issue_id=issue_id, list_id=list_id, transport=transport,
+                segment_id=segment.id if segment else None, segment_expression=segment.expression if segment else None,
                 status=SendStatus.SCHEDULED if scheduled_at else SendStatus.DRAFT, scheduled_at=scheduled_at,
                 allow_resend=options.allow_resend, created_by=options.created_by)
     session.add(send)

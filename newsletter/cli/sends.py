@@ -58,6 +58,7 @@ def _store_issue(issue_path: Path, force: bool) -> tuple[int, str | None]:
 
 def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file."),
          list_slug: str = typer.Option(None, "--list", help="Audience (default: the issue's `list`)."),
+         segment: str = typer.Option(None, "--segment", help="Only this segment of the list."),
          at: str = typer.Option(None, help="Schedule for this time (ISO 8601, UTC by default)."),
          wait: bool = typer.Option(False, help="Follow the send with a progress bar until it finishes."),
          test_to: str = typer.Option(None, "--test-to", help="Send one [TEST] copy to this address only."),
@@ -77,7 +78,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
     if not slug:
         raise fail("Say which list: --list SLUG (or `list:` in the issue's front matter).")
     options = sends.SendOptions(allow_resend=allow_resend, scheduled_at=_parse_at(at) if at else None,
-                                created_by="cli")
+                                created_by="cli", segment=segment)
     with _progress() as progress:
         bar = progress.add_task("send", total=None, visible=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -23,8 +23,9 @@ from mailer.render import RenderError, render_issue
 from mailer.store import save_issue
 from newsletter.auth import Principal
 from newsletter.web.deps import api_admin, api_user, db_session
-from subscribers import service
+from subscribers import audience, service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, Suppression, SuppressionReason
+from subscribers.segments import SegmentError
 from subscribers.service import Refusal
 from worker import sends
 from worker.engagement_report import send_report
@@ -98,6 +99,25 @@ class SendIn(BaseModel):
     list: str = Field(max_length=100)
     scheduled_at: datetime | None = None
     allow_resend: bool = False
+    segment: str | None = Field(default=None, max_length=100, description="Only this segment of the list.")
+
+
+class SegmentIn(BaseModel):
+    list: str = Field(max_length=100)
+    name: str = Field(min_length=1, max_length=100)
+    where: str = Field(min_length=1, max_length=2000, description='e.g. fields.city = "Berlin" and '
+                                                                  'subscribed_at >= 2024-01-01')
+
+
+class SegmentOut(BaseModel):
+    list: str
+    name: str
+    where: str
+    matching: int
+
+
+class CountOut(BaseModel):
+    matching: int
 
 
 class SendOut(BaseModel):
@@ -299,13 +319,49 @@ def post_send(body: SendIn, user: Principal = Depends(api_user), session: Sessio
     if scheduled is not None and scheduled.tzinfo is None:
         raise _bad("scheduled_at needs a time zone offset (e.g. 2026-11-27T08:00:00Z).", 422)
     try:
-        options = sends.SendOptions(scheduled_at=scheduled, allow_resend=body.allow_resend, created_by=user.email)
+        options = sends.SendOptions(scheduled_at=scheduled, allow_resend=body.allow_resend, created_by=user.email,
+                                    segment=body.segment)
         send = sends.create(session, body.issue_id, mailing_list.id, options)
     except sends.SendError as exc:
         raise _bad(str(exc), 409) from exc
     session.commit()  # inline mode runs the send right here, in other sessions
     session.expire_all()
     return _send_out(session, _send(session, send.id))
+
+
+@api_app.get("/segments", response_model=list[SegmentOut])
+def get_segments(list: str | None = None, user: Principal = Depends(api_user),
+                 session: Session = Depends(db_session)) -> list[SegmentOut]:
+    list_id = _list(session, list).id if list else None
+    return [SegmentOut(list=slug, name=segment.name, where=segment.expression,
+                       matching=audience.count(session, segment.list_id, segment.expression))
+            for segment, slug in audience.segments_of(session, list_id)]
+
+
+@api_app.post("/segments", response_model=SegmentOut, status_code=201)
+def post_segment(body: SegmentIn, user: Principal = Depends(api_user),
+                 session: Session = Depends(db_session)) -> SegmentOut:
+    mailing_list = _list(session, body.list)
+    try:
+        segment = audience.create_segment(session, mailing_list, body.name, body.where, created_by=user.email)
+    except SegmentError as exc:
+        raise _bad(exc.short, 422) from exc
+    except service.ServiceError as exc:
+        raise _bad(str(exc), 409) from exc
+    session.commit()
+    return SegmentOut(list=mailing_list.slug, name=segment.name, where=segment.expression,
+                      matching=audience.count(session, mailing_list.id, segment.expression))
+
+
+@api_app.get("/segments/count", response_model=CountOut)
+def count_segment(list: str, where: str = Query(max_length=2000),
+                  user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> CountOut:
+    """How many subscribers an expression matches now (the admin's live count uses the same)."""
+    mailing_list = _list(session, list)
+    try:
+        return CountOut(matching=audience.count(session, mailing_list.id, where))
+    except SegmentError as exc:
+        raise _bad(exc.short, 422) from exc
 
 
 @api_app.get("/sends/{send_id}/report")

@@ -1,0 +1,69 @@
+"""Who a send reaches, and who a segment counts: one definition, used by the plan and by every count on screen.
+
+A recipient is a confirmed subscriber of the list who is not erased and not suppressed, and, for a segment, matches
+its expression. The plan's INSERT .. SELECT and the live count while typing use these same conditions, so the number
+staff see before sending is the number the ledger plans.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy.orm import Session
+
+from mailer.db import utcnow
+from subscribers.models import MailingList, Segment, Subscriber, Subscription, SubscriptionStatus, Suppression
+from subscribers.segments import SegmentError, compile_segment
+from subscribers.service import ServiceError
+
+MAX_SEGMENT_NAME = 100
+
+
+def conditions(list_id: int, expression: str | None = None, now: datetime | None = None
+               ) -> list[ColumnElement[bool]]:
+    """WHERE clauses over Subscription joined with Subscriber (raises SegmentError for a bad expression)."""
+    clauses: list[ColumnElement[bool]] = [
+        Subscription.list_id == list_id, Subscription.status == SubscriptionStatus.CONFIRMED,
+        Subscriber.erased_at.is_(None), ~exists().where(Suppression.email == Subscriber.email)]
+    if expression:
+        clauses.append(compile_segment(expression, now or utcnow()))
+    return clauses
+
+
+def count(session: Session, list_id: int, expression: str | None = None) -> int:
+    return int(session.scalar(select(func.count()).select_from(Subscription)
+                              .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+                              .where(*conditions(list_id, expression))) or 0)
+
+
+def create_segment(session: Session, mailing_list: MailingList, name: str, expression: str,
+                   created_by: str = "") -> Segment:
+    name = name.strip()
+    if not name or len(name) > MAX_SEGMENT_NAME:
+        raise ServiceError(f"A segment needs a name of 1 to {MAX_SEGMENT_NAME} characters.")
+    compile_segment(expression)  # refuse a broken expression now, with its location, not at send time
+    if session.scalar(select(Segment.id).where(Segment.list_id == mailing_list.id, Segment.name == name)):
+        raise ServiceError(f"The list '{mailing_list.slug}' already has a segment named '{name}'.")
+    segment = Segment(list_id=mailing_list.id, name=name, expression=expression.strip(), created_by=created_by)
+    session.add(segment)
+    session.flush()
+    return segment
+
+
+def get_segment(session: Session, list_id: int, name: str) -> Segment:
+    segment = session.scalar(select(Segment).where(Segment.list_id == list_id, Segment.name == name))
+    if segment is None:
+        raise ServiceError(f"No segment named '{name}' on this list.")
+    return segment
+
+
+def segments_of(session: Session, list_id: int | None = None) -> list[tuple[Segment, str]]:
+    """Segments with their list's slug, by list then name."""
+    query = select(Segment, MailingList.slug).join(MailingList).order_by(MailingList.slug, Segment.name)
+    if list_id is not None:
+        query = query.where(Segment.list_id == list_id)
+    return [(segment, slug) for segment, slug in session.execute(query)]
+
+
+__all__ = ["SegmentError", "conditions", "count", "create_segment", "get_segment", "segments_of"]
