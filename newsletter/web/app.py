@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from newsletter.web import admin, archive, preview, public, tracking, webhooks
+from newsletter.web import admin, apidocs, archive, preview, public, tracking, webhooks
 from newsletter.web.api import api_app
 from newsletter.web.csrf import CSRFCookieMiddleware
 from newsletter.web.deps import LoginRequired
@@ -37,5 +37,7 @@ def create_app() -> FastAPI:
     app.include_router(preview.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
+    app.include_router(apidocs.router)
+    app.mount("/api/docs/assets", apidocs.ASSETS)
     app.mount("/api/v1", api_app)
     return app
