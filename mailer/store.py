@@ -10,6 +10,8 @@ from mailer.issue import Issue, parse_issue
 from mailer.models import IssueRecord
 from mailer.render import RenderedIssue, render_issue
 
+MAX_ID = 2**62  # an id from a URL beyond this cannot exist, and PostgreSQL would refuse it as out of BIGINT range
+
 
 def save_issue(session: Session, source: str, *, filename: str = "<issue>", force: bool = False) -> IssueRecord:
     """Parse, render and upsert by slug. Raises IssueError / RenderError before anything is stored."""
@@ -32,3 +34,23 @@ def store_rendered(session: Session, issue: Issue, rendered: RenderedIssue, sour
     record.updated_at = utcnow()
     session.flush()
     return record
+
+
+def update_issue(session: Session, record: IssueRecord, source: str) -> IssueRecord:
+    """The editor's save: the same record takes the new source, even when its front matter renames the slug.
+
+    Raises IssueError before anything is stored; the record is left as it was.
+    """
+    issue = parse_issue(source, record.slug)
+    rendered = render_issue(issue, force=True)
+    record.slug = issue.slug
+    return store_rendered(session, issue, rendered, source)
+
+
+def find_issue(session: Session, issue_id: int) -> IssueRecord | None:
+    return session.get(IssueRecord, issue_id) if 0 < issue_id < MAX_ID else None
+
+
+def recent_issues(session: Session, limit: int) -> list[IssueRecord]:
+    """The most recently edited first."""
+    return list(session.scalars(select(IssueRecord).order_by(IssueRecord.updated_at.desc()).limit(limit)))

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db import email_hash, rowcount, utcnow
 from mailer.settings import get_settings
+from subscribers import queries
 from subscribers.models import (
     ConsentEvent,
     ConsentKind,
@@ -126,12 +127,29 @@ def get_list(session: Session, slug: str) -> MailingList:
     return found
 
 
+def update_list(mailing_list: MailingList, *, name: str, from_name: str, from_email: str, reply_to: str,
+                double_opt_in: bool, welcome_enabled: bool) -> MailingList:
+    """Both addresses are checked before anything changes, so a refused edit leaves the list as it was.
+
+    An empty name keeps the old one; an empty sender name or address falls back to the service-wide default.
+    """
+    addresses: dict[str, str | None] = {}
+    for field_name, value in (("from_email", from_email.strip()), ("reply_to", reply_to.strip())):
+        try:
+            addresses[field_name] = normalise_email(value, check_deliverability=False) if value else None
+        except InvalidEmail as exc:
+            raise InvalidEmail(f"{field_name}: {exc}") from exc
+    mailing_list.name = (name or mailing_list.name)[:200]
+    mailing_list.from_name = from_name[:200] or None
+    mailing_list.from_email = addresses["from_email"]
+    mailing_list.reply_to = addresses["reply_to"]
+    mailing_list.double_opt_in = double_opt_in
+    mailing_list.welcome_enabled = welcome_enabled
+    return mailing_list
+
+
 def list_counts(session: Session, list_id: int) -> dict[str, int]:
-    rows = session.execute(select(Subscription.status, func.count()).where(Subscription.list_id == list_id)
-                           .group_by(Subscription.status)).all()
-    counts = {status.value: 0 for status in SubscriptionStatus}
-    counts.update({SubscriptionStatus(status).value: n for status, n in rows})
-    return counts
+    return queries.counts_by_list(session, [list_id])[list_id]
 
 
 # Consent trail ------------------------------------------------------------------------------------------------

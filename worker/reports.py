@@ -1,0 +1,100 @@
+"""Read-side questions about sends and deliveries, each asked one way for the admin, the API and the CLI.
+
+Counters and figures come from the ledger (`worker.stats`, `worker.figures`); this module joins them with the rows
+a page or a command shows, so every front end lists and reports sends the same way. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailer.models import IssueRecord
+from subscribers.models import MailingList
+from worker.figures import send_figures
+from worker.models import Delivery, ProviderEvent, Send, SendStatus
+from worker.stats import send_counters
+
+MAX_ID = 2**62  # an id from a URL beyond this cannot exist, and PostgreSQL would refuse it as out of BIGINT range
+# Sends whose delivery figures mean something: started, whether or not they are finished.
+WITH_FIGURES = frozenset({SendStatus.RUNNING, SendStatus.PAUSED, SendStatus.DONE})
+
+
+@dataclass(frozen=True)
+class SendRow:
+    send: Send
+    issue_slug: str
+    list_slug: str
+    counts: dict[str, int]
+    figures: dict[str, int] | None  # only when asked for, and only for a send in WITH_FIGURES
+
+
+@dataclass(frozen=True)
+class SendProgress:
+    status: SendStatus
+    reason: str
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SendReport:
+    send: Send
+    issue: IssueRecord
+    mailing_list: MailingList
+    counts: dict[str, int]
+    figures: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SubscriberActivity:
+    deliveries: list[Delivery]
+    events: list[ProviderEvent]
+
+
+def find_send(session: Session, send_id: int) -> Send | None:
+    return session.get(Send, send_id) if 0 < send_id < MAX_ID else None
+
+
+def recent_sends(session: Session, limit: int, *, with_figures: bool = False) -> list[SendRow]:
+    """The newest sends first, with their issue and list and their counters (the dashboard, `newsletter sends`)."""
+    rows = session.execute(select(Send, IssueRecord.slug, MailingList.slug)
+                           .join(IssueRecord, IssueRecord.id == Send.issue_id)
+                           .join(MailingList, MailingList.id == Send.list_id)
+                           .order_by(Send.id.desc()).limit(limit)).all()
+    return [SendRow(send, issue_slug, list_slug, send_counters(session, send.id),
+                    send_figures(session, send.id) if with_figures and send.status in WITH_FIGURES else None)
+            for send, issue_slug, list_slug in rows]
+
+
+def sends_of_issue(session: Session, issue_id: int) -> list[Send]:
+    return list(session.scalars(select(Send).where(Send.issue_id == issue_id).order_by(Send.id.desc())))
+
+
+def send_progress(session: Session, send_id: int) -> SendProgress | None:
+    """Status and counters: what a progress bar polls (the admin's JSON, the API, the CLI's summary)."""
+    send = find_send(session, send_id)
+    if send is None:
+        return None
+    return SendProgress(send.status, send.status_reason, send_counters(session, send.id))
+
+
+def send_report(session: Session, send_id: int) -> SendReport | None:
+    """Everything about one send: its issue and list, counters and what came back."""
+    send = find_send(session, send_id)
+    if send is None:
+        return None
+    issue = session.get(IssueRecord, send.issue_id)
+    mailing_list = session.get(MailingList, send.list_id)
+    assert issue is not None and mailing_list is not None  # foreign keys
+    return SendReport(send, issue, mailing_list, send_counters(session, send.id), send_figures(session, send.id))
+
+
+def subscriber_activity(session: Session, subscriber_id: int, email: str, limit: int = 100) -> SubscriberActivity:
+    """One person's newest deliveries, and the provider events about their address (which name no subscriber)."""
+    deliveries = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id)
+                                 .order_by(Delivery.id.desc()).limit(limit))
+    events = session.scalars(select(ProviderEvent).where(ProviderEvent.email == email)
+                             .order_by(ProviderEvent.id.desc()).limit(limit))
+    return SubscriberActivity(list(deliveries), list(events))
