@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -29,10 +29,12 @@ from mailer.store import save_issue, store_rendered
 from newsletter.auth import SESSION_COOKIE, Principal, authenticate, create_api_token, session_cookie
 from newsletter.models import ApiToken, User
 from newsletter.web import imports
+from newsletter.web.admin.common import admin_router, page
+from newsletter.web.admin.common import read_form as _form
+from newsletter.web.admin.common import redirect as _redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
 from newsletter.web.ratelimit import limiter
-from newsletter.web.templating import render_page
 from subscribers import importer, service
 from subscribers.models import (
     ConsentEvent,
@@ -50,7 +52,7 @@ from worker.figures import send_figures
 from worker.models import Delivery, ProviderEvent, Send, SendStatus
 from worker.stats import send_counters
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = admin_router()
 PAGE_SIZE = 50
 _WHOLE_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 NEW_ISSUE = """---
@@ -69,20 +71,6 @@ Two paragraphs.
 ## Wrapping Up
 Closing words.
 """
-
-
-def page(request: Request, name: str, user: Principal | None, nav: str = "", **context: Any) -> HTMLResponse:
-    status = context.pop("status_code", 200)
-    return render_page(request, f"admin/{name}", {"user": user, "nav": nav, **context}, status_code=status)
-
-
-def _redirect(path: str, flash: str = "") -> RedirectResponse:
-    suffix = f"?flash={flash}" if flash else ""
-    return RedirectResponse(path + suffix, status_code=303)
-
-
-async def _form(request: Request) -> dict[str, Any]:
-    return dict(await request.form())
 
 
 # Sign-in ------------------------------------------------------------------------------------------------------
