@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import Depends, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -26,15 +26,15 @@ from mailer.models import IssueRecord
 from mailer.render import RenderError, render_issue
 from mailer.settings import get_settings
 from mailer.store import save_issue, store_rendered
-from newsletter.auth import SESSION_COOKIE, Principal, authenticate, create_api_token, session_cookie
+from newsletter.auth import Principal, create_api_token
 from newsletter.models import ApiToken, User
 from newsletter.web import imports
+from newsletter.web.admin import auth
 from newsletter.web.admin.common import admin_router, page
 from newsletter.web.admin.common import read_form as _form
 from newsletter.web.admin.common import redirect as _redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
-from newsletter.web.ratelimit import limiter
 from subscribers import importer, service
 from subscribers.models import (
     ConsentEvent,
@@ -52,7 +52,7 @@ from worker.figures import send_figures
 from worker.models import Delivery, ProviderEvent, Send, SendStatus
 from worker.stats import send_counters
 
-router = admin_router()
+legacy = admin_router()
 PAGE_SIZE = 50
 _WHOLE_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 NEW_ISSUE = """---
@@ -71,47 +71,6 @@ Two paragraphs.
 ## Wrapping Up
 Closing words.
 """
-
-
-# Sign-in ------------------------------------------------------------------------------------------------------
-
-@router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next_path: str = Query("/admin", alias="next")) -> HTMLResponse:
-    target = next_path if next_path.startswith("/admin") and not next_path.startswith("//") else "/admin"
-    return page(request, "login.html", None, next=target)
-
-
-@router.post("/login", dependencies=[Depends(verify_csrf)])
-async def login(request: Request, session: Session = Depends(db_session)) -> Response:
-    form = await _form(request)
-    email, password = str(form.get("email", "")).strip().lower(), str(form.get("password", ""))
-    target = str(form.get("next") or "/admin")
-    target = target if target.startswith("/admin") and not target.startswith("//") else "/admin"
-    ip = request.client.host if request.client else "?"
-    settings = get_settings()
-    allowed = (limiter().hit(f"login:ip:{ip}", settings.login_attempts_per_window * 3, 900)
-               and limiter().hit(f"login:acct:{email}", settings.login_attempts_per_window, 900))
-    if not allowed:
-        return page(request, "login.html", None, error="Too many attempts. Wait 15 minutes and try again.",
-                    next=target, status_code=429)
-    user = authenticate(session, email, password)
-    if user is None:
-        return page(request, "login.html", None, error="Wrong email or password.", next=target, status_code=401)
-    session.commit()
-    response = RedirectResponse(target, status_code=303)
-    secure = settings.session_cookie_secure
-    if secure is None:
-        secure = settings.base_url.startswith("https://")
-    response.set_cookie(SESSION_COOKIE, session_cookie(user), httponly=True, samesite="lax", secure=secure,
-                        max_age=12 * 3600, path="/")
-    return response
-
-
-@router.post("/logout", dependencies=[Depends(verify_csrf)])
-def logout() -> Response:
-    response = RedirectResponse("/admin/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
-    return response
 
 
 # Dashboard ----------------------------------------------------------------------------------------------------
@@ -156,7 +115,7 @@ def rates_chart(rows: list[tuple[str, dict[str, int]]]) -> str:
     return "".join(parts)
 
 
-@router.get("", response_class=HTMLResponse)
+@legacy.get("", response_class=HTMLResponse)
 def dashboard(request: Request, user: Principal = Depends(page_user),
               session: Session = Depends(db_session)) -> HTMLResponse:
     recent = session.execute(select(Send, IssueRecord.slug, MailingList.slug).join(IssueRecord)
@@ -171,14 +130,14 @@ def dashboard(request: Request, user: Principal = Depends(page_user),
 
 # Lists --------------------------------------------------------------------------------------------------------
 
-@router.get("/lists", response_class=HTMLResponse)
+@legacy.get("/lists", response_class=HTMLResponse)
 def lists_page(request: Request, user: Principal = Depends(page_user),
                session: Session = Depends(db_session)) -> HTMLResponse:
     return page(request, "lists.html", user, "lists", lists=_list_rows(session),
                 flash=request.query_params.get("flash"))
 
 
-@router.post("/lists", dependencies=[Depends(verify_csrf)])
+@legacy.post("/lists", dependencies=[Depends(verify_csrf)])
 async def create_list(request: Request, user: Principal = Depends(page_admin),
                       session: Session = Depends(db_session)) -> Response:
     form = await _form(request)
@@ -201,7 +160,7 @@ def _snippet(mailing_list: MailingList) -> str:
             f"<!-- Cross-site posts get a page asking to confirm, so a CSRF token is not needed here. -->")
 
 
-@router.get("/lists/{slug}", response_class=HTMLResponse)
+@legacy.get("/lists/{slug}", response_class=HTMLResponse)
 def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
               session: Session = Depends(db_session)) -> HTMLResponse:
     try:
@@ -213,7 +172,7 @@ def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
                 counts=service.list_counts(session, mailing_list.id), flash=request.query_params.get("flash"))
 
 
-@router.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])
+@legacy.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])
 async def edit_list(request: Request, slug: str, user: Principal = Depends(page_admin),
                     session: Session = Depends(db_session)) -> Response:
     try:
@@ -243,7 +202,7 @@ async def edit_list(request: Request, slug: str, user: Principal = Depends(page_
 
 # Subscribers --------------------------------------------------------------------------------------------------
 
-@router.get("/subscribers", response_class=HTMLResponse)
+@legacy.get("/subscribers", response_class=HTMLResponse)
 def subscribers_page(request: Request, q: str = "", list_slug: str = Query("", alias="list"), status: str = "",
                      after: int = 0, user: Principal = Depends(page_user),
                      session: Session = Depends(db_session)) -> HTMLResponse:
@@ -280,7 +239,7 @@ def subscribers_page(request: Request, q: str = "", list_slug: str = Query("", a
                 next_after=next_after, next_url=next_url)
 
 
-@router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
+@legacy.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
 def subscriber_page(request: Request, subscriber_id: int, user: Principal = Depends(page_user),
                     session: Session = Depends(db_session)) -> HTMLResponse:
     subscriber = session.get(Subscriber, subscriber_id)
@@ -302,7 +261,7 @@ def subscriber_page(request: Request, subscriber_id: int, user: Principal = Depe
                 suppressed=service.is_suppressed(session, subscriber.email), flash=request.query_params.get("flash"))
 
 
-@router.post("/subscribers/{subscriber_id}/action", dependencies=[Depends(verify_csrf)])
+@legacy.post("/subscribers/{subscriber_id}/action", dependencies=[Depends(verify_csrf)])
 async def subscriber_action(request: Request, subscriber_id: int, user: Principal = Depends(page_admin),
                             session: Session = Depends(db_session)) -> Response:
     form = await _form(request)
@@ -327,7 +286,7 @@ async def subscriber_action(request: Request, subscriber_id: int, user: Principa
     return _redirect(f"/admin/subscribers/{subscriber_id}", "Done")
 
 
-@router.get("/export")
+@legacy.get("/export")
 def export(list_slug: str = Query(..., alias="list"), user: Principal = Depends(page_user),
            session: Session = Depends(db_session)) -> Response:
     buffer = io.StringIO()
@@ -339,14 +298,14 @@ def export(list_slug: str = Query(..., alias="list"), user: Principal = Depends(
                              headers={"Content-Disposition": f'attachment; filename="{list_slug}.csv"'})
 
 
-@router.get("/import", response_class=HTMLResponse)
+@legacy.get("/import", response_class=HTMLResponse)
 def import_page(request: Request, list_slug: str = Query("", alias="list"), user: Principal = Depends(page_admin),
                 session: Session = Depends(db_session)) -> HTMLResponse:
     return page(request, "import.html", user, "subscribers", lists=session.scalars(select(MailingList)).all(),
                 list_slug=list_slug)
 
 
-@router.post("/import", dependencies=[Depends(verify_csrf)])
+@legacy.post("/import", dependencies=[Depends(verify_csrf)])
 async def import_upload(request: Request, user: Principal = Depends(page_admin),
                         session: Session = Depends(db_session)) -> Response:
     form = await request.form()
@@ -370,7 +329,7 @@ async def import_upload(request: Request, user: Principal = Depends(page_admin),
     return _redirect(f"/admin/import/run/{key}")
 
 
-@router.get("/import/run/{key}", response_class=HTMLResponse)
+@legacy.get("/import/run/{key}", response_class=HTMLResponse)
 def import_status(request: Request, key: str, user: Principal = Depends(page_admin),
                   session: Session = Depends(db_session)) -> HTMLResponse:
     """Refreshes itself while the import runs (no JavaScript needed), then shows the result."""
@@ -384,7 +343,7 @@ def import_status(request: Request, key: str, user: Principal = Depends(page_adm
                 flash_kind="error" if state.error else None)
 
 
-@router.get("/import/{job_id}/report")
+@legacy.get("/import/{job_id}/report")
 def import_report(job_id: int, user: Principal = Depends(page_admin),
                   session: Session = Depends(db_session)) -> Response:
     job = session.get(ImportJob, job_id)
@@ -395,7 +354,7 @@ def import_report(job_id: int, user: Principal = Depends(page_admin),
 
 # Suppressions (admins only) -----------------------------------------------------------------------------------
 
-@router.get("/suppressions", response_class=HTMLResponse)
+@legacy.get("/suppressions", response_class=HTMLResponse)
 def suppressions_page(request: Request, user: Principal = Depends(page_admin),
                       session: Session = Depends(db_session)) -> HTMLResponse:
     rows = session.scalars(select(Suppression).order_by(Suppression.id.desc()).limit(500)).all()
@@ -403,7 +362,7 @@ def suppressions_page(request: Request, user: Principal = Depends(page_admin),
                 flash=request.query_params.get("flash"))
 
 
-@router.post("/suppressions", dependencies=[Depends(verify_csrf)])
+@legacy.post("/suppressions", dependencies=[Depends(verify_csrf)])
 async def suppressions_change(request: Request, user: Principal = Depends(page_admin),
                               session: Session = Depends(db_session)) -> Response:
     form = await _form(request)
@@ -422,7 +381,7 @@ async def suppressions_change(request: Request, user: Principal = Depends(page_a
 
 # Issues -------------------------------------------------------------------------------------------------------
 
-@router.get("/issues", response_class=HTMLResponse)
+@legacy.get("/issues", response_class=HTMLResponse)
 def issues_page(request: Request, user: Principal = Depends(page_user),
                 session: Session = Depends(db_session)) -> HTMLResponse:
     issues = session.scalars(select(IssueRecord).order_by(IssueRecord.updated_at.desc()).limit(100)).all()
@@ -437,7 +396,7 @@ async def _source_from_form(request: Request) -> tuple[str, str]:
     return str(form.get("source", "")), "issue.md"
 
 
-@router.post("/issues", dependencies=[Depends(verify_csrf)])
+@legacy.post("/issues", dependencies=[Depends(verify_csrf)])
 async def create_issue(request: Request, user: Principal = Depends(page_user),
                        session: Session = Depends(db_session)) -> Response:
     source, filename = await _source_from_form(request)
@@ -471,7 +430,7 @@ def preview_html(html: str) -> str:
     return html.replace("__NLH_NAME__", "Ada").replace("__NLH_", "#__NLH_")
 
 
-@router.post("/issues/preview", dependencies=[Depends(verify_csrf)])
+@legacy.post("/issues/preview", dependencies=[Depends(verify_csrf)])
 async def live_preview(request: Request, user: Principal = Depends(page_user)) -> JSONResponse:
     """Rendered as the editor types (the page's script posts here); errors come back located, for the editor."""
     source = str((await request.form()).get("source", ""))
@@ -485,7 +444,7 @@ async def live_preview(request: Request, user: Principal = Depends(page_user)) -
                          "bytes": len(rendered.html.encode())})
 
 
-@router.get("/issues/{issue_id}", response_class=HTMLResponse)
+@legacy.get("/issues/{issue_id}", response_class=HTMLResponse)
 def issue_page(request: Request, issue_id: int, user: Principal = Depends(page_user),
                session: Session = Depends(db_session)) -> HTMLResponse:
     record = session.get(IssueRecord, issue_id)
@@ -495,7 +454,7 @@ def issue_page(request: Request, issue_id: int, user: Principal = Depends(page_u
     return _issue_page(request, user, session, record)
 
 
-@router.post("/issues/{issue_id}", dependencies=[Depends(verify_csrf)])
+@legacy.post("/issues/{issue_id}", dependencies=[Depends(verify_csrf)])
 async def edit_issue(request: Request, issue_id: int, user: Principal = Depends(page_user),
                      session: Session = Depends(db_session)) -> Response:
     record = session.get(IssueRecord, issue_id)
@@ -515,7 +474,7 @@ async def edit_issue(request: Request, issue_id: int, user: Principal = Depends(
     return _redirect(f"/admin/issues/{record.id}", "Saved")
 
 
-@router.post("/issues/{issue_id}/test", dependencies=[Depends(verify_csrf)])
+@legacy.post("/issues/{issue_id}/test", dependencies=[Depends(verify_csrf)])
 async def send_test(request: Request, issue_id: int, user: Principal = Depends(page_user),
                     session: Session = Depends(db_session)) -> Response:
     to = str((await request.form()).get("to", "")).strip()
@@ -529,7 +488,7 @@ async def send_test(request: Request, issue_id: int, user: Principal = Depends(p
                                                                                         f"{result.error}")
 
 
-@router.post("/issues/{issue_id}/send", dependencies=[Depends(verify_csrf)])
+@legacy.post("/issues/{issue_id}/send", dependencies=[Depends(verify_csrf)])
 async def send_issue(request: Request, issue_id: int, user: Principal = Depends(page_user),
                      session: Session = Depends(db_session)) -> Response:
     form = await _form(request)
@@ -549,7 +508,7 @@ async def send_issue(request: Request, issue_id: int, user: Principal = Depends(
 
 # Sends --------------------------------------------------------------------------------------------------------
 
-@router.get("/sends/{send_id}", response_class=HTMLResponse)
+@legacy.get("/sends/{send_id}", response_class=HTMLResponse)
 def send_page(request: Request, send_id: int, user: Principal = Depends(page_user),
               session: Session = Depends(db_session)) -> HTMLResponse:
     send = session.get(Send, send_id)
@@ -561,7 +520,7 @@ def send_page(request: Request, send_id: int, user: Principal = Depends(page_use
                 figures=send_figures(session, send_id), flash=request.query_params.get("flash"))
 
 
-@router.get("/sends/{send_id}/progress.json")
+@legacy.get("/sends/{send_id}/progress.json")
 def send_progress(send_id: int, user: Principal = Depends(page_user),
                   session: Session = Depends(db_session)) -> JSONResponse:
     send = session.get(Send, send_id)
@@ -571,7 +530,7 @@ def send_progress(send_id: int, user: Principal = Depends(page_user),
                          **send_counters(session, send_id)})
 
 
-@router.post("/sends/{send_id}/{action}", dependencies=[Depends(verify_csrf)])
+@legacy.post("/sends/{send_id}/{action}", dependencies=[Depends(verify_csrf)])
 def send_action(send_id: int, action: str, user: Principal = Depends(page_user),
                 session: Session = Depends(db_session)) -> Response:
     try:
@@ -585,7 +544,7 @@ def send_action(send_id: int, action: str, user: Principal = Depends(page_user),
 
 # API tokens (admins) ------------------------------------------------------------------------------------------
 
-@router.get("/tokens", response_class=HTMLResponse)
+@legacy.get("/tokens", response_class=HTMLResponse)
 def tokens_page(request: Request, user: Principal = Depends(page_admin),
                 session: Session = Depends(db_session)) -> HTMLResponse:
     tokens = session.scalars(select(ApiToken).where(ApiToken.user_id == user.user_id)
@@ -593,7 +552,7 @@ def tokens_page(request: Request, user: Principal = Depends(page_admin),
     return page(request, "tokens.html", user, "tokens", tokens=tokens, flash=request.query_params.get("flash"))
 
 
-@router.post("/tokens", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
+@legacy.post("/tokens", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
 async def create_token(request: Request, user: Principal = Depends(page_admin),
                        session: Session = Depends(db_session)) -> HTMLResponse:
     name = str((await request.form()).get("name", "")).strip() or "token"
@@ -606,7 +565,7 @@ async def create_token(request: Request, user: Principal = Depends(page_admin),
     return page(request, "tokens.html", user, "tokens", tokens=tokens, new_token=token)
 
 
-@router.post("/tokens/{token_id}/revoke", dependencies=[Depends(verify_csrf)])
+@legacy.post("/tokens/{token_id}/revoke", dependencies=[Depends(verify_csrf)])
 def revoke_token(token_id: int, user: Principal = Depends(page_admin),
                  session: Session = Depends(db_session)) -> Response:
     found = session.get(ApiToken, token_id) if 0 < token_id < 2**62 else None
@@ -615,3 +574,8 @@ def revoke_token(token_id: int, user: Principal = Depends(page_admin),
     found.revoked_at = found.revoked_at or utcnow()
     session.commit()
     return _redirect("/admin/tokens", "Revoked")
+
+
+router = APIRouter()
+for _resource in (auth.router, legacy):
+    router.include_router(_resource)

@@ -1,0 +1,58 @@
+"""Signing in and out of the admin: a throttled password check, then a signed session cookie."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from mailer.settings import get_settings
+from newsletter.auth import SESSION_COOKIE, authenticate, session_cookie
+from newsletter.web.admin.common import admin_router, page, read_form
+from newsletter.web.csrf import verify_csrf
+from newsletter.web.deps import db_session
+from newsletter.web.ratelimit import limiter
+
+router = admin_router()
+
+
+def _safe_target(target: str) -> str:
+    """Only a page of the admin: a `next` of //evil.example or https://... would make sign-in an open redirect."""
+    return target if target.startswith("/admin") and not target.startswith("//") else "/admin"
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next_path: str = Query("/admin", alias="next")) -> HTMLResponse:
+    return page(request, "login.html", None, next=_safe_target(next_path))
+
+
+@router.post("/login", dependencies=[Depends(verify_csrf)])
+async def login(request: Request, session: Session = Depends(db_session)) -> Response:
+    form = await read_form(request)
+    email, password = str(form.get("email", "")).strip().lower(), str(form.get("password", ""))
+    target = _safe_target(str(form.get("next") or "/admin"))
+    ip = request.client.host if request.client else "?"
+    settings = get_settings()
+    allowed = (limiter().hit(f"login:ip:{ip}", settings.login_attempts_per_window * 3, 900)
+               and limiter().hit(f"login:acct:{email}", settings.login_attempts_per_window, 900))
+    if not allowed:
+        return page(request, "login.html", None, error="Too many attempts. Wait 15 minutes and try again.",
+                    next=target, status_code=429)
+    user = authenticate(session, email, password)
+    if user is None:
+        return page(request, "login.html", None, error="Wrong email or password.", next=target, status_code=401)
+    session.commit()
+    response = RedirectResponse(target, status_code=303)
+    secure = settings.session_cookie_secure
+    if secure is None:
+        secure = settings.base_url.startswith("https://")
+    response.set_cookie(SESSION_COOKIE, session_cookie(user), httponly=True, samesite="lax", secure=secure,
+                        max_age=12 * 3600, path="/")
+    return response
+
+
+@router.post("/logout", dependencies=[Depends(verify_csrf)])
+def logout() -> Response:
+    response = RedirectResponse("/admin/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
