@@ -10,9 +10,7 @@ import io
 import re
 import tempfile
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -29,7 +27,7 @@ from mailer.store import save_issue, store_rendered
 from newsletter.auth import Principal, create_api_token
 from newsletter.models import ApiToken, User
 from newsletter.web import imports
-from newsletter.web.admin import auth
+from newsletter.web.admin import auth, dashboard, lists
 from newsletter.web.admin.common import admin_router, page
 from newsletter.web.admin.common import read_form as _form
 from newsletter.web.admin.common import redirect as _redirect
@@ -49,7 +47,7 @@ from subscribers.models import (
 )
 from worker import sends
 from worker.figures import send_figures
-from worker.models import Delivery, ProviderEvent, Send, SendStatus
+from worker.models import Delivery, ProviderEvent, Send
 from worker.stats import send_counters
 
 legacy = admin_router()
@@ -71,133 +69,6 @@ Two paragraphs.
 ## Wrapping Up
 Closing words.
 """
-
-
-# Dashboard ----------------------------------------------------------------------------------------------------
-
-def _list_rows(session: Session) -> list[dict[str, Any]]:
-    return [{"list": m, "counts": service.list_counts(session, m.id)}
-            for m in session.scalars(select(MailingList).order_by(MailingList.name))]
-
-
-def rates_chart(rows: list[tuple[str, dict[str, int]]]) -> str:
-    """Inline SVG, server-rendered: delivered, hard-bounce and complaint rates per send (no JS, no libraries)."""
-    if not rows:
-        return '<p class="muted">No sends yet.</p>'
-    width, height, left, top = 760, 200, 44, 10
-    group = (width - left) / max(len(rows), 4)
-    bar = max(6.0, min(28.0, group / 4))
-    colors = {"delivered": "#047857", "bounced": "#d97706", "complained": "#b91c1c"}
-    parts = [f'<svg role="img" aria-label="Delivery, bounce and complaint rates per send" viewBox="0 0 {width} '
-             f'{height + top + 48}" width="100%" style="max-width:{width}px;font-family:inherit">']
-    for share in (0, 0.25, 0.5, 0.75, 1):
-        y, stroke = top + height * (1 - share), "#9ca3af" if share == 0 else "#e5e7eb"
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width}" y2="{y:.1f}" stroke="{stroke}"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#6b7280">'
-                     f"{share:.0%}</text>")
-    for index, (label, figures) in enumerate(rows):
-        sent = max(1, figures["sent"])
-        values = {"delivered": figures["delivered"] / sent, "bounced": figures["bounced_hard"] / sent,
-                  "complained": figures["complained"] / sent}
-        x0 = left + index * group + group / 2 - 1.5 * bar
-        for offset, (key, value) in enumerate(values.items()):
-            h = max(1.0, min(1.0, value) * height)
-            parts.append(f'<rect x="{x0 + offset * bar:.1f}" y="{top + height - h:.1f}" width="{bar - 2:.1f}" '
-                         f'height="{h:.1f}" rx="2" fill="{colors[key]}"><title>{escape(label)}: {key} {value:.1%}'
-                         "</title></rect>")
-        parts.append(f'<text x="{x0 + 1.5 * bar:.1f}" y="{top + height + 16}" font-size="11" text-anchor="middle" '
-                     f'fill="#374151">{escape(label)}</text>')
-    for offset, (key, color) in enumerate(colors.items()):
-        x = left + offset * 120
-        parts.append(f'<rect x="{x}" y="{top + height + 32}" width="11" height="11" rx="2" fill="{color}"/>'
-                     f'<text x="{x + 16}" y="{top + height + 42}" font-size="12" fill="#374151">{key}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-@legacy.get("", response_class=HTMLResponse)
-def dashboard(request: Request, user: Principal = Depends(page_user),
-              session: Session = Depends(db_session)) -> HTMLResponse:
-    recent = session.execute(select(Send, IssueRecord.slug, MailingList.slug).join(IssueRecord)
-                             .join(MailingList).order_by(Send.id.desc()).limit(10)).all()
-    sends = [{"send": s, "issue": issue, "list": slug, "counts": send_counters(session, s.id)}
-             for s, issue, slug in recent]
-    chart_rows = [(f"#{s.id}", send_figures(session, s.id)) for s, _i, _l in reversed(recent)
-                  if s.status in (SendStatus.DONE, SendStatus.RUNNING, SendStatus.PAUSED)]
-    return page(request, "dashboard.html", user, "dashboard", lists=_list_rows(session), sends=sends,
-                chart=rates_chart(chart_rows), flash=request.query_params.get("flash"))
-
-
-# Lists --------------------------------------------------------------------------------------------------------
-
-@legacy.get("/lists", response_class=HTMLResponse)
-def lists_page(request: Request, user: Principal = Depends(page_user),
-               session: Session = Depends(db_session)) -> HTMLResponse:
-    return page(request, "lists.html", user, "lists", lists=_list_rows(session),
-                flash=request.query_params.get("flash"))
-
-
-@legacy.post("/lists", dependencies=[Depends(verify_csrf)])
-async def create_list(request: Request, user: Principal = Depends(page_admin),
-                      session: Session = Depends(db_session)) -> Response:
-    form = await _form(request)
-    try:
-        created = service.create_list(session, str(form.get("slug", "")), str(form.get("name", "")),
-                                      double_opt_in=form.get("double_opt_in") == "1")
-    except (service.ServiceError, service.InvalidEmail) as exc:
-        return page(request, "lists.html", user, "lists", lists=_list_rows(session), flash=str(exc),
-                    flash_kind="error", status_code=400)
-    session.commit()
-    return _redirect(f"/admin/lists/{created.slug}", "List created")
-
-
-def _snippet(mailing_list: MailingList) -> str:
-    base = get_settings().base_url.rstrip("/")
-    return (f'<form method="post" action="{base}/lists/{mailing_list.slug}/subscribe">\n'
-            f'  <label>Email <input type="email" name="email" required></label>\n'
-            f'  <label>Name <input type="text" name="name"></label>\n'
-            f'  <button type="submit">Subscribe to {escape(mailing_list.name)}</button>\n</form>\n'
-            f"<!-- Cross-site posts get a page asking to confirm, so a CSRF token is not needed here. -->")
-
-
-@legacy.get("/lists/{slug}", response_class=HTMLResponse)
-def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
-              session: Session = Depends(db_session)) -> HTMLResponse:
-    try:
-        mailing_list = service.get_list(session, slug)
-    except service.ServiceError as exc:
-        return page(request, "lists.html", user, "lists", lists=_list_rows(session), flash=str(exc),
-                    flash_kind="error", status_code=404)
-    return page(request, "list.html", user, "lists", mailing_list=mailing_list, snippet=_snippet(mailing_list),
-                counts=service.list_counts(session, mailing_list.id), flash=request.query_params.get("flash"))
-
-
-@legacy.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])
-async def edit_list(request: Request, slug: str, user: Principal = Depends(page_admin),
-                    session: Session = Depends(db_session)) -> Response:
-    try:
-        mailing_list = service.get_list(session, slug)
-    except service.ServiceError as exc:
-        return page(request, "lists.html", user, "lists", lists=_list_rows(session), flash=str(exc),
-                    flash_kind="error", status_code=404)
-    form = await _form(request)
-    addresses: dict[str, str | None] = {}
-    for field in ("from_email", "reply_to"):
-        value = str(form.get(field) or "").strip()
-        try:
-            addresses[field] = service.normalise_email(value, check_deliverability=False) if value else None
-        except service.InvalidEmail as exc:
-            return page(request, "list.html", user, "lists", mailing_list=mailing_list, snippet=_snippet(mailing_list),
-                        counts=service.list_counts(session, mailing_list.id), flash=f"{field}: {exc}",
-                        flash_kind="error", status_code=400)
-    mailing_list.name = str(form.get("name") or mailing_list.name)[:200]
-    mailing_list.from_name = str(form.get("from_name") or "")[:200] or None
-    mailing_list.from_email = addresses["from_email"]
-    mailing_list.reply_to = addresses["reply_to"]
-    mailing_list.double_opt_in = form.get("double_opt_in") == "1"
-    mailing_list.welcome_enabled = form.get("welcome_enabled") == "1"
-    session.commit()
-    return _redirect(f"/admin/lists/{slug}", "Saved")
 
 
 # Subscribers --------------------------------------------------------------------------------------------------
@@ -577,5 +448,5 @@ def revoke_token(token_id: int, user: Principal = Depends(page_admin),
 
 
 router = APIRouter()
-for _resource in (auth.router, legacy):
+for _resource in (auth.router, dashboard.router, lists.router, legacy):
     router.include_router(_resource)

@@ -1,0 +1,93 @@
+"""Lists: all of them with their counts, creating one, and one list's settings with its sign-up form snippet."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+
+from mailer.settings import get_settings
+from newsletter.auth import Principal
+from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
+from newsletter.web.csrf import verify_csrf
+from newsletter.web.deps import db_session, page_admin, page_user
+from subscribers import queries, service
+from subscribers.models import MailingList
+
+router = admin_router()
+
+
+def list_rows(session: Session) -> list[dict[str, Any]]:
+    """Every list by name with its counts, as the dashboard and the lists page show them."""
+    return [{"list": row.mailing_list, "counts": row.counts} for row in queries.lists_with_counts(session)]
+
+
+def _lists_page(request: Request, user: Principal, session: Session, flash: str, status_code: int) -> HTMLResponse:
+    return page(request, "lists.html", user, "lists", lists=list_rows(session), flash=flash, flash_kind="error",
+                status_code=status_code)
+
+
+def _snippet(mailing_list: MailingList) -> str:
+    base = get_settings().base_url.rstrip("/")
+    return (f'<form method="post" action="{base}/lists/{mailing_list.slug}/subscribe">\n'
+            f'  <label>Email <input type="email" name="email" required></label>\n'
+            f'  <label>Name <input type="text" name="name"></label>\n'
+            f'  <button type="submit">Subscribe to {escape(mailing_list.name)}</button>\n</form>\n'
+            f"<!-- Cross-site posts get a page asking to confirm, so a CSRF token is not needed here. -->")
+
+
+def _list_page(request: Request, user: Principal, session: Session, mailing_list: MailingList,
+               **context: Any) -> HTMLResponse:
+    return page(request, "list.html", user, "lists", mailing_list=mailing_list, snippet=_snippet(mailing_list),
+                counts=service.list_counts(session, mailing_list.id), **context)
+
+
+@router.get("/lists", response_class=HTMLResponse)
+def lists_page(request: Request, user: Principal = Depends(page_user),
+               session: Session = Depends(db_session)) -> HTMLResponse:
+    return page(request, "lists.html", user, "lists", lists=list_rows(session), flash=flash_message(request))
+
+
+@router.post("/lists", dependencies=[Depends(verify_csrf)])
+async def create_list(request: Request, user: Principal = Depends(page_admin),
+                      session: Session = Depends(db_session)) -> Response:
+    form = await read_form(request)
+    try:
+        created = service.create_list(session, str(form.get("slug", "")), str(form.get("name", "")),
+                                      double_opt_in=form.get("double_opt_in") == "1")
+    except (service.ServiceError, service.InvalidEmail) as exc:
+        return _lists_page(request, user, session, str(exc), 400)
+    session.commit()
+    return redirect(f"/admin/lists/{created.slug}", "List created")
+
+
+@router.get("/lists/{slug}", response_class=HTMLResponse)
+def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
+              session: Session = Depends(db_session)) -> HTMLResponse:
+    try:
+        mailing_list = service.get_list(session, slug)
+    except service.ServiceError as exc:
+        return _lists_page(request, user, session, str(exc), 404)
+    return _list_page(request, user, session, mailing_list, flash=flash_message(request))
+
+
+@router.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])
+async def edit_list(request: Request, slug: str, user: Principal = Depends(page_admin),
+                    session: Session = Depends(db_session)) -> Response:
+    try:
+        mailing_list = service.get_list(session, slug)
+    except service.ServiceError as exc:
+        return _lists_page(request, user, session, str(exc), 404)
+    form = await read_form(request)
+    try:
+        service.update_list(mailing_list, name=str(form.get("name") or ""), from_name=str(form.get("from_name") or ""),
+                            from_email=str(form.get("from_email") or ""), reply_to=str(form.get("reply_to") or ""),
+                            double_opt_in=form.get("double_opt_in") == "1",
+                            welcome_enabled=form.get("welcome_enabled") == "1")
+    except service.InvalidEmail as exc:
+        return _list_page(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
+    session.commit()
+    return redirect(f"/admin/lists/{slug}", "Saved")
