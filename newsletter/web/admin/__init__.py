@@ -7,15 +7,13 @@ calls and results to pages. Staff may work on issues and sends and read subscrib
 from __future__ import annotations
 
 import io
-import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
@@ -27,7 +25,7 @@ from mailer.store import save_issue, store_rendered
 from newsletter.auth import Principal, create_api_token
 from newsletter.models import ApiToken, User
 from newsletter.web import imports
-from newsletter.web.admin import auth, dashboard, lists
+from newsletter.web.admin import auth, dashboard, lists, subscribers
 from newsletter.web.admin.common import admin_router, page
 from newsletter.web.admin.common import read_form as _form
 from newsletter.web.admin.common import redirect as _redirect
@@ -35,24 +33,18 @@ from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
 from subscribers import importer, service
 from subscribers.models import (
-    ConsentEvent,
     ConsentSource,
     ImportJob,
     MailingList,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
     Suppression,
     SuppressionReason,
 )
 from worker import sends
 from worker.figures import send_figures
-from worker.models import Delivery, ProviderEvent, Send
+from worker.models import Send
 from worker.stats import send_counters
 
 legacy = admin_router()
-PAGE_SIZE = 50
-_WHOLE_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 NEW_ISSUE = """---
 subject: "Digital Digest Weekly: "
 preheader: ""
@@ -69,92 +61,6 @@ Two paragraphs.
 ## Wrapping Up
 Closing words.
 """
-
-
-# Subscribers --------------------------------------------------------------------------------------------------
-
-@legacy.get("/subscribers", response_class=HTMLResponse)
-def subscribers_page(request: Request, q: str = "", list_slug: str = Query("", alias="list"), status: str = "",
-                     after: int = 0, user: Principal = Depends(page_user),
-                     session: Session = Depends(db_session)) -> HTMLResponse:
-    """Keyset pagination (id > after): constant cost per page at any table size, no COUNT(*) of everything."""
-    query = select(Subscriber).where(Subscriber.erased_at.is_(None), Subscriber.id > after)
-    if list_slug or status:
-        conditions = [Subscription.subscriber_id == Subscriber.id]
-        if list_slug:
-            wanted = session.scalar(select(MailingList.id).where(MailingList.slug == list_slug))
-            conditions.append(Subscription.list_id == (wanted or -1))
-        if status in {s.value for s in SubscriptionStatus}:
-            conditions.append(Subscription.status == SubscriptionStatus(status))
-        query = query.where(select(Subscription.id).where(*conditions).exists())
-    if q and _WHOLE_ADDRESS.match(q.strip()):  # the common case: one exact lookup on the unique index
-        query = query.where(Subscriber.email == q.strip().lower())
-    elif q:
-        pattern = f"%{q.strip().lower()}%"
-        query = query.where(or_(Subscriber.email.like(pattern), func.lower(Subscriber.name).like(pattern)))
-    found = session.scalars(query.order_by(Subscriber.id).limit(PAGE_SIZE + 1)).all()
-    more = len(found) > PAGE_SIZE
-    found = found[:PAGE_SIZE]
-    slugs = {m.id: m.slug for m in session.scalars(select(MailingList))}
-    subs = session.scalars(select(Subscription).where(Subscription.subscriber_id.in_([s.id for s in found]))).all()
-    by_subscriber: dict[int, list[dict[str, str]]] = {}
-    for sub in subs:
-        by_subscriber.setdefault(sub.subscriber_id, []).append({"slug": slugs[sub.list_id],
-                                                                "status": sub.status.value})
-    rows = [{"subscriber": s, "subscriptions": by_subscriber.get(s.id, [])} for s in found]
-    next_after = found[-1].id if more and found else None
-    next_url = ("/admin/subscribers?" + urlencode({"q": q, "list": list_slug, "status": status, "after": next_after})
-                if next_after else "")
-    return page(request, "subscribers.html", user, "subscribers", rows=rows, q=q, list_slug=list_slug, status=status,
-                lists=session.scalars(select(MailingList)).all(), statuses=[s.value for s in SubscriptionStatus],
-                next_after=next_after, next_url=next_url)
-
-
-@legacy.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
-def subscriber_page(request: Request, subscriber_id: int, user: Principal = Depends(page_user),
-                    session: Session = Depends(db_session)) -> HTMLResponse:
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        return page(request, "lists.html", user, "subscribers", lists=[], flash="No such subscriber.",
-                    flash_kind="error", status_code=404)
-    lists = {m.id: m for m in session.scalars(select(MailingList))}
-    subscriptions = [{"list": lists[s.list_id], "status": s.status.value} for s in session.scalars(
-        select(Subscription).where(Subscription.subscriber_id == subscriber_id))]
-    consent = session.scalars(select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id)
-                              .order_by(ConsentEvent.at.desc(), ConsentEvent.id.desc()).limit(200)).all()
-    deliveries = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id)
-                                 .order_by(Delivery.id.desc()).limit(100)).all()
-    events = session.scalars(select(ProviderEvent).where(ProviderEvent.email == subscriber.email)
-                             .order_by(ProviderEvent.id.desc()).limit(100)).all()
-    return page(request, "subscriber.html", user, "subscribers", subscriber=subscriber, subscriptions=subscriptions,
-                consent=consent, deliveries=deliveries, events=events,
-                list_names={k: v.name for k, v in lists.items()},
-                suppressed=service.is_suppressed(session, subscriber.email), flash=request.query_params.get("flash"))
-
-
-@legacy.post("/subscribers/{subscriber_id}/action", dependencies=[Depends(verify_csrf)])
-async def subscriber_action(request: Request, subscriber_id: int, user: Principal = Depends(page_admin),
-                            session: Session = Depends(db_session)) -> Response:
-    form = await _form(request)
-    action = str(form.get("action", ""))
-    list_id = int(str(form.get("list_id") or 0) or 0) or None
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        return _redirect("/admin/subscribers", "No such subscriber")
-    detail = {"by": user.email}
-    if action == "unsubscribe":
-        service.unsubscribe(session, subscriber_id, list_id, source=ConsentSource.ADMIN, detail=detail)
-    elif action == "resubscribe" and list_id:
-        service.resubscribe(session, subscriber_id, list_id, source=ConsentSource.ADMIN)
-    elif action == "suppress":
-        service.suppress(session, subscriber.email, SuppressionReason.MANUAL, source=ConsentSource.ADMIN,
-                         note=f"by {user.email}")
-    elif action == "erase" and form.get("confirm") == "yes":
-        service.erase(session, subscriber_id, source=ConsentSource.ADMIN)
-        session.commit()
-        return _redirect("/admin/subscribers", "Erased")
-    session.commit()
-    return _redirect(f"/admin/subscribers/{subscriber_id}", "Done")
 
 
 @legacy.get("/export")
@@ -448,5 +354,5 @@ def revoke_token(token_id: int, user: Principal = Depends(page_admin),
 
 
 router = APIRouter()
-for _resource in (auth.router, dashboard.router, lists.router, legacy):
+for _resource in (auth.router, dashboard.router, lists.router, subscribers.router, legacy):
     router.include_router(_resource)
