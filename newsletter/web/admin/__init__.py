@@ -6,13 +6,10 @@ calls and results to pages. Staff may work on issues and sends and read subscrib
 
 from __future__ import annotations
 
-import io
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,21 +17,18 @@ from mailer.db import utcnow
 from mailer.issue import IssueError, parse_issue
 from mailer.models import IssueRecord
 from mailer.render import RenderError, render_issue
-from mailer.settings import get_settings
 from mailer.store import save_issue, store_rendered
 from newsletter.auth import Principal, create_api_token
 from newsletter.models import ApiToken, User
-from newsletter.web import imports
-from newsletter.web.admin import auth, dashboard, lists, subscribers
+from newsletter.web.admin import auth, dashboard, imports, lists, subscribers
 from newsletter.web.admin.common import admin_router, page
 from newsletter.web.admin.common import read_form as _form
 from newsletter.web.admin.common import redirect as _redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
-from subscribers import importer, service
+from subscribers import service
 from subscribers.models import (
     ConsentSource,
-    ImportJob,
     MailingList,
     Suppression,
     SuppressionReason,
@@ -61,72 +55,6 @@ Two paragraphs.
 ## Wrapping Up
 Closing words.
 """
-
-
-@legacy.get("/export")
-def export(list_slug: str = Query(..., alias="list"), user: Principal = Depends(page_user),
-           session: Session = Depends(db_session)) -> Response:
-    buffer = io.StringIO()
-    try:
-        importer.export_csv(session, list_slug, buffer)
-    except service.ServiceError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
-    return StreamingResponse(iter([buffer.getvalue()]), media_type="text/csv",
-                             headers={"Content-Disposition": f'attachment; filename="{list_slug}.csv"'})
-
-
-@legacy.get("/import", response_class=HTMLResponse)
-def import_page(request: Request, list_slug: str = Query("", alias="list"), user: Principal = Depends(page_admin),
-                session: Session = Depends(db_session)) -> HTMLResponse:
-    return page(request, "import.html", user, "subscribers", lists=session.scalars(select(MailingList)).all(),
-                list_slug=list_slug)
-
-
-@legacy.post("/import", dependencies=[Depends(verify_csrf)])
-async def import_upload(request: Request, user: Principal = Depends(page_admin),
-                        session: Session = Depends(db_session)) -> Response:
-    form = await request.form()
-    upload = form.get("file")
-    lists = session.scalars(select(MailingList)).all()
-    list_slug = str(form.get("list", ""))
-    confirmed, consent_source = form.get("confirmed") == "1", str(form.get("consent_source", "")).strip()
-    problem = ("Choose a CSV file." if upload is None or isinstance(upload, str) else
-               "Say where these people consented (consent source)." if confirmed and not consent_source else
-               "Choose a list." if list_slug not in {m.slug for m in lists} else "")
-    if problem or upload is None or isinstance(upload, str):
-        return page(request, "import.html", user, "subscribers", lists=lists, list_slug=list_slug, flash=problem,
-                    flash_kind="error", status_code=400)
-    folder = Path(get_settings().data_dir) / "imports"
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".csv", delete=False) as handle:
-        while chunk := await upload.read(1 << 20):
-            handle.write(chunk)
-        path = Path(handle.name)
-    key = imports.start(path, list_slug, confirmed=confirmed, consent_source=consent_source)
-    return _redirect(f"/admin/import/run/{key}")
-
-
-@legacy.get("/import/run/{key}", response_class=HTMLResponse)
-def import_status(request: Request, key: str, user: Principal = Depends(page_admin),
-                  session: Session = Depends(db_session)) -> HTMLResponse:
-    """Refreshes itself while the import runs (no JavaScript needed), then shows the result."""
-    state = imports.progress(key)
-    lists = session.scalars(select(MailingList)).all()
-    if state is None:
-        return page(request, "import.html", user, "subscribers", lists=lists, flash_kind="error", status_code=404,
-                    flash="This import is unknown here (it may run in another web process); see the list's counts.")
-    return page(request, "import.html", user, "subscribers", lists=lists, list_slug=state.list_slug, state=state,
-                result=state.result, running=not state.done.is_set(), flash=state.error or None,
-                flash_kind="error" if state.error else None)
-
-
-@legacy.get("/import/{job_id}/report")
-def import_report(job_id: int, user: Principal = Depends(page_admin),
-                  session: Session = Depends(db_session)) -> Response:
-    job = session.get(ImportJob, job_id)
-    if job is None or not job.report_path or not Path(job.report_path).exists():
-        return JSONResponse({"error": "No report for this import."}, status_code=404)
-    return FileResponse(job.report_path, media_type="text/csv", filename=f"import-{job_id}-report.csv")
 
 
 # Suppressions (admins only) -----------------------------------------------------------------------------------
@@ -354,5 +282,5 @@ def revoke_token(token_id: int, user: Principal = Depends(page_admin),
 
 
 router = APIRouter()
-for _resource in (auth.router, dashboard.router, lists.router, subscribers.router, legacy):
+for _resource in (auth.router, dashboard.router, lists.router, subscribers.router, imports.router, legacy):
     router.include_router(_resource)
