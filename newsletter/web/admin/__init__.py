@@ -20,7 +20,7 @@ from mailer.render import RenderError, render_issue
 from mailer.store import save_issue, store_rendered
 from newsletter.auth import Principal, create_api_token
 from newsletter.models import ApiToken, User
-from newsletter.web.admin import auth, dashboard, imports, lists, subscribers
+from newsletter.web.admin import auth, dashboard, imports, lists, subscribers, suppressions
 from newsletter.web.admin.common import admin_router, page
 from newsletter.web.admin.common import read_form as _form
 from newsletter.web.admin.common import redirect as _redirect
@@ -28,10 +28,7 @@ from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
 from subscribers import service
 from subscribers.models import (
-    ConsentSource,
     MailingList,
-    Suppression,
-    SuppressionReason,
 )
 from worker import sends
 from worker.figures import send_figures
@@ -55,33 +52,6 @@ Two paragraphs.
 ## Wrapping Up
 Closing words.
 """
-
-
-# Suppressions (admins only) -----------------------------------------------------------------------------------
-
-@legacy.get("/suppressions", response_class=HTMLResponse)
-def suppressions_page(request: Request, user: Principal = Depends(page_admin),
-                      session: Session = Depends(db_session)) -> HTMLResponse:
-    rows = session.scalars(select(Suppression).order_by(Suppression.id.desc()).limit(500)).all()
-    return page(request, "suppressions.html", user, "suppressions", rows=rows,
-                flash=request.query_params.get("flash"))
-
-
-@legacy.post("/suppressions", dependencies=[Depends(verify_csrf)])
-async def suppressions_change(request: Request, user: Principal = Depends(page_admin),
-                              session: Session = Depends(db_session)) -> Response:
-    form = await _form(request)
-    try:
-        address = service.normalise_email(str(form.get("email", "")), check_deliverability=False)
-    except service.InvalidEmail as exc:
-        return _redirect("/admin/suppressions", str(exc))
-    note = f"{form.get('note', '')} (by {user.email})"
-    if form.get("action") == "remove":
-        service.unsuppress(session, address, source=ConsentSource.ADMIN, note=note)
-    else:
-        service.suppress(session, address, SuppressionReason.MANUAL, source=ConsentSource.ADMIN, note=note)
-    session.commit()
-    return _redirect("/admin/suppressions", "Saved")
 
 
 # Issues -------------------------------------------------------------------------------------------------------
@@ -282,5 +252,6 @@ def revoke_token(token_id: int, user: Principal = Depends(page_admin),
 
 
 router = APIRouter()
-for _resource in (auth.router, dashboard.router, lists.router, subscribers.router, imports.router, legacy):
+for _resource in (auth.router, dashboard.router, lists.router, subscribers.router, imports.router,
+                  suppressions.router, legacy):
     router.include_router(_resource)
