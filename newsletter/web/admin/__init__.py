@@ -14,13 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
-from mailer.issue import IssueError, parse_issue
 from mailer.models import IssueRecord
-from mailer.render import RenderError, render_issue
-from mailer.store import save_issue, store_rendered
 from newsletter.auth import Principal, create_api_token
 from newsletter.models import ApiToken, User
-from newsletter.web.admin import auth, dashboard, imports, lists, subscribers, suppressions
+from newsletter.web.admin import auth, dashboard, imports, issues, lists, subscribers, suppressions
 from newsletter.web.admin.common import admin_router, page
 from newsletter.web.admin.common import read_form as _form
 from newsletter.web.admin.common import redirect as _redirect
@@ -36,117 +33,6 @@ from worker.models import Send
 from worker.stats import send_counters
 
 legacy = admin_router()
-NEW_ISSUE = """---
-subject: "Digital Digest Weekly: "
-preheader: ""
-date: 2026-01-01
-cta:
-  text: "Read the full report"
-  url: "https://example.com/report"
----
-Intro.
-
-## First story
-Two paragraphs.
-
-## Wrapping Up
-Closing words.
-"""
-
-
-# Issues -------------------------------------------------------------------------------------------------------
-
-@legacy.get("/issues", response_class=HTMLResponse)
-def issues_page(request: Request, user: Principal = Depends(page_user),
-                session: Session = Depends(db_session)) -> HTMLResponse:
-    issues = session.scalars(select(IssueRecord).order_by(IssueRecord.updated_at.desc()).limit(100)).all()
-    return page(request, "issues.html", user, "issues", issues=issues, template=NEW_ISSUE)
-
-
-async def _source_from_form(request: Request) -> tuple[str, str]:
-    form = await request.form()
-    upload = form.get("file")
-    if upload is not None and not isinstance(upload, str) and upload.filename:
-        return (await upload.read()).decode("utf-8", errors="replace"), upload.filename
-    return str(form.get("source", "")), "issue.md"
-
-
-@legacy.post("/issues", dependencies=[Depends(verify_csrf)])
-async def create_issue(request: Request, user: Principal = Depends(page_user),
-                       session: Session = Depends(db_session)) -> Response:
-    source, filename = await _source_from_form(request)
-    try:
-        record = save_issue(session, source, filename=filename, force=True)
-    except IssueError as exc:
-        issues = session.scalars(select(IssueRecord).order_by(IssueRecord.updated_at.desc()).limit(100)).all()
-        return page(request, "issues.html", user, "issues", issues=issues, source=source, template=NEW_ISSUE,
-                    problems=[str(p) for p in exc.problems], status_code=400)
-    session.commit()
-    return _redirect(f"/admin/issues/{record.id}", "Saved")
-
-
-def _issue_page(request: Request, user: Principal, session: Session, record: IssueRecord,
-                problems: list[str] | None = None, status_code: int = 200, flash: str | None = None) -> HTMLResponse:
-    warnings: list[str] = []
-    try:
-        warnings = render_issue(parse_issue(record.source, record.slug), force=True).warnings
-    except (IssueError, RenderError) as exc:
-        warnings = [str(exc)]
-    preview = preview_html(record.html or "")
-    sends = session.scalars(select(Send).where(Send.issue_id == record.id).order_by(Send.id.desc())).all()
-    return page(request, "issue.html", user, "issues", issue=record, preview_html=preview,
-                size=len((record.html or "").encode()), warnings=warnings, problems=problems, sends=sends,
-                lists=session.scalars(select(MailingList).order_by(MailingList.name)).all(),
-                flash=flash or request.query_params.get("flash"), status_code=status_code)
-
-
-def preview_html(html: str) -> str:
-    """What the preview iframes show: a sample name, and links that do not pretend to work."""
-    return html.replace("__NLH_NAME__", "Ada").replace("__NLH_", "#__NLH_")
-
-
-@legacy.post("/issues/preview", dependencies=[Depends(verify_csrf)])
-async def live_preview(request: Request, user: Principal = Depends(page_user)) -> JSONResponse:
-    """Rendered as the editor types (the page's script posts here); errors come back located, for the editor."""
-    source = str((await request.form()).get("source", ""))
-    try:
-        rendered = render_issue(parse_issue(source, "preview"), force=True)
-    except IssueError as exc:
-        return JSONResponse({"problems": [str(p) for p in exc.problems]}, status_code=422)
-    except RenderError as exc:
-        return JSONResponse({"problems": [str(exc)]}, status_code=422)
-    return JSONResponse({"html": preview_html(rendered.html), "warnings": rendered.warnings,
-                         "bytes": len(rendered.html.encode())})
-
-
-@legacy.get("/issues/{issue_id}", response_class=HTMLResponse)
-def issue_page(request: Request, issue_id: int, user: Principal = Depends(page_user),
-               session: Session = Depends(db_session)) -> HTMLResponse:
-    record = session.get(IssueRecord, issue_id)
-    if record is None:
-        return page(request, "issues.html", user, "issues", issues=[], template=NEW_ISSUE, flash="No such issue.",
-                    flash_kind="error", status_code=404)
-    return _issue_page(request, user, session, record)
-
-
-@legacy.post("/issues/{issue_id}", dependencies=[Depends(verify_csrf)])
-async def edit_issue(request: Request, issue_id: int, user: Principal = Depends(page_user),
-                     session: Session = Depends(db_session)) -> Response:
-    record = session.get(IssueRecord, issue_id)
-    if record is None:
-        return _redirect("/admin/issues", "No such issue")
-    source = str((await request.form()).get("source", ""))
-    try:
-        issue = parse_issue(source, record.slug)
-        rendered = render_issue(issue, force=True)
-    except IssueError as exc:
-        record.source = source
-        return _issue_page(request, user, session, record, [str(p) for p in exc.problems], 400)
-    if issue.slug != record.slug:
-        record.slug = issue.slug
-    store_rendered(session, issue, rendered, source)
-    session.commit()
-    return _redirect(f"/admin/issues/{record.id}", "Saved")
 
 
 @legacy.post("/issues/{issue_id}/test", dependencies=[Depends(verify_csrf)])
@@ -253,5 +139,5 @@ def revoke_token(token_id: int, user: Principal = Depends(page_admin),
 
 router = APIRouter()
 for _resource in (auth.router, dashboard.router, lists.router, subscribers.router, imports.router,
-                  suppressions.router, legacy):
+                  suppressions.router, issues.router, legacy):
     router.include_router(_resource)
