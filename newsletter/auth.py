@@ -22,6 +22,7 @@ from newsletter.models import ApiToken, Role, User
 
 SESSION_COOKIE = "nl_session"
 SESSION_MAX_AGE_S = 12 * 3600
+MAX_ID = 2**62  # ids from a URL beyond this cannot exist and would overflow BIGINT
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("timing-equaliser")
 
@@ -115,3 +116,25 @@ def principal_from_token(session: Session, token: str | None) -> Principal | Non
         return None
     found.last_used_at = utcnow()
     return Principal(user.id, user.email, user.role)
+
+
+def tokens_of(session: Session, user_id: int) -> list[ApiToken]:
+    """A user's API tokens, newest first, revoked ones included (they show as revoked)."""
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())))
+
+
+def create_token_for(session: Session, user_id: int, name: str) -> str:
+    """`create_api_token` for the signed-in user, who is known by id."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise AuthError("No such user.")
+    return create_api_token(session, user, name)
+
+
+def revoke_token(session: Session, token_id: int, owner_id: int) -> ApiToken:
+    """Revoke one of `owner_id`'s tokens; another user's token is as unknown as one that does not exist."""
+    token = session.get(ApiToken, token_id) if 0 < token_id < MAX_ID else None
+    if token is None or token.user_id != owner_id:
+        raise AuthError("No such token.")
+    token.revoked_at = token.revoked_at or utcnow()
+    return token
