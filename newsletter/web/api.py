@@ -13,26 +13,24 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailer.issue import IssueError, parse_issue
-from mailer.models import IssueRecord
 from mailer.render import RenderError, render_issue
-from mailer.store import save_issue
+from mailer.store import find_issue, save_issue
 from newsletter.auth import Principal
 from newsletter.web.deps import api_admin, api_user, db_session
-from subscribers import audience, service
-from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, Suppression, SuppressionReason
+from subscribers import audience, queries, service
+from subscribers.models import ConsentSource, MailingList, Subscriber, SuppressionReason
+from subscribers.queries import ListOrder
 from subscribers.segments import SegmentError
 from subscribers.service import Refusal
-from worker import sends
+from worker import reports, sends
 from worker.engagement_report import send_report
 from worker.models import Send
 from worker.notifications import notify_after_commit
 from worker.sends import SendAction
-from worker.stats import send_counters
 
 
 class ListIn(BaseModel):
@@ -153,20 +151,20 @@ def _bad(message: str, status: int = 400) -> HTTPException:
 
 
 def _list(session: Session, slug: str) -> MailingList:
-    found = session.scalar(select(MailingList).where(MailingList.slug == slug.strip().lower()))
-    if found is None:
-        raise _bad(f"No list called '{slug}'.", 404)
-    return found
+    try:
+        return service.get_list(session, slug)
+    except service.ServiceError as exc:
+        raise _bad(str(exc), 404) from exc
 
 
-def _list_out(session: Session, mailing_list: MailingList) -> ListOut:
+def _list_out(mailing_list: MailingList, counts: dict[str, int]) -> ListOut:
     return ListOut(slug=mailing_list.slug, name=mailing_list.name, double_opt_in=mailing_list.double_opt_in,
-                   counts=service.list_counts(session, mailing_list.id))
+                   counts=counts)
 
 
 @api_app.get("/lists", response_model=list[ListOut])
 def get_lists(user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> list[ListOut]:
-    return [_list_out(session, m) for m in session.scalars(select(MailingList).order_by(MailingList.slug))]
+    return [_list_out(row.mailing_list, row.counts) for row in queries.lists_with_counts(session, ListOrder.SLUG)]
 
 
 @api_app.post("/lists", response_model=ListOut, status_code=201)
@@ -176,23 +174,23 @@ def post_list(body: ListIn, user: Principal = Depends(api_admin), session: Sessi
     except service.ServiceError as exc:
         raise _bad(str(exc), 409) from exc
     session.commit()
-    return _list_out(session, created)
+    return _list_out(created, service.list_counts(session, created.id))
 
 
 @api_app.get("/lists/{slug}", response_model=ListOut)
 def get_list(slug: str, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> ListOut:
-    return _list_out(session, _list(session, slug))
+    mailing_list = _list(session, slug)
+    return _list_out(mailing_list, service.list_counts(session, mailing_list.id))
 
 
 def _subscriber_out(session: Session, subscriber: Subscriber) -> SubscriberOut:
-    slugs = {m.id: m.slug for m in session.scalars(select(MailingList))}
-    subs = session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber.id))
+    memberships = queries.memberships(session, [subscriber.id])[subscriber.id]
     return SubscriberOut(id=subscriber.id, email=subscriber.email, name=subscriber.name,
-                         subscriptions={slugs[s.list_id]: s.status.value for s in subs})
+                         subscriptions={m.mailing_list.slug: m.status.value for m in memberships})
 
 
 def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
-    found = session.get(Subscriber, subscriber_id) if 0 < subscriber_id < 2**62 else None
+    found = queries.find_subscriber(session, subscriber_id)
     if found is None or found.erased_at is not None:
         raise _bad("No such subscriber.", 404)
     return found
@@ -211,7 +209,7 @@ def post_subscriber(body: SubscriberIn, user: Principal = Depends(api_admin),
         raise _bad("This address is suppressed; it cannot be subscribed through the API.", 409)
     assert outcome.subscription is not None
     notify_after_commit(session, outcome.notify)
-    subscriber = session.get(Subscriber, outcome.subscription.subscriber_id)
+    subscriber = queries.find_subscriber(session, outcome.subscription.subscriber_id)
     assert subscriber is not None
     session.commit()
     return _subscriber_out(session, subscriber)
@@ -251,7 +249,7 @@ def erase_subscriber(subscriber_id: int, user: Principal = Depends(api_admin),
 
 @api_app.get("/suppressions", response_model=list[str])
 def get_suppressions(user: Principal = Depends(api_admin), session: Session = Depends(db_session)) -> list[str]:
-    return [e for e in session.scalars(select(Suppression.email).order_by(Suppression.id.desc()).limit(1000)) if e]
+    return [s.email for s in queries.recent_suppressions(session, 1000) if s.email]
 
 
 @api_app.post("/suppressions", status_code=201, response_model=dict[str, str])
@@ -298,13 +296,15 @@ def preview_issue(body: IssueIn, user: Principal = Depends(api_user)) -> Preview
     return PreviewOut(subject=rendered.subject, html=rendered.html, text=rendered.text, warnings=rendered.warnings)
 
 
-def _send_out(session: Session, send: Send) -> SendOut:
-    return SendOut(id=send.id, status=send.status.value, reason=send.status_reason,
-                   counters=send_counters(session, send.id))
+def _send_out(session: Session, send_id: int) -> SendOut:
+    progress = reports.send_progress(session, send_id)
+    if progress is None:
+        raise _bad("No such send.", 404)
+    return SendOut(id=send_id, status=progress.status.value, reason=progress.reason, counters=progress.counts)
 
 
 def _send(session: Session, send_id: int) -> Send:
-    found = session.get(Send, send_id) if 0 < send_id < 2**62 else None
+    found = reports.find_send(session, send_id)
     if found is None:
         raise _bad("No such send.", 404)
     return found
@@ -313,7 +313,7 @@ def _send(session: Session, send_id: int) -> Send:
 @api_app.post("/sends", response_model=SendOut, status_code=201)
 def post_send(body: SendIn, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> SendOut:
     mailing_list = _list(session, body.list)
-    if session.get(IssueRecord, body.issue_id) is None:
+    if find_issue(session, body.issue_id) is None:
         raise _bad("No such issue.", 404)
     scheduled = body.scheduled_at
     if scheduled is not None and scheduled.tzinfo is None:
@@ -326,7 +326,7 @@ def post_send(body: SendIn, user: Principal = Depends(api_user), session: Sessio
         raise _bad(str(exc), 409) from exc
     session.commit()  # inline mode runs the send right here, in other sessions
     session.expire_all()
-    return _send_out(session, _send(session, send.id))
+    return _send_out(session, send.id)
 
 
 @api_app.get("/segments", response_model=list[SegmentOut])
@@ -375,7 +375,7 @@ def get_send_report(send_id: int, user: Principal = Depends(api_user),
 
 @api_app.get("/sends/{send_id}", response_model=SendOut)
 def get_send(send_id: int, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> SendOut:
-    return _send_out(session, _send(session, send_id))
+    return _send_out(session, send_id)
 
 
 @api_app.post("/sends/{send_id}/{action}", response_model=SendOut)
@@ -388,4 +388,4 @@ def control_send(send_id: int, action: SendAction, user: Principal = Depends(api
         raise _bad(str(exc), 409) from exc
     session.commit()  # inline mode continues the send right here, in other sessions
     session.expire_all()
-    return _send_out(session, _send(session, send.id))
+    return _send_out(session, send.id)
