@@ -102,6 +102,11 @@ def find_subscriber(session: Session, subscriber_id: int) -> Subscriber | None:
     return session.get(Subscriber, subscriber_id) if 0 < subscriber_id < MAX_ID else None
 
 
+def find_subscriber_by_email(session: Session, email: str) -> Subscriber | None:
+    """By a normalised address (see service.normalise_email): one lookup on the unique index."""
+    return session.scalar(select(Subscriber).where(Subscriber.email == email))
+
+
 def memberships(session: Session, subscriber_ids: Iterable[int]) -> dict[int, list[Membership]]:
     """Each subscriber's subscriptions with their lists, in one query, in the order the lists were created."""
     wanted = list(subscriber_ids)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
 
 from newsletter.cli.common import console, db
-from subscribers import service
-from subscribers.models import MailingList
+from subscribers import queries, service
 
 lists_app = typer.Typer(help="Mailing lists.", no_args_is_help=True)
 
@@ -34,8 +32,8 @@ def ls() -> None:
     """All lists with their subscriber counts."""
     table = Table("slug", "name", "confirmed", "pending", "unsubscribed", "opt-in")
     with db() as session:
-        for mailing_list in session.scalars(select(MailingList).order_by(MailingList.slug)):
-            counts = service.list_counts(session, mailing_list.id)
+        for row in queries.lists_with_counts(session, queries.ListOrder.SLUG):
+            mailing_list, counts = row.mailing_list, row.counts
             table.add_row(mailing_list.slug, mailing_list.name, str(counts["confirmed"]), str(counts["pending"]),
                           str(counts["unsubscribed"]), "double" if mailing_list.double_opt_in else "single")
     console.print(table)

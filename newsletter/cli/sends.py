@@ -13,23 +13,18 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select
 
 from mailer.db import session_scope
 from mailer.issue import IssueError, parse_issue
-from mailer.models import IssueRecord
 from mailer.render import RenderError
 from mailer.settings import get_settings
 from mailer.store import save_issue
 from newsletter.cli.common import console, db, fail
 from subscribers import service
-from subscribers.models import MailingList
-from worker import sends
+from worker import reports, sends
 from worker.app import celery_app, is_inline
 from worker.engagement_report import send_report
-from worker.figures import send_figures
-from worker.models import Send, SendStatus
-from worker.stats import send_counters
+from worker.models import SendStatus
 
 sends_app = typer.Typer(help="Sends: progress and control.", invoke_without_command=True)
 
@@ -110,12 +105,10 @@ def _follow(send_id: int) -> None:
         task = progress.add_task(f"send {send_id}", total=None)
         while True:
             with session_scope() as session:
-                send = session.get(Send, send_id)
-                assert send is not None
-                counts = send_counters(session, send_id)
-                status = send.status
-            progress.update(task, total=counts["planned"] or None, completed=counts["done"])
-            if status in (SendStatus.DONE, SendStatus.CANCELLED, SendStatus.FAILED, SendStatus.PAUSED):
+                now = reports.send_progress(session, send_id)
+            assert now is not None
+            progress.update(task, total=now.counts["planned"] or None, completed=now.counts["done"])
+            if now.status in (SendStatus.DONE, SendStatus.CANCELLED, SendStatus.FAILED, SendStatus.PAUSED):
                 break
             time.sleep(0.5)
     _summary(send_id)
@@ -123,12 +116,12 @@ def _follow(send_id: int) -> None:
 
 def _summary(send_id: int) -> None:
     with session_scope() as session:
-        send = session.get(Send, send_id)
-        assert send is not None
-        counts = send_counters(session, send_id)
-        console.print(f"send {send_id}: {send.status.value}; planned {counts['planned']}, sent {counts['sent']}, "
-                      f"failed {counts['failed']}, skipped {counts['skipped']}"
-                      + (f" ({send.status_reason})" if send.status_reason else ""), highlight=False)
+        now = reports.send_progress(session, send_id)
+    assert now is not None
+    counts = now.counts
+    console.print(f"send {send_id}: {now.status.value}; planned {counts['planned']}, sent {counts['sent']}, "
+                  f"failed {counts['failed']}, skipped {counts['skipped']}"
+                  + (f" ({now.reason})" if now.reason else ""), highlight=False)
 
 
 @sends_app.callback()
@@ -138,13 +131,11 @@ def list_sends(ctx: typer.Context, limit: int = typer.Option(20)) -> None:
         return
     table = Table("id", "issue", "list", "status", "planned", "sent", "failed", "skipped", "scheduled/started")
     with session_scope() as session:
-        query = (select(Send, IssueRecord.slug, MailingList.slug).join(IssueRecord).join(MailingList)
-                 .order_by(Send.id.desc()).limit(limit))
-        for send, issue_slug, list_slug in session.execute(query):
-            counts = send_counters(session, send.id)
+        for row in reports.recent_sends(session, limit):
+            send, counts = row.send, row.counts
             moment = send.started_at or send.scheduled_at
-            table.add_row(str(send.id), issue_slug[:40], list_slug, send.status.value, str(counts["planned"]),
-                          str(counts["sent"]), str(counts["failed"]), str(counts["skipped"]),
+            table.add_row(str(send.id), row.issue_slug[:40], row.list_slug, send.status.value,
+                          str(counts["planned"]), str(counts["sent"]), str(counts["failed"]), str(counts["skipped"]),
                           moment.strftime("%Y-%m-%d %H:%M") if moment else "")
     console.print(table)
 
@@ -180,17 +171,16 @@ def report(send_id: int, as_json: bool = typer.Option(False, "--json", help="The
 def show(send_id: int) -> None:
     """One send: status, reason, counters and what came back."""
     with session_scope() as session:
-        send = session.get(Send, send_id)
-        if send is None:
+        report = reports.send_report(session, send_id)
+        if report is None:
             raise fail(f"No send {send_id}.")
-        counts = send_counters(session, send_id)
-        console.print(f"[bold]send {send.id}[/bold]: {send.status.value}", highlight=False)
-        if send.status_reason:
-            console.print(f"reason: {send.status_reason}", highlight=False)
-        for key in ("planned", "pending", "sending", "sent", "failed", "skipped"):
-            console.print(f"  {key:<9} {counts[key]}")
-        for key, value in send_figures(session, send_id).items():
-            console.print(f"  {key:<13} {value}")
+        console.print(f"[bold]send {report.send.id}[/bold]: {report.send.status.value}", highlight=False)
+        if report.send.status_reason:
+            console.print(f"reason: {report.send.status_reason}", highlight=False)
+    for key in ("planned", "pending", "sending", "sent", "failed", "skipped"):
+        console.print(f"  {key:<9} {report.counts[key]}")
+    for key, value in report.figures.items():
+        console.print(f"  {key:<13} {value}")
 
 
 def _control(action: sends.SendAction, send_id: int) -> None:

@@ -8,13 +8,12 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.db import new_session
 from newsletter.cli.common import console, db, fail
-from subscribers import importer, service
-from subscribers.models import ConsentSource, Subscriber, Subscription, SubscriptionStatus
+from subscribers import importer, queries, service
+from subscribers.models import ConsentSource, Subscriber, SubscriptionStatus
 from subscribers.service import Refusal
 from worker.notifications import notify_after_commit
 
@@ -23,7 +22,7 @@ subscribers_app = typer.Typer(help="Subscribers of lists.", no_args_is_help=True
 
 def _find(session: Session, email: str) -> Subscriber:
     address = service.normalise_email(email, check_deliverability=False)
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    subscriber = queries.find_subscriber_by_email(session, address)
     if subscriber is None:
         raise fail(f"no subscriber {address}")
     return subscriber
@@ -52,21 +51,13 @@ def add(email: str, list_slug: str = typer.Option(..., "--list"), name: str = ty
 def ls(list_slug: str = typer.Option(None, "--list"), status: SubscriptionStatus = typer.Option(None),
        search: str = typer.Option(None), limit: int = typer.Option(50)) -> None:
     """Subscribers, filtered by list, status or a search in address and name."""
-    query = select(Subscriber).where(Subscriber.erased_at.is_(None)).order_by(Subscriber.id).limit(limit)
+    table = Table("email", "name", "lists")
     with db() as session:
-        if list_slug or status:
-            query = query.join(Subscription)
-            if list_slug:
-                query = query.where(Subscription.list_id == service.get_list(session, list_slug).id)
-            if status:
-                query = query.where(Subscription.status == status)
-        if search:
-            pattern = f"%{search.lower()}%"
-            query = query.where(Subscriber.email.like(pattern) | Subscriber.name.ilike(pattern))
-        table = Table("email", "name", "lists")
-        for subscriber in session.scalars(query.distinct()):
-            lists = ", ".join(f"{s.mailing_list.slug}:{s.status.value}" for s in subscriber.subscriptions)
-            table.add_row(subscriber.email, subscriber.name, lists)
+        slug = service.get_list(session, list_slug).slug if list_slug else ""  # an unknown list is an error here
+        found = queries.search_subscribers(session, search=search or "", list_slug=slug, status=status, limit=limit)
+        for row in found.rows:
+            lists = ", ".join(f"{m.mailing_list.slug}:{m.status.value}" for m in row.memberships)
+            table.add_row(row.subscriber.email, row.subscriber.name, lists)
     console.print(table)
 
 

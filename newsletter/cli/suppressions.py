@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 
 from newsletter.cli.common import console, db, fail
-from subscribers import service
-from subscribers.models import ConsentSource, Suppression, SuppressionReason
+from subscribers import queries, service
+from subscribers.models import ConsentSource, SuppressionReason
 
 suppressions_app = typer.Typer(help="Addresses we never send to.", no_args_is_help=True)
 
@@ -18,7 +17,7 @@ def ls(limit: int = typer.Option(100)) -> None:
     """The most recent suppressions."""
     table = Table("email", "reason", "since", "note")
     with db() as session:
-        for row in session.scalars(select(Suppression).order_by(Suppression.id.desc()).limit(limit)):
+        for row in queries.recent_suppressions(session, limit):
             table.add_row(row.email or "(erased)", row.reason.value, row.created_at.strftime("%Y-%m-%d"), row.note)
     console.print(table)
 
