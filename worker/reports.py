@@ -39,7 +39,7 @@ class SendProgress:
 
 
 @dataclass(frozen=True)
-class SendReport:
+class SendDetail:
     send: Send
     issue: IssueRecord
     mailing_list: MailingList
@@ -80,7 +80,7 @@ def send_progress(session: Session, send_id: int) -> SendProgress | None:
     return SendProgress(send.status, send.status_reason, send_counters(session, send.id))
 
 
-def send_report(session: Session, send_id: int) -> SendReport | None:
+def send_detail(session: Session, send_id: int) -> SendDetail | None:
     """Everything about one send: its issue and list, counters and what came back."""
     send = find_send(session, send_id)
     if send is None:
@@ -88,7 +88,7 @@ def send_report(session: Session, send_id: int) -> SendReport | None:
     issue = session.get(IssueRecord, send.issue_id)
     mailing_list = session.get(MailingList, send.list_id)
     assert issue is not None and mailing_list is not None  # foreign keys
-    return SendReport(send, issue, mailing_list, send_counters(session, send.id), send_figures(session, send.id))
+    return SendDetail(send, issue, mailing_list, send_counters(session, send.id), send_figures(session, send.id))
 
 
 def subscriber_activity(session: Session, subscriber_id: int, email: str, limit: int = 100) -> SubscriberActivity:

@@ -171,15 +171,15 @@ def report(send_id: int, as_json: bool = typer.Option(False, "--json", help="The
 def show(send_id: int) -> None:
     """One send: status, reason, counters and what came back."""
     with session_scope() as session:
-        report = reports.send_report(session, send_id)
-        if report is None:
+        detail = reports.send_detail(session, send_id)
+        if detail is None:
             raise fail(f"No send {send_id}.")
-        console.print(f"[bold]send {report.send.id}[/bold]: {report.send.status.value}", highlight=False)
-        if report.send.status_reason:
-            console.print(f"reason: {report.send.status_reason}", highlight=False)
+        console.print(f"[bold]send {detail.send.id}[/bold]: {detail.send.status.value}", highlight=False)
+        if detail.send.status_reason:
+            console.print(f"reason: {detail.send.status_reason}", highlight=False)
     for key in ("planned", "pending", "sending", "sent", "failed", "skipped"):
-        console.print(f"  {key:<9} {report.counts[key]}")
-    for key, value in report.figures.items():
+        console.print(f"  {key:<9} {detail.counts[key]}")
+    for key, value in detail.figures.items():
         console.print(f"  {key:<13} {value}")
 
 

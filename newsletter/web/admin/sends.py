@@ -53,7 +53,7 @@ async def send_issue(request: Request, issue_id: int, user: Principal = Depends(
 @router.get("/sends/{send_id}", response_class=HTMLResponse)
 def send_page(request: Request, send_id: int, user: Principal = Depends(page_user),
               session: Session = Depends(db_session)) -> HTMLResponse:
-    report = reports.send_report(session, send_id)
+    report = reports.send_detail(session, send_id)
     if report is None:
         return page(request, "lists.html", user, "dashboard", lists=[], flash="No such send.", flash_kind="error",
                     status_code=404)
