@@ -142,3 +142,17 @@ def test_keyset_cursor_beyond_bigint_is_an_empty_page(clients: tuple[TestClient,
     page, _api = clients
     response = page.get(f"/admin/subscribers?after={HUGE}")
     assert response.status_code == 200 and "Nobody matches." in response.text
+
+
+@pytest.mark.parametrize("list_id", ["abc", "-1", str(HUGE), "999999"])
+def test_forged_list_id_in_a_subscriber_action_changes_nothing(clients: tuple[TestClient, TestClient],
+                                                               list_id: str) -> None:
+    page, api = clients
+    leaver = next(r for r in api.get("/api/v1/lists").json() if r["slug"] == "other")["counts"]
+    path = re.search(r'href="(/admin/subscribers/\d+)">leaver@', page.get("/admin/subscribers?q=leaver").text)
+    assert path is not None
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.get(path.group(1)).text).group(1)  # type: ignore[union-attr]
+    answer = page.post(f"{path.group(1)}/action", data={"csrf_token": csrf, "action": "resubscribe",
+                                                        "list_id": list_id}, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith(path.group(1))
+    assert next(r for r in api.get("/api/v1/lists").json() if r["slug"] == "other")["counts"] == leaver

@@ -59,7 +59,8 @@ async def subscriber_action(request: Request, subscriber_id: int, user: Principa
                             session: Session = Depends(db_session)) -> Response:
     form = await read_form(request)
     action = str(form.get("action", ""))
-    list_id = int(str(form.get("list_id") or 0) or 0) or None
+    raw_list_id = str(form.get("list_id") or "")
+    list_id = int(raw_list_id) if raw_list_id.isdigit() and 0 < int(raw_list_id) < queries.MAX_ID else None
     subscriber = queries.find_subscriber(session, subscriber_id)
     if subscriber is None:
         return redirect("/admin/subscribers", "No such subscriber")
@@ -67,7 +68,10 @@ async def subscriber_action(request: Request, subscriber_id: int, user: Principa
     if action == "unsubscribe":
         service.unsubscribe(session, subscriber.id, list_id, source=ConsentSource.ADMIN, detail=detail)
     elif action == "resubscribe" and list_id:
-        service.resubscribe(session, subscriber.id, list_id, source=ConsentSource.ADMIN)
+        try:
+            service.resubscribe(session, subscriber.id, list_id, source=ConsentSource.ADMIN)
+        except service.ServiceError as exc:  # a list that does not exist (a forged form)
+            return redirect(f"/admin/subscribers/{subscriber.id}", str(exc))
     elif action == "suppress":
         service.suppress(session, subscriber.email, SuppressionReason.MANUAL, source=ConsentSource.ADMIN,
                          note=f"by {user.email}")
