@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env.lower() == "production"
+
+    @field_validator("dkim_selector", "dkim_domain", "dkim_private_key_path", "dkim_ed25519_selector",
+                     "dkim_ed25519_private_key_path", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """`NEWSLETTER_DKIM_PRIVATE_KEY_PATH=` in an env file means "no key", not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
