@@ -340,3 +340,28 @@ def test_half_a_key_configuration_is_an_error_at_start_up(keys: Path, monkeypatc
         with pytest.raises(SettingsError, match="must be set together"):
             get_settings()
     reset_settings()
+
+
+def test_the_key_and_record_commands_in_the_operations_guide_work(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs the shell block of docs/operations.md's DKIM section as an operator would, then verifies a message
+    signed with the keys it made against the records it printed."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = guide.split("### DKIM", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          check=True)
+    rsa_record, ed_record = done.stdout.splitlines()
+    assert rsa_record.startswith("v=DKIM1; k=rsa; p=") and ed_record.startswith("v=DKIM1; k=ed25519; p=")
+    for name, value in (("SELECTOR", "doc-rsa"), ("PRIVATE_KEY_PATH", tmp_path / "dkim-rsa.pem"),
+                        ("ED25519_SELECTOR", "doc-ed"), ("ED25519_PRIVATE_KEY_PATH", tmp_path / "dkim-ed25519.pem")):
+        monkeypatch.setenv(f"NEWSLETTER_DKIM_{name}", str(value))
+    reset_settings()
+    signer = SMTPTransport.from_settings(get_settings()).dkim
+    assert signer is not None
+    data, _ = encode_message(NON_ASCII, _recipient(5), message_id_domain=DOMAIN, dkim=signer)
+    records = {b"doc-rsa._domainkey.news.example.com.": rsa_record.encode(),
+               b"doc-ed._domainkey.news.example.com.": ed_record.encode()}
+    assert [dkim.DKIM(data).verify(idx=i, dnsfunc=lambda name, timeout=5: records[name]) for i in range(2)] == [
+        True, True]
+    reset_settings()
