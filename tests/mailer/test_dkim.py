@@ -21,11 +21,11 @@ from dkim.canonicalization import Relaxed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailer.batch import Content, Recipient, TransportError
 from mailer.dkim_signing import DkimKey, DkimSigner, relaxed_body_hash
 from mailer.message import encode_message
 from mailer.placeholders import Key, html_token, text_token
 from mailer.settings import SettingsError, get_settings, reset_settings
-from mailer.batch import Content, Recipient, TransportError
 from mailer.transports.smtp import SMTPTransport
 from tests.mailer.test_message_fast import AWKWARD, DOMAIN, _check_lines, _content, _parse, _recipient, example
 from tests.support import opendkim
