@@ -6,6 +6,7 @@ Run: .venv/bin/python -m bench.render
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def dkim_costs(content: Content, recipients: list[Recipient]) -> list[tuple[str,
 
 
 def main() -> None:
+    load = os.getloadavg()[0]  # the machine is shared: a figure means little without it
     issue = load_issue(EXAMPLE)
     render_issue(issue)  # warm-up: template compilation, imports
     timings = []
@@ -92,7 +94,8 @@ def main() -> None:
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     body = ("## Render (`python -m bench.render`)\n\nThe example issue (8 stories). A render runs Jinja2, MJML and "
             "premailer once (the web variant is cut from the same HTML) plus the text template. Then what a send "
-            "does per recipient with the result, on each path. One core.\n\n"
+            "does per recipient with the result, on each path. One core; the machine's 1-minute load average "
+            f"was {load:.1f} at the start (2 cores, shared).\n\n"
             "| figure | value | goal |\n|---|---|---|\n"
             + table)
     print(body)
