@@ -19,6 +19,7 @@ from functools import lru_cache
 
 from mailer.batch import Content, Recipient
 from mailer.db import utcnow
+from mailer.dkim_signing import DkimSigner, body_hash, relaxed_lines
 from mailer.placeholders import fill, substitutions
 
 _NEWLINES = re.compile(r"[\r\n]+")
@@ -164,10 +165,13 @@ class _Template:
     """A document encoded once: segments[i] is followed by the value of slots[i], then by segments[i + 1].
 
     Every segment starts at column 0 and, except the last, ends at column 0 (a soft line break where needed).
+    That also makes each segment whole lines for DKIM, so relaxed[i], the canonical form of segments[i], is computed
+    once here and a signed message hashes it instead of canonicalising 50 KB per recipient.
     """
 
     segments: tuple[bytes, ...]
     slots: tuple[str, ...]
+    relaxed: tuple[bytes, ...]
 
 
 def _placeholder_split(document: str) -> list[str]:
@@ -192,11 +196,13 @@ def _compile(document: str) -> _Template:
     statics, slots = pieces[0::2], pieces[1::2]
     segments = [_end_at_column_zero(_qp(text)) for text in statics[:-1]]
     segments.append(_qp(statics[-1]))
-    return _Template(tuple(segments), tuple(slots))
+    return _Template(tuple(segments), tuple(slots), tuple(relaxed_lines(segment) for segment in segments))
 
 
-def _fill_encoded(template: _Template, table: Mapping[str, str], memo: dict[str, bytes]) -> list[bytes]:
-    """The encoded document for one recipient. memo holds the values already encoded for this message."""
+def _fill_encoded(template: _Template, table: Mapping[str, str], memo: dict[str, bytes],
+                  canonical: list[bytes] | None) -> list[bytes]:
+    """The encoded document for one recipient. memo holds the values already encoded for this message; canonical,
+    when given, receives the DKIM relaxed form of the same pieces."""
     parts = [template.segments[0]]
     for token, segment in zip(template.slots, template.segments[1:], strict=True):
         value = table.get(token, token)  # as fill() does
@@ -205,6 +211,11 @@ def _fill_encoded(template: _Template, table: Mapping[str, str], memo: dict[str,
             encoded = memo[value] = _end_at_column_zero(_qp(value))
         parts.append(encoded)
         parts.append(segment)
+    if canonical is not None:
+        canonical.append(template.relaxed[0])
+        for encoded, relaxed in zip(parts[1::2], template.relaxed[1:], strict=True):
+            canonical.append(relaxed_lines(encoded))  # a value starts at column 0 and ends there: whole lines
+            canonical.append(relaxed)
     return parts
 
 
@@ -232,21 +243,38 @@ def _part_header(boundary: str, kind: str) -> bytes:
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode()
 
 
-def _bodies(content: Content, recipient: Recipient, boundary: str) -> list[bytes]:
+def _bodies(content: Content, recipient: Recipient, boundary: str, canonical: list[bytes] | None) -> list[bytes]:
+    """The body's pieces; canonical, when given, receives their DKIM relaxed forms in the same order. Part headers
+    and boundary lines hold no runs of whitespace and no trailing whitespace: they are their own canonical form."""
     table = substitutions(recipient.values)
     memo: dict[str, bytes] = {}
-    return [_part_header(boundary, "plain"), *_fill_encoded(_compile(content.text), table, memo), b"\r\n",
-            _part_header(boundary, "html"), *_fill_encoded(_compile(content.html), table, memo), b"\r\n",
-            f"--{boundary}--\r\n".encode()]
+    plain, html = _part_header(boundary, "plain"), _part_header(boundary, "html")
+    closing = f"--{boundary}--\r\n".encode()
+    if canonical is not None:
+        canonical.append(plain)
+    parts = [plain, *_fill_encoded(_compile(content.text), table, memo, canonical), b"\r\n", html]
+    if canonical is not None:
+        canonical += (b"\r\n", html)
+    parts += [*_fill_encoded(_compile(content.html), table, memo, canonical), b"\r\n", closing]
+    if canonical is not None:
+        canonical += (b"\r\n", closing)
+    return parts
 
 
-def encode_message(content: Content, recipient: Recipient, *, message_id_domain: str) -> tuple[bytes, str]:
-    """(RFC 5322 bytes, Message-ID) for one recipient: what build_message produces, made fast for bulk sends."""
+def encode_message(content: Content, recipient: Recipient, *, message_id_domain: str,
+                   dkim: DkimSigner | None = None) -> tuple[bytes, str]:
+    """(RFC 5322 bytes, Message-ID) for one recipient: what build_message produces, made fast for bulk sends.
+    With a signer, the message starts with its DKIM-Signature header(s)."""
     if not recipient.email.isascii() or recipient.headers:
         message = build_message(content, recipient, message_id_domain=message_id_domain)
-        return message.as_bytes(), str(message["Message-ID"]).strip("<>")
+        data = message.as_bytes()
+        return (dkim.sign(data) if dkim else data), str(message["Message-ID"]).strip("<>")
     message_id = make_message_id(message_id_domain)
     boundary = _BOUNDARY_PREFIX + uuid.uuid4().hex
-    data = b"".join(_recipient_headers(content, recipient, message_id, boundary)
-                    + _bodies(content, recipient, boundary))
-    return data, message_id.strip("<>")
+    head = b"".join(_recipient_headers(content, recipient, message_id, boundary))
+    canonical: list[bytes] | None = None if dkim is None else []
+    body = b"".join(_bodies(content, recipient, boundary, canonical))
+    if dkim is not None:
+        assert canonical is not None
+        head = dkim.signature_headers(head, body_hash(canonical)) + head
+    return head + body, message_id.strip("<>")

@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -83,9 +83,13 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str | None = None  # e.g. unsubscribe@news.example.com, also listed in List-Unsubscribe
     max_delivery_attempts: int = 5
     bounce_domain: str | None = None
+    # DKIM (mailer/dkim_signing.py): the key at dkim_private_key_path (RSA, or Ed25519) signs as dkim_selector;
+    # an Ed25519 key beside it adds a second signature (RFC 8463). The domain defaults to the From address's.
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key_path: Path | None = None
+    dkim_ed25519_selector: str | None = None
+    dkim_ed25519_private_key_path: Path | None = None
 
     # Events policy.
     soft_bounce_limit: int = 3
@@ -114,6 +118,13 @@ class Settings(BaseSettings):
     def production(self) -> bool:
         return self.env.lower() == "production"
 
+    @field_validator("dkim_selector", "dkim_domain", "dkim_private_key_path", "dkim_ed25519_selector",
+                     "dkim_ed25519_private_key_path", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """`NEWSLETTER_DKIM_PRIVATE_KEY_PATH=` in an env file means "no key", not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if self.database_url is None:
@@ -129,7 +140,17 @@ class Settings(BaseSettings):
             self.secret_generated = True
         if self.production and self.transport is TransportName.SENDGRID and self.sendgrid_api_key is None:
             raise SettingsError("NEWSLETTER_SENDGRID_API_KEY must be set to use the sendgrid transport")
+        self._check_dkim_pairs()
         return self
+
+    def _check_dkim_pairs(self) -> None:
+        """Half a DKIM key configuration used to mean silently unsigned mail; now it is an error at start-up."""
+        for selector, path, names in (
+                (self.dkim_selector, self.dkim_private_key_path, "DKIM_SELECTOR and NEWSLETTER_DKIM_PRIVATE_KEY_PATH"),
+                (self.dkim_ed25519_selector, self.dkim_ed25519_private_key_path,
+                 "DKIM_ED25519_SELECTOR and NEWSLETTER_DKIM_ED25519_PRIVATE_KEY_PATH")):
+            if bool(selector) != bool(path):
+                raise SettingsError(f"NEWSLETTER_{names} must be set together")
 
     @property
     def secret(self) -> str:

@@ -24,7 +24,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer.batch import Content, Recipient, Result
+from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.db import session_scope, utcnow
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
@@ -227,8 +227,13 @@ def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | 
     recipient = Recipient(email=address, values={
         Key.NAME: "there", Key.EMAIL: address, Key.UNSUBSCRIBE_URL: f"{base}/unsubscribe/test-message",
         Key.PREFERENCES_URL: f"{base}/preferences/test-message", Key.WEB_URL: f"{base}/archive/{issue.slug}"})
-    transport = get_transport(settings)
+    try:  # a relay that is down or a DKIM key that cannot be used is the answer to the test, not a traceback
+        transport = get_transport(settings)
+    except TransportError as exc:
+        return Result(recipient, ok=False, error=str(exc))
     try:
         return transport.send(content, [recipient])[0]
+    except TransportError as exc:
+        return Result(recipient, ok=False, error=str(exc))
     finally:
         transport.close()

@@ -11,9 +11,9 @@ import contextlib
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from mailer.batch import Content, Recipient, Result, TransportError
+from mailer.dkim_signing import DkimKeyError, DkimSigner, signer_from_settings
 from mailer.message import encode_message
 from mailer.settings import Settings
 from mailer.transports.smtp_session import ConnectionLost, Envelope, Outcome, send_messages
@@ -25,20 +25,20 @@ class SMTPTransport:
 
     def __init__(self, host: str, port: int, *, security: str = "none", user: str | None = None,
                  password: str | None = None, timeout_s: float = 30.0, message_id_domain: str,
-                 default_return_path: str, dkim: tuple[bytes, bytes, bytes] | None = None) -> None:
+                 default_return_path: str, dkim: DkimSigner | None = None) -> None:
         self.host, self.port, self.security = host, port, security
         self.user, self.password, self.timeout_s = user, password, timeout_s
         self.message_id_domain = message_id_domain
         self.default_return_path = default_return_path
-        self.dkim = dkim  # (selector, domain, private key PEM)
+        self.dkim = dkim
         self._connection: smtplib.SMTP | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SMTPTransport:
-        dkim = None
-        if settings.dkim_selector and settings.dkim_domain and settings.dkim_private_key_path:
-            dkim = (settings.dkim_selector.encode(), settings.dkim_domain.encode(),
-                    Path(settings.dkim_private_key_path).read_bytes())
+        try:
+            dkim = signer_from_settings(settings)
+        except DkimKeyError as exc:  # fatal: the send pauses with this reason rather than going out unsigned
+            raise TransportError(str(exc), fatal=True) from exc
         return cls(settings.smtp_host, settings.smtp_port, security=settings.smtp_security, user=settings.smtp_user,
                    password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
                    timeout_s=settings.smtp_timeout_s, message_id_domain=settings.mail_domain,
@@ -64,18 +64,6 @@ class SMTPTransport:
             raise TransportError(f"SMTP connection to {self.host}:{self.port} failed: {exc}", retryable=True) from exc
         self._connection = connection
         return connection
-
-    def _sign(self, data: bytes) -> bytes:
-        if self.dkim is None:
-            return data
-        import dkim  # noqa: PLC0415 (dkimpy loads only in a worker that has a signing key)
-
-        selector, domain, key = self.dkim
-        signature = dkim.sign(data, selector, domain, key,
-                              include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"list-id",
-                                               b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version",
-                                               b"content-type"])
-        return bytes(signature) + data
 
     def send(self, content: Content, recipients: Sequence[Recipient]) -> list[Result]:
         results: list[Result] = []
@@ -107,8 +95,8 @@ class SMTPTransport:
         """Builds recipient i's signed message when the session needs it, noting its Message-ID."""
         def build(index: int) -> bytes:
             raw, message_ids[index] = encode_message(content, recipients[index],
-                                                     message_id_domain=self.message_id_domain)
-            return self._sign(raw)
+                                                     message_id_domain=self.message_id_domain, dkim=self.dkim)
+            return raw
 
         return build
 

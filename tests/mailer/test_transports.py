@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailer.batch import Content, Recipient, TransportError
+from mailer.dkim_signing import DkimSigner, load_key
 from mailer.message import personalize
 from mailer.placeholders import Key
 from mailer.settings import get_settings, reset_settings
@@ -193,13 +194,14 @@ def test_smtp_header_injection_impossible(sink: SMTPSink) -> None:
 
 def test_smtp_dkim_signature_verifies(sink: SMTPSink, tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    key_path = tmp_path / "dkim.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
     public = key.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
 
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-    transport = smtp(sink, dkim=(b"nl2026", b"news.example.com", pem))
+    transport = smtp(sink, dkim=DkimSigner([load_key(key_path, "nl2026", "news.example.com")]))
     transport.send(CONTENT, recipients(1))
     transport.close()
     data = sink.received[0].data
