@@ -53,7 +53,6 @@ class Settings(BaseSettings):
     # Subscribers.
     check_deliverability: bool = False
     pending_purge_days: int = 14
-    token_max_age_days: int = 30
     engagement_raw_days: int = 90  # raw opens and clicks; their counts are kept for ever
     confirm_token_max_age_days: int = 7
     subscribe_rate_per_ip: int = 10

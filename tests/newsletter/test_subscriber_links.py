@@ -1,0 +1,64 @@
+"""Subscribers' links against hostile and old input: a years-old unsubscribe link, a forged preferences form."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from mailer.db import session_scope
+from subscribers import service, tokens
+from subscribers.models import ConsentSource, Subscription, SubscriptionStatus
+from subscribers.tokens import Purpose, TokenError, link, make_token, read_token
+from tests.newsletter.test_public import client, csrf, status_of  # noqa: F401 (client is a fixture)
+
+FOUR_HUNDRED_DAYS = 400 * 86400
+
+
+def _signed_days_ago(monkeypatch: pytest.MonkeyPatch, purpose: Purpose, subscriber_id: int,
+                     list_id: int | None) -> str:
+    then = time.time() - FOUR_HUNDRED_DAYS
+    with monkeypatch.context() as patch:
+        patch.setattr(tokens.time, "time", lambda: then)
+        return link(purpose, subscriber_id, list_id).removeprefix("http://testserver")
+
+
+def _confirmed(slug: str, email: str) -> tuple[int, int]:
+    with session_scope() as session:
+        mailing_list = service.get_list(session, slug)
+        sub = service.subscribe(session, mailing_list, email, source=ConsentSource.ADMIN, confirmed=True,
+                                consent_note="test").subscription
+        assert sub is not None
+        return sub.subscriber_id, mailing_list.id
+
+
+def test_a_400_day_old_one_click_unsubscribe_still_works(client: TestClient,  # noqa: F811
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    subscriber_id, list_id = _confirmed("weekly", "archivist@example.com")
+    path = _signed_days_ago(monkeypatch, Purpose.UNSUBSCRIBE, subscriber_id, list_id)
+    mail_client = TestClient(client.app)  # no cookies: what a mailbox provider sends
+    response = mail_client.post(path, content=b"List-Unsubscribe=One-Click",
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and response.text == "Unsubscribed."
+    assert status_of("archivist@example.com") is SubscriptionStatus.UNSUBSCRIBED
+    assert client.get(path).status_code == 200  # the page behind the link, too
+
+
+def test_a_400_day_old_preferences_link_opens(client: TestClient,  # noqa: F811
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    subscriber_id, _ = _confirmed("weekly", "keeper@example.com")
+    path = _signed_days_ago(monkeypatch, Purpose.PREFERENCES, subscriber_id, None)
+    page = client.get(path)
+    assert page.status_code == 200 and "keeper@example.com" in page.text
+
+
+def test_confirmation_links_still_expire(monkeypatch: pytest.MonkeyPatch, settings) -> None:
+    then = time.time() - (settings.confirm_token_max_age_days + 1) * 86400
+    with monkeypatch.context() as patch:
+        patch.setattr(tokens.time, "time", lambda: then)
+        token = make_token(Purpose.CONFIRM, 1, 2)
+    with pytest.raises(TokenError) as caught:
+        read_token(Purpose.CONFIRM, token)
+    assert caught.value.expired and caught.value.list_id == 2
