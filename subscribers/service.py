@@ -53,6 +53,10 @@ class Refusal(StrEnum):
     SUPPRESSED = "suppressed"
 
 
+class NotSubscribed(ServiceError):
+    """The person never had a subscription to that list (or the list does not exist): nothing to resume."""
+
+
 @dataclass(frozen=True)
 class Notify:
     kind: NotificationKind
@@ -321,20 +325,21 @@ def unsubscribe(session: Session, subscriber_id: int, list_id: int | None, *, so
 
 def resubscribe(session: Session, subscriber_id: int, list_id: int, *, source: ConsentSource,
                 ip: str | None = None, user_agent: str | None = None, provider_event_id: int | None = None) -> Outcome:
-    """The subscriber's own request through a signed link: the link proves the mailbox, so no new confirmation."""
+    """The subscriber's own request through a signed link: the link proves the mailbox, so no new confirmation.
+
+    Only a list the person already had (pending, confirmed or left) can be resumed: the link proves who they are,
+    not that they ever asked for some other list, so a forged ``list_id`` must not create consent out of nothing.
+    """
     subscriber = session.get(Subscriber, subscriber_id)
-    mailing_list = session.get(MailingList, list_id)
-    if subscriber is None or mailing_list is None or subscriber.erased_at is not None:
+    if subscriber is None or subscriber.erased_at is not None:
         raise ServiceError("This subscription no longer exists.")
+    subscription = _subscription(session, subscriber_id, list_id)
+    if subscription is None:
+        raise NotSubscribed("You were never subscribed to that list.")
     if is_suppressed(session, subscriber.email):
         return Outcome(None, refused=Refusal.SUPPRESSED)
-    subscription = _subscription(session, subscriber_id, list_id)
     now = utcnow()
-    if subscription is None:
-        subscription = Subscription(subscriber_id=subscriber_id, list_id=list_id, source=source.value,
-                                    status=SubscriptionStatus.CONFIRMED, created_at=now, confirmed_at=now)
-        session.add(subscription)
-    elif subscription.status is SubscriptionStatus.CONFIRMED:
+    if subscription.status is SubscriptionStatus.CONFIRMED:
         return Outcome(subscription)
     else:
         subscription.status, subscription.confirmed_at, subscription.unsubscribed_at = (

@@ -62,3 +62,27 @@ def test_confirmation_links_still_expire(monkeypatch: pytest.MonkeyPatch, settin
     with pytest.raises(TokenError) as caught:
         read_token(Purpose.CONFIRM, token)
     assert caught.value.expired and caught.value.list_id == 2
+
+
+def _subscriptions_of(subscriber_id: int) -> int:
+    with session_scope() as session:
+        return int(session.scalar(select(func.count()).select_from(Subscription)
+                                  .where(Subscription.subscriber_id == subscriber_id)) or 0)
+
+
+def test_preferences_resubscribe_only_to_a_list_the_person_had(client: TestClient) -> None:  # noqa: F811
+    subscriber_id, weekly_id = _confirmed("weekly", "chooser@example.com")
+    with session_scope() as session:
+        offers_id = service.get_list(session, "offers").id
+        service.unsubscribe(session, subscriber_id, weekly_id, source=ConsentSource.ADMIN)
+    path = link(Purpose.PREFERENCES, subscriber_id).removeprefix("http://testserver")
+    token = csrf(client, path)
+    never_joined = client.post(path, data={"csrf_token": token, "action": "resubscribe", "list_id": str(offers_id)})
+    assert never_joined.status_code == 404
+    assert status_of("chooser@example.com", "offers") is None and _subscriptions_of(subscriber_id) == 1
+    unknown = client.post(path, data={"csrf_token": token, "action": "resubscribe", "list_id": "987654"})
+    assert unknown.status_code == 404
+    garbage = client.post(path, data={"csrf_token": token, "action": "resubscribe", "list_id": "x' OR 1=1"})
+    assert garbage.status_code == 404
+    had = client.post(path, data={"csrf_token": token, "action": "resubscribe", "list_id": str(weekly_id)})
+    assert had.status_code == 200 and status_of("chooser@example.com") is SubscriptionStatus.CONFIRMED
