@@ -12,7 +12,8 @@ from mailer.db import session_scope
 from subscribers import service, tokens
 from subscribers.models import ConsentSource, Subscription, SubscriptionStatus
 from subscribers.tokens import Purpose, TokenError, link, make_token, read_token
-from tests.newsletter.test_public import client, csrf, status_of  # noqa: F401 (client is a fixture)
+from tests.newsletter.test_public import client, csrf, status_of, subscribe  # noqa: F401 (client is a fixture)
+from tests.support.mailbox import links, messages_to
 
 FOUR_HUNDRED_DAYS = 400 * 86400
 
@@ -86,3 +87,17 @@ def test_preferences_resubscribe_only_to_a_list_the_person_had(client: TestClien
     assert garbage.status_code == 404
     had = client.post(path, data={"csrf_token": token, "action": "resubscribe", "list_id": str(weekly_id)})
     assert had.status_code == 200 and status_of("chooser@example.com") is SubscriptionStatus.CONFIRMED
+
+
+PITCH = "URGENT your account is locked, sign in at https://evil.example/login to keep it"
+
+
+def test_the_confirmation_email_carries_nothing_typed_into_the_public_form(client: TestClient) -> None:  # noqa: F811
+    assert subscribe(client, "victim@example.com", PITCH).status_code == 200
+    [message] = messages_to("victim@example.com")
+    raw = message.as_string()
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            raw += str(part.get_content())
+    assert "evil.example" not in raw and "URGENT" not in raw
+    assert links(message, "/confirm/")  # it is still a working confirmation email
