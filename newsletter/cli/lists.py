@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select
 
 from newsletter.cli.common import console, db
@@ -47,7 +48,7 @@ def show(slug: str) -> None:
     with db() as session:
         mailing_list = service.get_list(session, slug)
         counts = service.list_counts(session, mailing_list.id)
-        console.print(f"[bold]{mailing_list.name}[/bold] ({mailing_list.slug})", highlight=False)
+        console.print(Text.assemble((mailing_list.name, "bold"), f" ({mailing_list.slug})"), highlight=False)
         console.print(f"from: {mailing_list.from_name or '-'} <{mailing_list.from_email or 'default'}>  "
                       f"double opt-in: {'yes' if mailing_list.double_opt_in else 'no'}  "
                       f"welcome: {'yes' if mailing_list.welcome_enabled else 'no'}", highlight=False)

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select
 
 from mailer.db import session_scope
@@ -21,7 +22,7 @@ from mailer.models import IssueRecord
 from mailer.render import RenderError
 from mailer.settings import get_settings
 from mailer.store import save_issue
-from newsletter.cli.common import console, db, fail
+from newsletter.cli.common import console, db, description_column, fail
 from subscribers import service
 from subscribers.models import MailingList
 from worker import sends
@@ -39,7 +40,13 @@ def _parse_at(value: str) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         raise fail(f"--at {value!r}: use ISO 8601, e.g. 2026-11-27T08:00 (UTC unless an offset is given)") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    if moment <= now:
+        # A past time would start the send at once: refuse rather than mail a whole list by a typo.
+        raise fail(f"--at {value}: that time is in the past (it is now {now:%Y-%m-%d %H:%M} UTC). "
+                   "Give a future time, or leave out --at to send now. Nothing was sent.")
+    return moment
 
 
 def _store_issue(issue_path: Path, force: bool) -> tuple[int, str | None]:
@@ -65,6 +72,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
          allow_resend: bool = typer.Option(False, help="Send again an issue already sent to this list."),
          force: bool = typer.Option(False, help="Send even if over the size budget.")) -> None:
     """Send (or schedule, or test) an issue. A broken issue fails here, before any email leaves."""
+    scheduled_at = _parse_at(at) if at else None  # before anything is stored: a bad time changes nothing
     issue_id, default_list = _store_issue(issue_path, force)
     if test_to:
         with db() as session:
@@ -77,7 +85,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
     slug = list_slug or default_list
     if not slug:
         raise fail("Say which list: --list SLUG (or `list:` in the issue's front matter).")
-    options = sends.SendOptions(allow_resend=allow_resend, scheduled_at=_parse_at(at) if at else None,
+    options = sends.SendOptions(allow_resend=allow_resend, scheduled_at=scheduled_at,
                                 created_by="cli", segment=segment)
     with _progress() as progress:
         bar = progress.add_task("send", total=None, visible=False)
@@ -101,7 +109,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
 
 
 def _progress() -> Progress:
-    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+    return Progress(description_column(), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console)
 
 
@@ -184,7 +192,7 @@ def show(send_id: int) -> None:
         if send is None:
             raise fail(f"No send {send_id}.")
         counts = send_counters(session, send_id)
-        console.print(f"[bold]send {send.id}[/bold]: {send.status.value}", highlight=False)
+        console.print(Text.assemble((f"send {send.id}", "bold"), f": {send.status.value}"), highlight=False)
         if send.status_reason:
             console.print(f"reason: {send.status_reason}", highlight=False)
         for key in ("planned", "pending", "sending", "sent", "failed", "skipped"):

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.db import new_session
-from newsletter.cli.common import console, db, fail
+from newsletter.cli.common import console, db, description_column, fail
 from subscribers import importer, service
 from subscribers.models import ConsentSource, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import Refusal
@@ -112,7 +112,7 @@ def import_(file: Path, list_slug: str = typer.Option(..., "--list"),
     """Import a CSV (email,name,...); bad rows go to a report with their line numbers. Rerun to resume."""
     if not file.exists():
         raise fail(f"{file}: no such file")
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+    with Progress(description_column(), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
         task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
         try:
