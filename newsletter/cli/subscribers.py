@@ -110,8 +110,8 @@ def import_(file: Path, list_slug: str = typer.Option(..., "--list"),
             consent_source: str = typer.Option(""),
             report: Path = typer.Option(None, help="Error report CSV (default: next to the file).")) -> None:
     """Import a CSV (email,name,...); bad rows go to a report with their line numbers. Rerun to resume."""
-    if not file.exists():
-        raise fail(f"{file}: no such file")
+    if not file.is_file():
+        raise fail(f"{file}: {'a directory, not a CSV file' if file.is_dir() else 'no such file'}")
     with Progress(description_column(), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
         task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
