@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     imap_folder: str = "INBOX"
 
     # Web.
+    max_body_bytes: int = 1 << 20  # JSON and form bodies; larger ones are refused (413) before authentication
+    import_max_upload_bytes: int = 200 << 20  # the admin's CSV upload
     session_cookie_secure: bool | None = None  # None = secure when base_url is https
     login_attempts_per_window: int = 10
 
