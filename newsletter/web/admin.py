@@ -31,6 +31,7 @@ from newsletter.models import ApiToken, User
 from newsletter.web import imports
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
+from newsletter.web.flash import read_flash, redirect_with_flash
 from newsletter.web.ratelimit import limiter
 from newsletter.web.templating import render_page
 from subscribers import importer, service
@@ -77,8 +78,7 @@ def page(request: Request, name: str, user: Principal | None, nav: str = "", **c
 
 
 def _redirect(path: str, flash: str = "") -> RedirectResponse:
-    suffix = f"?flash={flash}" if flash else ""
-    return RedirectResponse(path + suffix, status_code=303)
+    return redirect_with_flash(path, flash)
 
 
 async def _form(request: Request) -> dict[str, Any]:
@@ -178,7 +178,7 @@ def dashboard(request: Request, user: Principal = Depends(page_user),
     chart_rows = [(f"#{s.id}", send_figures(session, s.id)) for s, _i, _l in reversed(recent)
                   if s.status in (SendStatus.DONE, SendStatus.RUNNING, SendStatus.PAUSED)]
     return page(request, "dashboard.html", user, "dashboard", lists=_list_rows(session), sends=sends,
-                chart=rates_chart(chart_rows), flash=request.query_params.get("flash"))
+                chart=rates_chart(chart_rows), flash=read_flash(request))
 
 
 # Lists --------------------------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def dashboard(request: Request, user: Principal = Depends(page_user),
 def lists_page(request: Request, user: Principal = Depends(page_user),
                session: Session = Depends(db_session)) -> HTMLResponse:
     return page(request, "lists.html", user, "lists", lists=_list_rows(session),
-                flash=request.query_params.get("flash"))
+                flash=read_flash(request))
 
 
 @router.post("/lists", dependencies=[Depends(verify_csrf)])
@@ -222,7 +222,7 @@ def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
         return page(request, "lists.html", user, "lists", lists=_list_rows(session), flash=str(exc),
                     flash_kind="error", status_code=404)
     return page(request, "list.html", user, "lists", mailing_list=mailing_list, snippet=_snippet(mailing_list),
-                counts=service.list_counts(session, mailing_list.id), flash=request.query_params.get("flash"))
+                counts=service.list_counts(session, mailing_list.id), flash=read_flash(request))
 
 
 @router.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])
@@ -311,7 +311,7 @@ def subscriber_page(request: Request, subscriber_id: int, user: Principal = Depe
     return page(request, "subscriber.html", user, "subscribers", subscriber=subscriber, subscriptions=subscriptions,
                 consent=consent, deliveries=deliveries, events=events,
                 list_names={k: v.name for k, v in lists.items()},
-                suppressed=service.is_suppressed(session, subscriber.email), flash=request.query_params.get("flash"))
+                suppressed=service.is_suppressed(session, subscriber.email), flash=read_flash(request))
 
 
 @router.post("/subscribers/{subscriber_id}/action", dependencies=[Depends(verify_csrf)])
@@ -412,7 +412,7 @@ def suppressions_page(request: Request, user: Principal = Depends(page_admin),
                       session: Session = Depends(db_session)) -> HTMLResponse:
     rows = session.scalars(select(Suppression).order_by(Suppression.id.desc()).limit(500)).all()
     return page(request, "suppressions.html", user, "suppressions", rows=rows,
-                flash=request.query_params.get("flash"))
+                flash=read_flash(request))
 
 
 @router.post("/suppressions", dependencies=[Depends(verify_csrf)])
@@ -475,7 +475,7 @@ def _issue_page(request: Request, user: Principal, session: Session, record: Iss
     return page(request, "issue.html", user, "issues", issue=record, preview_html=preview,
                 size=len((record.html or "").encode()), warnings=warnings, problems=problems, sends=sends,
                 lists=session.scalars(select(MailingList).order_by(MailingList.name)).all(),
-                flash=flash or request.query_params.get("flash"), status_code=status_code)
+                flash=flash or read_flash(request), status_code=status_code)
 
 
 def preview_html(html: str) -> str:
@@ -570,7 +570,7 @@ def send_page(request: Request, send_id: int, user: Principal = Depends(page_use
                     status_code=404)
     return page(request, "send.html", user, "dashboard", send=send, issue=session.get(IssueRecord, send.issue_id),
                 mailing_list=session.get(MailingList, send.list_id), counts=send_counters(session, send_id),
-                figures=send_figures(session, send_id), flash=request.query_params.get("flash"))
+                figures=send_figures(session, send_id), flash=read_flash(request))
 
 
 @router.get("/sends/{send_id}/progress.json")
@@ -602,7 +602,7 @@ def tokens_page(request: Request, user: Principal = Depends(page_admin),
                 session: Session = Depends(db_session)) -> HTMLResponse:
     tokens = session.scalars(select(ApiToken).where(ApiToken.user_id == user.user_id)
                              .order_by(ApiToken.id.desc())).all()
-    return page(request, "tokens.html", user, "tokens", tokens=tokens, flash=request.query_params.get("flash"))
+    return page(request, "tokens.html", user, "tokens", tokens=tokens, flash=read_flash(request))
 
 
 @router.post("/tokens", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
