@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from mailer.db import session_scope
 from newsletter.auth import create_user
 from newsletter.models import Role
+from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
 from subscribers import service
 from tests.support.server import serve
@@ -152,8 +153,6 @@ def test_multipart_uploads_are_capped_and_the_csv_route_has_its_own_limit(server
 
 def test_bodies_under_the_limits_still_work(sqlite_url: str, settings) -> None:
     """A 3 MB CSV upload passes (over the form limit, under the upload limit); the API answers 401, not 413."""
-    from newsletter.web.app import create_app
-
     reset()
     password = "correct horse battery staple"
     with session_scope() as session:
