@@ -36,7 +36,7 @@ from subscribers.models import (
     Subscription,
     SubscriptionStatus,
 )
-from subscribers.service import InvalidEmail, ServiceError, normalise_email, suppressed_among
+from subscribers.service import InvalidEmail, ServiceError, check_local_part, normalise_email, suppressed_among
 
 CHUNK_ROWS = 5000
 ANALYZE_AFTER_ROWS = 10_000
@@ -127,6 +127,7 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
         if mailing_list is None:
             raise ServiceError(f"No list called '{list_slug}'.")
         list_id, direct = mailing_list.id, confirmed or not mailing_list.double_opt_in
+        check = partial(check_local_part, allow_international=mailing_list.allow_international)
         job = session.scalar(select(ImportJob).where(ImportJob.list_id == list_id, ImportJob.file_sha256 == digest,
                                                      ImportJob.status == ImportStatus.RUNNING))
         if job is None:
@@ -145,7 +146,7 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer") as writer:
             in_flight: tuple[Future[None], int] | None = None
-            for chunk in _read_chunks(path, resume_offset, resume_line):
+            for chunk in _read_chunks(path, resume_offset, resume_line, check):
                 if in_flight is not None:
                     _committed(in_flight, total, progress)
                 in_flight = writer.submit(commit, chunk), chunk.offset
@@ -180,7 +181,8 @@ def _committed(in_flight: tuple[Future[None], int], total: int,
         progress(offset, total)
 
 
-def _read_chunks(path: Path, resume_offset: int, resume_line: int) -> Iterator[_Chunk]:
+def _read_chunks(path: Path, resume_offset: int, resume_line: int,
+                 check: Callable[[str], None]) -> Iterator[_Chunk]:
     """The file as validated chunks of about CHUNK_ROWS rows, from the checkpoint on; the last one is `finished`."""
     with path.open("rb") as handle:
         header_reader = _LineReader(handle)
@@ -231,10 +233,10 @@ def _read_chunks(path: Path, resume_offset: int, resume_line: int) -> Iterator[_
                                   csvsafe.read_cell(values[name_index].strip()) if name_index is not None else "",
                                   {column: values[i] for i, column in extra if values[i] != ""}))
             if len(chunk) + len(problems) >= CHUNK_ROWS:
-                valid, merged = _prepare(chunk, problems)
+                valid, merged = _prepare(chunk, problems, check)
                 yield _Chunk(valid, problems, merged, source.offset, source.line)
                 chunk, problems = [], []
-        valid, merged = _prepare(chunk, problems)
+        valid, merged = _prepare(chunk, problems, check)
         yield _Chunk(valid, problems, merged, source.offset, source.line, finished=True)
 
 
@@ -249,7 +251,8 @@ def _runaway_quote(first: int, last: int, values: list[str], email_index: int) -
     return [(line, shown[i] if i < len(shown) else "", reason) for i, line in enumerate(range(first, last + 1))]
 
 
-def _prepare(chunk: list[_Row], problems: list[tuple[int, str, str]]) -> tuple[dict[str, _Row], int]:
+def _prepare(chunk: list[_Row], problems: list[tuple[int, str, str]],
+             check: Callable[[str], None]) -> tuple[dict[str, _Row], int]:
     """Validate and de-duplicate a chunk's rows (CPU only, so it runs while the previous chunk is being written).
 
     Returns the rows by normalised address and how many duplicates were merged into an earlier row.
@@ -259,6 +262,7 @@ def _prepare(chunk: list[_Row], problems: list[tuple[int, str, str]]) -> tuple[d
     for row in chunk:
         try:
             address = normalise_email(row.email, check_deliverability=False)
+            check(address)
         except InvalidEmail as exc:
             problems.append((row.line, row.email, f"invalid address: {exc}"))
             continue

@@ -19,6 +19,7 @@ from sqlalchemy import any_, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.addresses import mixes_scripts
 from mailer.db import email_hash, rowcount, utcnow
 from mailer.settings import get_settings
 from subscribers.models import (
@@ -102,11 +103,18 @@ def normalise_email(raw: str, *, check_deliverability: bool | None = None) -> st
     return info.normalized.lower()
 
 
+def check_local_part(address: str, allow_international: bool) -> None:
+    """Refuse a look-alike address (a local part that mixes scripts) unless the list allows international ones."""
+    if not allow_international and mixes_scripts(address.rpartition("@")[0]):
+        raise InvalidEmail("This address mixes letters of different alphabets (like a Cyrillic \"a\" among Latin "
+                           "letters), which is how look-alikes of other addresses are made. Please check it.")
+
+
 # Lists --------------------------------------------------------------------------------------------------------
 
 def create_list(session: Session, slug: str, name: str, *, double_opt_in: bool = True, from_name: str | None = None,
                 from_email: str | None = None, reply_to: str | None = None, welcome: bool = False,
-                description: str = "") -> MailingList:
+                description: str = "", allow_international: bool = False) -> MailingList:
     slug = slug.strip().lower()
     if not slug or not slug.replace("-", "").replace("_", "").isalnum():
         raise ServiceError("A list slug uses letters, digits, '-' and '_' only.")
@@ -117,7 +125,8 @@ def create_list(session: Session, slug: str, name: str, *, double_opt_in: bool =
             normalise_email(address, check_deliverability=False)
     mailing_list = MailingList(slug=slug, name=name.strip() or slug, double_opt_in=double_opt_in,
                                from_name=from_name, from_email=from_email, reply_to=reply_to,
-                               welcome_enabled=welcome, description=description)
+                               welcome_enabled=welcome, description=description,
+                               allow_international=allow_international)
     session.add(mailing_list)
     session.flush()
     return mailing_list
@@ -223,6 +232,7 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
               consent_note: str = "", override_suppression: bool = False) -> Outcome:
     """Start (or restart) a subscription. `confirmed` is for consent obtained elsewhere and must say where."""
     address = normalise_email(email)
+    check_local_part(address, mailing_list.allow_international)
     name = " ".join((name or "").split())[:200]
     if confirmed and source in (ConsentSource.IMPORT, ConsentSource.ADMIN, ConsentSource.API) and not consent_note:
         raise ServiceError("Adding someone as confirmed needs a consent source (where and when they agreed).")

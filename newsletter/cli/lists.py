@@ -21,12 +21,15 @@ def create(slug: str, name: str = typer.Option(..., "--name", help="Name shown t
                                               help="Ask new subscribers to confirm by email (default)."),
            from_name: str = typer.Option(None), from_email: str = typer.Option(None),
            reply_to: str = typer.Option(None), welcome: bool = typer.Option(False, help="Send a welcome email."),
-           description: str = typer.Option("")) -> None:
+           description: str = typer.Option(""),
+           allow_international: bool = typer.Option(
+               False, help="Accept addresses whose local part mixes alphabets (refused by default: look-alikes).")
+           ) -> None:
     """Create a list."""
     with db() as session:
         created = service.create_list(session, slug, name, double_opt_in=double_opt_in, from_name=from_name,
                                       from_email=from_email, reply_to=reply_to, welcome=welcome,
-                                      description=description)
+                                      description=description, allow_international=allow_international)
         console.print(f"created list {created.slug} ({'double opt-in' if double_opt_in else 'single opt-in'})")
 
 

@@ -89,6 +89,7 @@ async def subscribe(request: Request, slug: str, session: Session = Depends(db_s
         return _message(request, "Too many attempts", "Please wait a while before trying again.", status_code=429)
     try:
         address = service.normalise_email(email)
+        service.check_local_part(address, mailing_list.allow_international)
     except InvalidEmail as exc:
         return render_page(request, "public/subscribe.html",
                            {"mailing_list": mailing_list, "error": str(exc), "email": email, "name": name},
