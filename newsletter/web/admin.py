@@ -327,7 +327,10 @@ async def subscriber_action(request: Request, subscriber_id: int, user: Principa
     if action == "unsubscribe":
         service.unsubscribe(session, subscriber_id, list_id, source=ConsentSource.ADMIN, detail=detail)
     elif action == "resubscribe" and list_id:
-        service.resubscribe(session, subscriber_id, list_id, source=ConsentSource.ADMIN)
+        try:
+            service.resubscribe(session, subscriber_id, list_id, source=ConsentSource.ADMIN)
+        except service.NotSubscribed as exc:  # only a list they had; the admin does not invent consent either
+            return _redirect(f"/admin/subscribers/{subscriber_id}", str(exc))
     elif action == "suppress":
         service.suppress(session, subscriber.email, SuppressionReason.MANUAL, source=ConsentSource.ADMIN,
                          note=f"by {user.email}")

@@ -9,9 +9,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from mailer.db import session_scope
+from newsletter.auth import create_user
+from newsletter.models import Role
 from subscribers import service, tokens
 from subscribers.models import ConsentSource, Subscription, SubscriptionStatus
 from subscribers.tokens import Purpose, TokenError, link, make_token, read_token
+from tests.newsletter.test_access import PASSWORD as ADMIN_PASSWORD
+from tests.newsletter.test_access import sign_in
 from tests.newsletter.test_public import client, csrf, status_of, subscribe  # noqa: F401 (client is a fixture)
 from tests.support.mailbox import links, messages_to
 
@@ -101,3 +105,16 @@ def test_the_confirmation_email_carries_nothing_typed_into_the_public_form(clien
             raw += str(part.get_content())
     assert "evil.example" not in raw and "URGENT" not in raw
     assert links(message, "/confirm/")  # it is still a working confirmation email
+
+
+def test_the_admin_cannot_resubscribe_someone_to_a_list_they_never_had(client: TestClient) -> None:  # noqa: F811
+    subscriber_id, _ = _confirmed("weekly", "kept@example.com")
+    with session_scope() as session:
+        create_user(session, "admin@example.com", ADMIN_PASSWORD, Role.ADMIN)
+        offers_id = service.get_list(session, "offers").id
+    sign_in(client, "admin@example.com")
+    token = csrf(client, f"/admin/subscribers/{subscriber_id}")
+    response = client.post(f"/admin/subscribers/{subscriber_id}/action",
+                           data={"csrf_token": token, "action": "resubscribe", "list_id": str(offers_id)})
+    assert response.status_code == 200 and "never subscribed" in response.text
+    assert status_of("kept@example.com", "offers") is None and _subscriptions_of(subscriber_id) == 1
