@@ -1,7 +1,7 @@
 """lists.allow_international: whether a list accepts local parts that mix scripts
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-25 14:20:00
 
 A local part that mixes scripts (a Cyrillic letter among Latin ones) is how a look-alike of someone else's address
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
