@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from mailer.settings import get_settings
+from mailer.settings import create_private_file, get_settings, make_private_dir
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -88,9 +88,12 @@ def get_engine(url: str | None = None) -> Engine:
 
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:" and not path.startswith("file:"):
+            # Owner-only: the file holds every address and consent record. SQLite gives its -wal and -shm files
+            # the database file's mode, so creating the file first (0600) covers them too.
+            make_private_dir(Path(path).parent)
+            create_private_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime
 from functools import lru_cache
 
+from mailer.addresses import wire_address
 from mailer.batch import Content, Recipient
 from mailer.db import utcnow
 from mailer.dkim_signing import DkimSigner, body_hash, relaxed_lines
@@ -37,7 +38,7 @@ def clean_header(value: str) -> str:
 def _address(display_name: str, email: str) -> Address:
     if _NEWLINES.search(email):
         raise HeaderInjectionError(f"line break in address {email!r}")
-    local, _, domain = email.rpartition("@")
+    local, _, domain = wire_address(email).rpartition("@")  # the domain in IDNA form, never an encoded word
     return Address(display_name=clean_header(display_name), username=local, domain=domain)
 
 
@@ -64,7 +65,8 @@ def personalize(content: Content, recipient: Recipient) -> tuple[str, str]:
 
 def build_message(content: Content, recipient: Recipient, *, message_id_domain: str) -> EmailMessage:
     html, text = personalize(content, recipient)
-    msg = EmailMessage(policy=SMTP)
+    # A local part that is not ASCII can only be written as UTF-8 (RFC 6532); it goes out only with SMTPUTF8.
+    msg = EmailMessage(policy=SMTP if wire_address(recipient.email).isascii() else SMTPUTF8)
     msg["From"] = _address(content.from_name, content.from_email)
     msg["To"] = _address("", recipient.email)
     if content.reply_to:
@@ -265,7 +267,7 @@ def encode_message(content: Content, recipient: Recipient, *, message_id_domain:
                    dkim: DkimSigner | None = None) -> tuple[bytes, str]:
     """(RFC 5322 bytes, Message-ID) for one recipient: what build_message produces, made fast for bulk sends.
     With a signer, the message starts with its DKIM-Signature header(s)."""
-    if not recipient.email.isascii() or recipient.headers:
+    if not wire_address(recipient.email).isascii() or recipient.headers:
         message = build_message(content, recipient, message_id_domain=message_id_domain)
         data = message.as_bytes()
         return (dkim.sign(data) if dkim else data), str(message["Message-ID"]).strip("<>")

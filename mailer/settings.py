@@ -2,11 +2,16 @@
 
 Embedded defaults let a new user run everything with no server: a SQLite file, inline tasks and the outbox transport.
 Production mode (``NEWSLETTER_ENV=production``) refuses to start with a generated secret, because a secret that
-silently appears on disk would change on every fresh container and invalidate every link already mailed.
+silently appears on disk would change on every fresh container and invalidate every link already mailed. It also
+refuses what would quietly make the service unsafe on the internet: a short secret (every link is signed with it),
+a plain-http base URL (the links we mail would carry tokens and session cookies in clear), webhook verification
+switched off (anyone could post forged bounces and complaints) and a webhook key that cannot be parsed (every genuine
+event would be refused). Each refusal names the variable to set, all of them at once.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from enum import StrEnum
 from functools import lru_cache
@@ -53,7 +58,6 @@ class Settings(BaseSettings):
     # Subscribers.
     check_deliverability: bool = False
     pending_purge_days: int = 14
-    token_max_age_days: int = 30
     engagement_raw_days: int = 90  # raw opens and clicks; their counts are kept for ever
     confirm_token_max_age_days: int = 7
     subscribe_rate_per_ip: int = 10
@@ -108,6 +112,8 @@ class Settings(BaseSettings):
     imap_folder: str = "INBOX"
 
     # Web.
+    max_body_bytes: int = 1 << 20  # JSON and form bodies; larger ones are refused (413) before authentication
+    import_max_upload_bytes: int = 200 << 20  # the admin's CSV upload
     session_cookie_secure: bool | None = None  # None = secure when base_url is https
     login_attempts_per_window: int = 10
 
@@ -133,13 +139,16 @@ class Settings(BaseSettings):
             self.outbox_dir = self.data_dir / "outbox"
         if self.redis_url is None and self.broker_url and self.broker_url.startswith("redis"):
             self.redis_url = self.broker_url
+        if not self.sendgrid_webhook_public_key:  # compose passes an unset variable as ""
+            self.sendgrid_webhook_public_key = None
+        if self.production:
+            problems = _production_problems(self)
+            if problems:
+                raise SettingsError("Refusing to start in production (NEWSLETTER_ENV=production):\n"
+                                    + "\n".join(f"- {problem}" for problem in problems))
         if self.secret_key is None:
-            if self.production:
-                raise SettingsError("NEWSLETTER_SECRET_KEY must be set in production")
             self.secret_key = SecretStr(_local_secret(self.data_dir))
             self.secret_generated = True
-        if self.production and self.transport is TransportName.SENDGRID and self.sendgrid_api_key is None:
-            raise SettingsError("NEWSLETTER_SENDGRID_API_KEY must be set to use the sendgrid transport")
         self._check_dkim_pairs()
         return self
 
@@ -162,14 +171,68 @@ class Settings(BaseSettings):
         return self.message_id_domain or self.from_email.rpartition("@")[2]
 
 
+MIN_SECRET_CHARS = 32
+
+
+def _production_problems(settings: Settings) -> list[str]:
+    problems = []
+    secret = settings.secret_key.get_secret_value() if settings.secret_key is not None else ""
+    if not secret:
+        problems.append("NEWSLETTER_SECRET_KEY must be set: every link we mail is signed with it "
+                        "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))').")
+    elif len(secret) < MIN_SECRET_CHARS:
+        problems.append(f"NEWSLETTER_SECRET_KEY is {len(secret)} characters: set at least {MIN_SECRET_CHARS} random "
+                        "characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))').")
+    if not settings.base_url.lower().startswith("https://"):
+        problems.append(f"NEWSLETTER_BASE_URL is {settings.base_url!r}: set the public https:// address, since "
+                        "mailed links carry signed tokens and the admin session cookie must be Secure.")
+    if not settings.sendgrid_webhook_verify:
+        problems.append("NEWSLETTER_SENDGRID_WEBHOOK_VERIFY is off: remove it (or set it to true) and set "
+                        "NEWSLETTER_SENDGRID_WEBHOOK_PUBLIC_KEY, or anyone can post forged bounces and complaints.")
+    key = settings.sendgrid_webhook_public_key
+    if key is not None and not _is_ec_public_key(key):
+        problems.append("NEWSLETTER_SENDGRID_WEBHOOK_PUBLIC_KEY cannot be read: paste the verification key from "
+                        "SendGrid's Mail Settings > Signed Event Webhook (base64, without the PEM header lines).")
+    if settings.transport is TransportName.SENDGRID:
+        if settings.sendgrid_api_key is None:
+            problems.append("NEWSLETTER_SENDGRID_API_KEY must be set to use the sendgrid transport.")
+        if key is None and settings.sendgrid_webhook_verify:
+            problems.append("NEWSLETTER_SENDGRID_WEBHOOK_PUBLIC_KEY must be set with the sendgrid transport: "
+                            "without it every bounce and complaint SendGrid reports is refused.")
+    return problems
+
+
+def _is_ec_public_key(key: str) -> bool:
+    """The check SendGrid's helper makes when it verifies (PEM-wrap, load, must be ECDSA), made at start-up."""
+    # Imported here: only a production start with a webhook key pays ~90 ms for the crypto backend.
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key  # noqa: PLC0415
+
+    pem = f"-----BEGIN PUBLIC KEY-----\n{key.strip()}\n-----END PUBLIC KEY-----"
+    try:
+        return isinstance(load_pem_public_key(pem.encode()), EllipticCurvePublicKey)
+    except (ValueError, TypeError, UnicodeError):
+        return False
+
+
+def make_private_dir(path: Path) -> None:
+    """Create a directory only its owner can enter (the data dir holds the secret, the database and mail)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def create_private_file(path: Path) -> None:
+    """Create an empty file readable only by its owner, unless it exists; its content comes later."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def _local_secret(data_dir: Path) -> str:
     """A per-installation secret kept in the data dir, so links survive restarts of an embedded install."""
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     value = secrets.token_urlsafe(48)
-    path.touch(mode=0o600)
+    create_private_file(path)
     path.write_text(value)
     return value
 

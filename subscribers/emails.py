@@ -36,8 +36,12 @@ def build_notification(session: Session, kind: NotificationKind, subscription_id
     from_name, from_email, reply_to = mailing_list.sender(settings)
     unsubscribe_url = link(Purpose.UNSUBSCRIBE, subscriber.id, mailing_list.id, settings)
     preferences_url = link(Purpose.PREFERENCES, subscriber.id, None, settings)
+    # The confirmation goes to an address nobody has vouched for yet, so it carries nothing a stranger typed into
+    # the public form (a "name" could be a phishing pitch mailed to anyone): only staff-written text and our links.
+    # The welcome follows the person's own confirmation, so it may greet them by the name on file.
+    name = subscriber.name if kind is NotificationKind.WELCOME else ""
     context = {
-        "name": subscriber.name, "list_name": mailing_list.name, "description": mailing_list.description,
+        "name": name, "list_name": mailing_list.name, "description": mailing_list.description,
         "masthead": mailing_list.name, "valid_days": settings.confirm_token_max_age_days,
         "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url,
     }
@@ -51,6 +55,6 @@ def build_notification(session: Session, kind: NotificationKind, subscription_id
     rendered = render_email(kind, context, settings=settings)
     content = Content(subject=subject, html=rendered.html, text=rendered.text, from_email=from_email,
                       from_name=from_name, reply_to=reply_to, category=kind)
-    recipient = Recipient(email=subscriber.email, values={Key.NAME: subscriber.name, Key.EMAIL: subscriber.email},
+    recipient = Recipient(email=subscriber.email, values={Key.NAME: name, Key.EMAIL: subscriber.email},
                           unsubscribe_url=unsubscribe_url if kind is NotificationKind.WELCOME else None)
     return content, recipient

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db import table_of, utcnow
 from mailer.settings import get_settings
+from subscribers import csvsafe
 from subscribers.models import (
     ConsentEvent,
     ConsentKind,
@@ -35,7 +36,7 @@ from subscribers.models import (
     Subscription,
     SubscriptionStatus,
 )
-from subscribers.service import InvalidEmail, ServiceError, normalise_email, suppressed_among
+from subscribers.service import InvalidEmail, ServiceError, check_local_part, normalise_email, suppressed_among
 
 CHUNK_ROWS = 5000
 ANALYZE_AFTER_ROWS = 10_000
@@ -116,6 +117,9 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
     """
     if confirmed and not consent_source.strip():
         raise ServiceError("--confirmed needs --consent-source: say where and when these people agreed.")
+    if not path.is_file():
+        raise ImportFileError(f"{path}: not a file{' (it is a directory)' if path.is_dir() else ''}; "
+                              "give the path of the CSV file itself")
     total = path.stat().st_size
     digest = file_sha256(path)
     with session_factory() as session:
@@ -123,6 +127,7 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
         if mailing_list is None:
             raise ServiceError(f"No list called '{list_slug}'.")
         list_id, direct = mailing_list.id, confirmed or not mailing_list.double_opt_in
+        check = partial(check_local_part, allow_international=mailing_list.allow_international)
         job = session.scalar(select(ImportJob).where(ImportJob.list_id == list_id, ImportJob.file_sha256 == digest,
                                                      ImportJob.status == ImportStatus.RUNNING))
         if job is None:
@@ -135,17 +140,27 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
         report = Path(job.report_path or _default_report(path))
     if resume_offset == 0:
         with report.open("w", newline="") as out:
-            csv.writer(out).writerow(REPORT_HEADER)
+            csvsafe.writer(out).writerow(REPORT_HEADER)
 
     commit = partial(_commit_chunk, session_factory, job_id, list_id, direct, consent_source, report=report)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer") as writer:
-        in_flight: tuple[Future[None], int] | None = None
-        for chunk in _read_chunks(path, resume_offset, resume_line):
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer") as writer:
+            in_flight: tuple[Future[None], int] | None = None
+            for chunk in _read_chunks(path, resume_offset, resume_line, check):
+                if in_flight is not None:
+                    _committed(in_flight, total, progress)
+                in_flight = writer.submit(commit, chunk), chunk.offset
             if in_flight is not None:
                 _committed(in_flight, total, progress)
-            in_flight = writer.submit(commit, chunk), chunk.offset
-        if in_flight is not None:
-            _committed(in_flight, total, progress)
+    except ImportFileError:
+        # The file itself cannot be imported: the job ends as failed. (Any other error leaves it running, so that
+        # importing the same file again resumes after the last committed chunk.)
+        with session_factory() as session:
+            failed = session.get(ImportJob, job_id)
+            assert failed is not None
+            failed.status, failed.finished_at = ImportStatus.FAILED, utcnow()
+            session.commit()
+        raise
     with session_factory() as session:
         job = session.get(ImportJob, job_id)
         assert job is not None
@@ -166,11 +181,19 @@ def _committed(in_flight: tuple[Future[None], int], total: int,
         progress(offset, total)
 
 
-def _read_chunks(path: Path, resume_offset: int, resume_line: int) -> Iterator[_Chunk]:
+def _read_chunks(path: Path, resume_offset: int, resume_line: int,
+                 check: Callable[[str], None]) -> Iterator[_Chunk]:
     """The file as validated chunks of about CHUNK_ROWS rows, from the checkpoint on; the last one is `finished`."""
     with path.open("rb") as handle:
         header_reader = _LineReader(handle)
-        header = next(csv.reader(header_reader), None)
+        try:
+            header = next(csv.reader(header_reader), None)
+        except csv.Error as exc:
+            raise ImportFileError(f"{path}: not a UTF-8 text CSV file (the first line cannot be read as CSV: "
+                                  f"{exc}); export it from the spreadsheet as CSV UTF-8") from exc
+        if header_reader.bad_lines or any("\x00" in c for c in header or []):
+            raise ImportFileError(f"{path}: not a UTF-8 text CSV file (the first line holds binary data); "
+                                  "export it from the spreadsheet as CSV UTF-8")
         if not header:
             raise ImportFileError(f"{path}: empty file, expected a header line with an 'email' column")
         columns = [c.strip().lstrip("\ufeff").lower() for c in header]
@@ -200,22 +223,36 @@ def _read_chunks(path: Path, resume_offset: int, resume_line: int) -> Iterator[_
                 continue
             if source.bad_lines != bad_lines:
                 problems.append((start_line, "", "not UTF-8 text (bad encoding)"))
+            elif source.line > start_line and any("\n" in v or "\r" in v for v in values):
+                problems.extend(_runaway_quote(start_line, source.line, values, email_index))
             elif len(values) != len(columns):
                 problems.append((start_line, values[email_index] if len(values) > email_index else "",
                                  f"expected {len(columns)} columns, found {len(values)}"))
             else:
-                chunk.append(_Row(start_line, values[email_index],
-                                  values[name_index].strip() if name_index is not None else "",
+                chunk.append(_Row(start_line, csvsafe.read_cell(values[email_index]),
+                                  csvsafe.read_cell(values[name_index].strip()) if name_index is not None else "",
                                   {column: values[i] for i, column in extra if values[i] != ""}))
             if len(chunk) + len(problems) >= CHUNK_ROWS:
-                valid, merged = _prepare(chunk, problems)
+                valid, merged = _prepare(chunk, problems, check)
                 yield _Chunk(valid, problems, merged, source.offset, source.line)
                 chunk, problems = [], []
-        valid, merged = _prepare(chunk, problems)
+        valid, merged = _prepare(chunk, problems, check)
         yield _Chunk(valid, problems, merged, source.offset, source.line, finished=True)
 
 
-def _prepare(chunk: list[_Row], problems: list[tuple[int, str, str]]) -> tuple[dict[str, _Row], int]:
+def _runaway_quote(first: int, last: int, values: list[str], email_index: int) -> list[tuple[int, str, str]]:
+    """A quoted field that ran over line ends: almost always a quote that was never closed, which swallows the
+    rows after it into one field. Nothing in it is imported and every swallowed line is reported by number, so
+    the person can fix the quote and import the file again (rows already imported are left unchanged)."""
+    reason = (f"a quoted field runs from line {first} to line {last} (a quote left open?): these lines were read "
+              "as one field and not imported; close the quote (a field may not span lines) and import again")
+    swallowed = next((v for v in values if "\n" in v or "\r" in v), "").splitlines()[1:]
+    shown = [values[email_index] if len(values) > email_index else ""] + [line[:200] for line in swallowed]
+    return [(line, shown[i] if i < len(shown) else "", reason) for i, line in enumerate(range(first, last + 1))]
+
+
+def _prepare(chunk: list[_Row], problems: list[tuple[int, str, str]],
+             check: Callable[[str], None]) -> tuple[dict[str, _Row], int]:
     """Validate and de-duplicate a chunk's rows (CPU only, so it runs while the previous chunk is being written).
 
     Returns the rows by normalised address and how many duplicates were merged into an earlier row.
@@ -225,6 +262,7 @@ def _prepare(chunk: list[_Row], problems: list[tuple[int, str, str]]) -> tuple[d
     for row in chunk:
         try:
             address = normalise_email(row.email, check_deliverability=False)
+            check(address)
         except InvalidEmail as exc:
             problems.append((row.line, row.email, f"invalid address: {exc}"))
             continue
@@ -265,7 +303,7 @@ def _commit_chunk(session_factory: Callable[[], Session], job_id: int, list_id: 
         # The report lines are written before the commit: a crash between the two repeats a few report lines on
         # resume, never loses one.
         with report.open("a", newline="") as out:
-            writer = csv.writer(out)
+            writer = csvsafe.writer(out)
             for problem in sorted(chunk.problems):
                 writer.writerow([problem[0], problem[1].encode("utf-8", "replace").decode(), problem[2]])
         session.commit()
@@ -379,7 +417,7 @@ def export_csv(session: Session, list_slug: str, out: IO[str], *, status: Subscr
              .order_by(Subscriber.id).execution_options(yield_per=2000))
     if status is not None:
         query = query.where(Subscription.status == status)
-    writer = csv.writer(out)
+    writer = csvsafe.writer(out)
     writer.writerow(["email", "name", "status", "subscribed_at", "confirmed_at", "attributes"])
     count = 0
     for email, name, row_status, created, confirmed_at, attributes in session.execute(query):

@@ -66,6 +66,8 @@ class MailingList(Base):
     reply_to: Mapped[str | None] = mapped_column(String(320))
     double_opt_in: Mapped[bool] = mapped_column(Boolean, default=True)
     welcome_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Accept local parts that mix scripts (look-alikes of other addresses are made that way); see mailer/addresses.py
+    allow_international: Mapped[bool] = mapped_column(Boolean, default=False)
     # Click and open tracking (on for a new list, as in Ghost); a subscriber may still opt out for themselves.
     track_clicks: Mapped[bool] = mapped_column(Boolean, default=True)
     track_opens: Mapped[bool] = mapped_column(Boolean, default=True)

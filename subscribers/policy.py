@@ -79,7 +79,10 @@ def apply(session: Session, outcome: Outcome) -> list[str]:
                                 detail={"event": kind.value}, provider_event_id=ref)
             done.append("unsubscribed")
     elif kind is EventKind.GROUP_RESUBSCRIBE and subscriber_id is not None and outcome.list_id is not None:
-        service.resubscribe(session, subscriber_id, outcome.list_id, source=ConsentSource.PROVIDER,
-                            provider_event_id=ref)
-        done.append("resubscribed")
+        try:
+            service.resubscribe(session, subscriber_id, outcome.list_id, source=ConsentSource.PROVIDER,
+                                provider_event_id=ref)
+            done.append("resubscribed")
+        except service.NotSubscribed:
+            done.append("not resubscribed: never on that list")
     return done

@@ -19,6 +19,7 @@ from sqlalchemy import any_, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.addresses import mixes_scripts
 from mailer.db import email_hash, rowcount, utcnow
 from mailer.settings import get_settings
 from subscribers import queries
@@ -52,6 +53,10 @@ class Refusal(StrEnum):
     """Why a request changed nothing; for staff and logs, never shown to the public (no enumeration)."""
 
     SUPPRESSED = "suppressed"
+
+
+class NotSubscribed(ServiceError):
+    """The person never had a subscription to that list (or the list does not exist): nothing to resume."""
 
 
 @dataclass(frozen=True)
@@ -99,11 +104,18 @@ def normalise_email(raw: str, *, check_deliverability: bool | None = None) -> st
     return info.normalized.lower()
 
 
+def check_local_part(address: str, allow_international: bool) -> None:
+    """Refuse a look-alike address (a local part that mixes scripts) unless the list allows international ones."""
+    if not allow_international and mixes_scripts(address.rpartition("@")[0]):
+        raise InvalidEmail("This address mixes letters of different alphabets (like a Cyrillic \"a\" among Latin "
+                           "letters), which is how look-alikes of other addresses are made. Please check it.")
+
+
 # Lists --------------------------------------------------------------------------------------------------------
 
 def create_list(session: Session, slug: str, name: str, *, double_opt_in: bool = True, from_name: str | None = None,
                 from_email: str | None = None, reply_to: str | None = None, welcome: bool = False,
-                description: str = "") -> MailingList:
+                description: str = "", allow_international: bool = False) -> MailingList:
     slug = slug.strip().lower()
     if not slug or not slug.replace("-", "").replace("_", "").isalnum():
         raise ServiceError("A list slug uses letters, digits, '-' and '_' only.")
@@ -114,7 +126,8 @@ def create_list(session: Session, slug: str, name: str, *, double_opt_in: bool =
             normalise_email(address, check_deliverability=False)
     mailing_list = MailingList(slug=slug, name=name.strip() or slug, double_opt_in=double_opt_in,
                                from_name=from_name, from_email=from_email, reply_to=reply_to,
-                               welcome_enabled=welcome, description=description)
+                               welcome_enabled=welcome, description=description,
+                               allow_international=allow_international)
     session.add(mailing_list)
     session.flush()
     return mailing_list
@@ -237,6 +250,7 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
               consent_note: str = "", override_suppression: bool = False) -> Outcome:
     """Start (or restart) a subscription. `confirmed` is for consent obtained elsewhere and must say where."""
     address = normalise_email(email)
+    check_local_part(address, mailing_list.allow_international)
     name = " ".join((name or "").split())[:200]
     if confirmed and source in (ConsentSource.IMPORT, ConsentSource.ADMIN, ConsentSource.API) and not consent_note:
         raise ServiceError("Adding someone as confirmed needs a consent source (where and when they agreed).")
@@ -339,20 +353,21 @@ def unsubscribe(session: Session, subscriber_id: int, list_id: int | None, *, so
 
 def resubscribe(session: Session, subscriber_id: int, list_id: int, *, source: ConsentSource,
                 ip: str | None = None, user_agent: str | None = None, provider_event_id: int | None = None) -> Outcome:
-    """The subscriber's own request through a signed link: the link proves the mailbox, so no new confirmation."""
+    """The subscriber's own request through a signed link: the link proves the mailbox, so no new confirmation.
+
+    Only a list the person already had (pending, confirmed or left) can be resumed: the link proves who they are,
+    not that they ever asked for some other list, so a forged ``list_id`` must not create consent out of nothing.
+    """
     subscriber = session.get(Subscriber, subscriber_id)
-    mailing_list = session.get(MailingList, list_id)
-    if subscriber is None or mailing_list is None or subscriber.erased_at is not None:
+    if subscriber is None or subscriber.erased_at is not None:
         raise ServiceError("This subscription no longer exists.")
+    subscription = _subscription(session, subscriber_id, list_id)
+    if subscription is None:
+        raise NotSubscribed("You were never subscribed to that list.")
     if is_suppressed(session, subscriber.email):
         return Outcome(None, refused=Refusal.SUPPRESSED)
-    subscription = _subscription(session, subscriber_id, list_id)
     now = utcnow()
-    if subscription is None:
-        subscription = Subscription(subscriber_id=subscriber_id, list_id=list_id, source=source.value,
-                                    status=SubscriptionStatus.CONFIRMED, created_at=now, confirmed_at=now)
-        session.add(subscription)
-    elif subscription.status is SubscriptionStatus.CONFIRMED:
+    if subscription.status is SubscriptionStatus.CONFIRMED:
         return Outcome(subscription)
     else:
         subscription.status, subscription.confirmed_at, subscription.unsubscribed_at = (

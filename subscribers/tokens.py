@@ -1,5 +1,8 @@
-"""Signed, purpose-bound, expiring tokens for the links we mail (confirm, unsubscribe, preferences).
+"""Signed, purpose-bound tokens for the links we mail (confirm, unsubscribe, preferences).
 
+Only confirmation links expire: a confirmation proves that someone reads the mailbox now. Unsubscribe and preferences
+links sit in inboxes and archives for years, and mailbox providers and anti-spam law expect them to work for as long
+as we hold the address; they stop working when the subscriber is erased (the page then finds no one to act on).
 A token carries only ids. The purpose is part of the signing salt, so a confirm token is simply an invalid
 unsubscribe token, and a token names exactly one subscriber (and list), so it cannot touch anyone else.
 """
@@ -87,9 +90,9 @@ class LinkMaker:
         return self._prefix + self.token(subscriber_id, list_id)
 
 
-def _max_age(purpose: Purpose, settings: Settings) -> int:
-    days = settings.confirm_token_max_age_days if purpose is Purpose.CONFIRM else settings.token_max_age_days
-    return days * 86400
+def _max_age(purpose: Purpose, settings: Settings) -> int | None:
+    """Seconds a link of this purpose stays valid; None: for as long as the address is on file."""
+    return settings.confirm_token_max_age_days * 86400 if purpose is Purpose.CONFIRM else None
 
 
 def _ids(value: bytes | str) -> tuple[int, int | None] | None:

@@ -18,6 +18,7 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
+from mailer.addresses import wire_address
 from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.message import list_unsubscribe
 from mailer.placeholders import fold_constants, substitutions
@@ -57,7 +58,7 @@ class SendGridTransport:
                                 [substitutions(r.values) for r in recipients])
         personalizations = []
         for recipient, table in zip(recipients, folded.tables, strict=True):
-            item: dict[str, Any] = {"to": [{"email": recipient.email}]}
+            item: dict[str, Any] = {"to": [{"email": wire_address(recipient.email)}]}
             if table:
                 item["substitutions"] = table
             headers = {_clean(k): _clean(v) for k, v in recipient.headers.items()} if recipient.headers else {}
@@ -71,7 +72,7 @@ class SendGridTransport:
             if recipient.delivery_id is not None:
                 item["custom_args"] = {"delivery_id": str(recipient.delivery_id)}
             personalizations.append(item)
-        sender: dict[str, str] = {"email": content.from_email}
+        sender: dict[str, str] = {"email": wire_address(content.from_email)}
         if content.from_name:
             sender["name"] = _clean(content.from_name)
         body: dict[str, Any] = {
@@ -84,7 +85,7 @@ class SendGridTransport:
         if content.send_id is not None:  # message-level custom_args reach every recipient's events
             body["custom_args"] = {"send_id": str(content.send_id)}
         if content.reply_to:
-            body["reply_to"] = {"email": content.reply_to}
+            body["reply_to"] = {"email": wire_address(content.reply_to)}
         if content.list_id:
             body["headers"] = {"List-Id": _clean(content.list_id)}
         return body

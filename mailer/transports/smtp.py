@@ -12,6 +12,7 @@ import smtplib
 import ssl
 from collections.abc import Callable, Sequence
 
+from mailer.addresses import wire_address
 from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.dkim_signing import DkimKeyError, DkimSigner, signer_from_settings
 from mailer.message import encode_message
@@ -71,7 +72,8 @@ class SMTPTransport:
         while len(results) < len(recipients):
             rest = recipients[len(results):]
             message_ids: dict[int, str] = {}
-            envelopes = [Envelope(r.return_path or self.default_return_path, r.email) for r in rest]
+            envelopes = [Envelope(wire_address(r.return_path or self.default_return_path), wire_address(r.email))
+                         for r in rest]
             try:
                 outcomes = send_messages(self._connect(), envelopes, self._builder(content, rest, message_ids))
             except TransportError as exc:  # could not (re)connect

@@ -1,4 +1,8 @@
-"""Helpers shared by CLI modules: one console, clean exits on the errors a user can fix."""
+"""Helpers shared by CLI modules: one console, clean exits on the errors a user can fix.
+
+The consoles interpret no Rich markup: everything the CLI prints may hold user data (a list named ``[/red]``, an
+address, a file name), so styling is passed as ``style=`` and text is always printed as it is.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,23 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.progress import TextColumn
 from sqlalchemy.orm import Session
 
 from mailer.db import session_scope
 from subscribers.service import InvalidEmail, ServiceError
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+console = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def description_column() -> TextColumn:
+    """A progress description printed as text (a file name may contain brackets)."""
+    return TextColumn("{task.description}", style="progress.description", markup=False)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]{message}[/red]", highlight=False)
+    err.print(message, style="red", highlight=False)
     return typer.Exit(code)
 
 

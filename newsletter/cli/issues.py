@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 import uvicorn
-from rich.console import Console
+from rich.text import Text
 
 from mailer.batch import Content, Recipient
 from mailer.issue import Issue, IssueError, load_issue
@@ -14,10 +14,8 @@ from mailer.message import build_message
 from mailer.placeholders import Key
 from mailer.render import RenderedIssue, RenderError, render_issue
 from mailer.settings import get_settings
+from newsletter.cli.common import console, err
 from newsletter.web.preview import preview_app
-
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 
 def _load_and_render(path: Path, force: bool) -> tuple[Issue, RenderedIssue]:
@@ -25,13 +23,13 @@ def _load_and_render(path: Path, force: bool) -> tuple[Issue, RenderedIssue]:
         issue = load_issue(path)
         return issue, render_issue(issue, force=force)
     except FileNotFoundError:
-        err.print(f"[red]{path}: no such file[/red]")
+        err.print(f"{path}: no such file", style="red", highlight=False)
     except IssueError as exc:
         for problem in exc.problems:
-            err.print(f"[red]{problem}[/red]", highlight=False)
+            err.print(str(problem), style="red", highlight=False)
         err.print(f"{len(exc.problems)} problem(s); nothing was written.")
     except RenderError as exc:
-        err.print(f"[red]{path}: {exc}[/red]", highlight=False)
+        err.print(f"{path}: {exc}", style="red", highlight=False)
     raise typer.Exit(1)
 
 
@@ -67,7 +65,7 @@ def render(issue_path: Path = typer.Argument(..., help="The issue's Markdown fil
         (out / name).write_bytes(data)
         console.print(f"{out / name}  {len(data) / 1024:6.1f} KB", highlight=False)
     for warning in rendered.warnings:
-        err.print(f"[yellow]warning: {warning}[/yellow]")
+        err.print(f"warning: {warning}", style="yellow", highlight=False)
     console.print(f"{len(issue.stories)} stories, subject: {issue.subject}", highlight=False)
 
 
@@ -75,9 +73,10 @@ def check(issue_path: Path = typer.Argument(..., help="The issue's Markdown file
     """Lint an issue (format, links, alt text, size budget) without writing anything."""
     issue, rendered = _load_and_render(issue_path, force=True)
     for warning in rendered.warnings:
-        err.print(f"[yellow]warning: {warning}[/yellow]")
-    console.print(f"[green]ok[/green] {issue_path}: {len(issue.stories)} stories, "
-                  f"{len(issue.links)} links, HTML {rendered.html_bytes / 1024:.1f} KB", highlight=False)
+        err.print(f"warning: {warning}", style="yellow", highlight=False)
+    console.print(Text.assemble(("ok", "green"), f" {issue_path}: {len(issue.stories)} stories, "
+                                f"{len(issue.links)} links, HTML {rendered.html_bytes / 1024:.1f} KB"),
+                  highlight=False)
     if any("clips" in w for w in rendered.warnings):
         raise typer.Exit(1)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from newsletter.cli.common import console, db
 from subscribers import queries, service
@@ -18,12 +18,15 @@ def create(slug: str, name: str = typer.Option(..., "--name", help="Name shown t
                                               help="Ask new subscribers to confirm by email (default)."),
            from_name: str = typer.Option(None), from_email: str = typer.Option(None),
            reply_to: str = typer.Option(None), welcome: bool = typer.Option(False, help="Send a welcome email."),
-           description: str = typer.Option("")) -> None:
+           description: str = typer.Option(""),
+           allow_international: bool = typer.Option(
+               False, help="Accept addresses whose local part mixes alphabets (refused by default: look-alikes).")
+           ) -> None:
     """Create a list."""
     with db() as session:
         created = service.create_list(session, slug, name, double_opt_in=double_opt_in, from_name=from_name,
                                       from_email=from_email, reply_to=reply_to, welcome=welcome,
-                                      description=description)
+                                      description=description, allow_international=allow_international)
         console.print(f"created list {created.slug} ({'double opt-in' if double_opt_in else 'single opt-in'})")
 
 
@@ -45,7 +48,7 @@ def show(slug: str) -> None:
     with db() as session:
         mailing_list = service.get_list(session, slug)
         counts = service.list_counts(session, mailing_list.id)
-        console.print(f"[bold]{mailing_list.name}[/bold] ({mailing_list.slug})", highlight=False)
+        console.print(Text.assemble((mailing_list.name, "bold"), f" ({mailing_list.slug})"), highlight=False)
         console.print(f"from: {mailing_list.from_name or '-'} <{mailing_list.from_email or 'default'}>  "
                       f"double opt-in: {'yes' if mailing_list.double_opt_in else 'no'}  "
                       f"welcome: {'yes' if mailing_list.welcome_enabled else 'no'}", highlight=False)
@@ -60,7 +63,7 @@ def tracking(slug: str,
     """Show or set a list's click and open tracking (new lists track both; sends planned later follow)."""
     with db() as session:
         mailing_list = service.set_list_tracking(session, service.get_list(session, slug), clicks=clicks, opens=opens)
-        console.print(f"{escape(mailing_list.slug)}: clicks {'on' if mailing_list.track_clicks else 'off'}, "
+        console.print(f"{mailing_list.slug}: clicks {'on' if mailing_list.track_clicks else 'off'}, "
                       f"opens {'on' if mailing_list.track_opens else 'off'}", highlight=False)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from newsletter.cli.common import console, db, fail
@@ -25,7 +24,7 @@ def create(name: str, list_slug: str = typer.Option(..., "--list"),
             matching = audience.count(session, mailing_list.id, segment.expression)
     except SegmentError as exc:
         raise fail(str(exc)) from exc
-    console.print(f"segment {escape(name)} on {escape(list_slug)}: {matching} subscribers match", highlight=False)
+    console.print(f"segment {name} on {list_slug}: {matching} subscribers match", highlight=False)
 
 
 @segments_app.command("ls")
@@ -35,9 +34,9 @@ def ls(list_slug: str = typer.Option(None, "--list")) -> None:
     with db() as session:
         list_id = service.get_list(session, list_slug).id if list_slug else None
         for segment, slug in audience.segments_of(session, list_id):
-            table.add_row(escape(slug), escape(segment.name), str(audience.count(session, segment.list_id,
+            table.add_row(slug, segment.name, str(audience.count(session, segment.list_id,
                                                                                   segment.expression)),
-                          escape(segment.expression))
+                          segment.expression)
     console.print(table)
 
 

@@ -10,16 +10,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from mailer.db import session_scope
 from mailer.issue import IssueError, parse_issue
 from mailer.render import RenderError
 from mailer.settings import get_settings
 from mailer.store import save_issue
-from newsletter.cli.common import console, db, fail
+from newsletter.cli.common import console, db, description_column, fail
 from subscribers import service
 from worker import reports, sends
 from worker.app import celery_app, is_inline
@@ -34,7 +34,13 @@ def _parse_at(value: str) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         raise fail(f"--at {value!r}: use ISO 8601, e.g. 2026-11-27T08:00 (UTC unless an offset is given)") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    if moment <= now:
+        # A past time would start the send at once: refuse rather than mail a whole list by a typo.
+        raise fail(f"--at {value}: that time is in the past (it is now {now:%Y-%m-%d %H:%M} UTC). "
+                   "Give a future time, or leave out --at to send now. Nothing was sent.")
+    return moment
 
 
 def _store_issue(issue_path: Path, force: bool) -> tuple[int, str | None]:
@@ -60,6 +66,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
          allow_resend: bool = typer.Option(False, help="Send again an issue already sent to this list."),
          force: bool = typer.Option(False, help="Send even if over the size budget.")) -> None:
     """Send (or schedule, or test) an issue. A broken issue fails here, before any email leaves."""
+    scheduled_at = _parse_at(at) if at else None  # before anything is stored: a bad time changes nothing
     issue_id, default_list = _store_issue(issue_path, force)
     if test_to:
         with db() as session:
@@ -72,7 +79,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
     slug = list_slug or default_list
     if not slug:
         raise fail("Say which list: --list SLUG (or `list:` in the issue's front matter).")
-    options = sends.SendOptions(allow_resend=allow_resend, scheduled_at=_parse_at(at) if at else None,
+    options = sends.SendOptions(allow_resend=allow_resend, scheduled_at=scheduled_at,
                                 created_by="cli", segment=segment)
     with _progress() as progress:
         bar = progress.add_task("send", total=None, visible=False)
@@ -96,7 +103,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
 
 
 def _progress() -> Progress:
-    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+    return Progress(description_column(), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console)
 
 
@@ -162,7 +169,7 @@ def report(send_id: int, as_json: bool = typer.Option(False, "--json", help="The
     if figures["links"]:
         table = Table("#", "link", "people", "clicks", "machines")
         for link in figures["links"]:
-            table.add_row(str(link["position"]), escape(link["url"]), str(link["unique_human"]), str(link["human"]),
+            table.add_row(str(link["position"]), link["url"], str(link["unique_human"]), str(link["human"]),
                           str(link["machine"]))
         console.print(table)
 
@@ -174,7 +181,8 @@ def show(send_id: int) -> None:
         detail = reports.send_detail(session, send_id)
         if detail is None:
             raise fail(f"No send {send_id}.")
-        console.print(f"[bold]send {detail.send.id}[/bold]: {detail.send.status.value}", highlight=False)
+        console.print(Text.assemble((f"send {detail.send.id}", "bold"), f": {detail.send.status.value}"),
+                      highlight=False)
         if detail.send.status_reason:
             console.print(f"reason: {detail.send.status_reason}", highlight=False)
     for key in ("planned", "pending", "sending", "sent", "failed", "skipped"):

@@ -11,7 +11,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from mailer.db import new_session
-from newsletter.cli.common import console, db, fail
+from newsletter.cli.common import console, db, description_column, fail
 from subscribers import importer, queries, service
 from subscribers.models import ConsentSource, Subscriber, SubscriptionStatus
 from subscribers.service import Refusal
@@ -101,9 +101,9 @@ def import_(file: Path, list_slug: str = typer.Option(..., "--list"),
             consent_source: str = typer.Option(""),
             report: Path = typer.Option(None, help="Error report CSV (default: next to the file).")) -> None:
     """Import a CSV (email,name,...); bad rows go to a report with their line numbers. Rerun to resume."""
-    if not file.exists():
-        raise fail(f"{file}: no such file")
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+    if not file.is_file():
+        raise fail(f"{file}: {'a directory, not a CSV file' if file.is_dir() else 'no such file'}")
+    with Progress(description_column(), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
         task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
         try:

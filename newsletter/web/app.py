@@ -8,13 +8,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter.web import admin, apidocs, archive, preview, public, tracking, webhooks
 from newsletter.web.api import api_app
+from newsletter.web.bodylimit import BodyLimitMiddleware
 from newsletter.web.csrf import CSRFCookieMiddleware
 from newsletter.web.deps import LoginRequired
+from newsletter.web.security_headers import SecurityHeadersMiddleware
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Newsletter", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(CSRFCookieMiddleware)
+    app.add_middleware(BodyLimitMiddleware)  # before anything reads a body (the CSRF check reads forms)
+    app.add_middleware(SecurityHeadersMiddleware)  # every answer of the app gets the headers, 413s included
     app.add_middleware(tracking.TrackingFastPath)  # added last: outermost, before routing and the others
 
     @app.get("/healthz", include_in_schema=False)

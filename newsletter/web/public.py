@@ -21,7 +21,7 @@ from newsletter.web.ratelimit import limiter
 from newsletter.web.templating import render_page
 from subscribers import service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, SubscriptionStatus
-from subscribers.service import InvalidEmail, ServiceError
+from subscribers.service import InvalidEmail, NotSubscribed, ServiceError
 from subscribers.tokens import Purpose, TokenError, link, read_token
 from worker.notifications import notify_after_commit
 
@@ -89,6 +89,7 @@ async def subscribe(request: Request, slug: str, session: Session = Depends(db_s
         return _message(request, "Too many attempts", "Please wait a while before trying again.", status_code=429)
     try:
         address = service.normalise_email(email)
+        service.check_local_part(address, mailing_list.allow_international)
     except InvalidEmail as exc:
         return render_page(request, "public/subscribe.html",
                            {"mailing_list": mailing_list, "error": str(exc), "email": email, "name": name},
@@ -259,9 +260,13 @@ async def update_preferences(request: Request, token: str, session: Session = De
         service.unsubscribe(session, subscriber.id, list_id, source=ConsentSource.FORM, ip=ip, user_agent=user_agent,
                             detail={"method": "preferences"})
         notice = "Unsubscribed."
-    elif action == "resubscribe" and list_id:
-        outcome = service.resubscribe(session, subscriber.id, list_id, source=ConsentSource.FORM, ip=ip,
-                                      user_agent=user_agent)
+    elif action == "resubscribe":
+        try:
+            outcome = service.resubscribe(session, subscriber.id, list_id, source=ConsentSource.FORM, ip=ip,
+                                          user_agent=user_agent)
+        except NotSubscribed:
+            return _message(request, "No such subscription", "You can only subscribe again to a list you were on.",
+                            status_code=404)
         notice = "We can't send to this address." if outcome.refused else "Subscribed again."
     elif action == "erase":
         if form.get("confirm_erase") != "yes":

@@ -22,6 +22,7 @@ def render_page(request: Request, name: str, context: dict[str, Any] | None = No
     ctx: dict[str, Any] = {
         "request": request,
         "csrf_token": getattr(request.state, "csrf_token", ""),
+        "csp_nonce": getattr(request.state, "csp_nonce", ""),  # <script nonce=...>: see security_headers.py
         "brand": settings.from_name,
         "postal_address": settings.postal_address,
         "user": getattr(request.state, "user", None),

@@ -1,7 +1,7 @@
 """What every admin page module shares: its router, rendering a page, the redirect after a form, reading a form.
 
-Flash messages travel in the redirect's query string; `redirect` writes them and `flash_message` reads them, so
-how a flash is carried is decided here and nowhere else.
+Flash messages travel in the redirect's query string, signed (newsletter/web/flash.py): `redirect` writes them and
+`flash_message` reads them, so a link from elsewhere cannot put words on an admin page.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from newsletter.auth import Principal
+from newsletter.web.flash import read_flash, redirect_with_flash
 from newsletter.web.templating import render_page
 
 
@@ -28,13 +29,12 @@ def page(request: Request, name: str, user: Principal | None, nav: str = "", **c
 
 def redirect(path: str, flash: str = "") -> RedirectResponse:
     """303 after a form post (the browser then GETs `path`), with a message for the next page to show."""
-    suffix = f"?flash={flash}" if flash else ""
-    return RedirectResponse(path + suffix, status_code=303)
+    return redirect_with_flash(path, flash)
 
 
 def flash_message(request: Request) -> str | None:
     """The message a redirect left for this page, if any."""
-    return request.query_params.get("flash")
+    return read_flash(request)
 
 
 async def read_form(request: Request) -> dict[str, Any]:

@@ -1,0 +1,170 @@
+"""Request bodies are capped before authentication, against the real app under uvicorn on a loopback socket.
+
+The client speaks raw HTTP/1.1 over a socket so that it can stream a body of any size (chunked, or under a
+Content-Length that lies) and read the answer while it is still sending, as an attacker's client would.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mailer.db import session_scope
+from newsletter.auth import create_user
+from newsletter.models import Role
+from newsletter.web.app import create_app
+from newsletter.web.ratelimit import reset
+from subscribers import service
+from tests.support.server import serve
+
+MB = 1 << 20
+
+
+def _peak_rss_reset() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: reset this process's peak RSS (VmHWM)
+
+
+def _peak_rss() -> int:
+    match = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    assert match is not None
+    return int(match.group(1)) * 1024
+
+
+class RawResponse:
+    def __init__(self) -> None:
+        self.data = b""
+        self.done = threading.Event()
+
+    @property
+    def status(self) -> int | None:
+        match = re.match(rb"HTTP/1\.1 (\d{3})", self.data)
+        return int(match.group(1)) if match else None
+
+
+def _post(base: str, path: str, headers: dict[str, str], chunks: Iterator[bytes],
+          timeout: float = 60) -> tuple[RawResponse, int]:
+    """Send the request; a reader thread collects the answer while the body is still going out.
+
+    Returns the answer and how many body bytes the server let us send before it closed the connection."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    response = RawResponse()
+
+    def read() -> None:
+        try:
+            while chunk := sock.recv(65536):
+                response.data += chunk
+        except OSError:
+            pass
+        finally:
+            response.done.set()
+
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock.sendall(head.encode() + b"\r\n")
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    sent = 0
+    try:
+        for chunk in chunks:
+            if response.status is not None:
+                break
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass  # the server closed the connection on us: what we want once it has answered
+    response.done.wait(timeout)
+    sock.close()
+    return response, sent
+
+
+def _chunked(total: int, piece: int = MB) -> Iterator[bytes]:
+    block = b"[" + b"1," * (piece // 2 - 1) + b"1"
+    for _ in range(total // piece):
+        yield f"{len(block):x}\r\n".encode() + block + b"\r\n"
+    yield b"0\r\n\r\n"
+
+
+def _raw(total: int, piece: int = MB) -> Iterator[bytes]:
+    block = b"x" * piece
+    for _ in range(total // piece):
+        yield block
+
+
+@pytest.fixture
+def server(sqlite_url: str) -> Iterator[str]:
+    with serve() as base:
+        yield base
+
+
+def test_an_anonymous_huge_json_body_is_cut_off_with_413_and_not_buffered(server: str) -> None:
+    _peak_rss_reset()
+    before = _peak_rss()
+    started = time.monotonic()
+    response, sent = _post(server, "/api/v1/issues", {"Content-Type": "application/json",
+                                                      "Transfer-Encoding": "chunked"}, _chunked(200 * MB))
+    assert response.status == 413, response.data[:300]
+    assert sent < 50 * MB  # the server stopped taking the body long before its end
+    assert _peak_rss() - before < 40 * MB, (_peak_rss() - before) / MB
+    assert time.monotonic() - started < 60
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body(server: str) -> None:
+    response, _ = _post(server, "/api/v1/issues", {"Content-Type": "application/json",
+                                                   "Content-Length": str(10 * 1024 * MB)}, iter(()), timeout=10)
+    assert response.status == 413  # answered without waiting for 10 GB
+
+
+def test_a_content_length_that_lies_does_not_get_past_the_count(server: str) -> None:
+    """Declares 100 bytes but streams 60 MB chunked (the chunked framing wins, as HTTP says): the count of what
+    really arrives decides, not the header."""
+    _peak_rss_reset()
+    before = _peak_rss()
+    response, sent = _post(server, "/api/v1/issues", {"Content-Type": "application/json", "Content-Length": "100",
+                                                      "Transfer-Encoding": "chunked"}, _chunked(60 * MB))
+    assert response.status == 413, response.data[:300]
+    assert sent < 30 * MB and _peak_rss() - before < 40 * MB
+
+
+def test_multipart_uploads_are_capped_and_the_csv_route_has_its_own_limit(server: str, settings) -> None:
+    boundary = "xyzzy"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n"
+            "Content-Type: text/csv\r\n\r\n").encode()
+
+    def body(total: int) -> Iterator[bytes]:
+        yield f"{len(head):x}\r\n".encode() + head + b"\r\n"
+        yield from _chunked(total)
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Transfer-Encoding": "chunked"}
+    for path in ("/lists/weekly/subscribe", "/admin/lists", "/preferences/x"):
+        response, sent = _post(server, path, headers, body(20 * MB))
+        assert response.status == 413, (path, response.data[:300])
+        assert sent < 10 * MB
+    settings.import_max_upload_bytes = 5 * MB
+    response, sent = _post(server, "/admin/import", headers, body(40 * MB))
+    assert response.status == 413 and sent < 20 * MB
+
+
+def test_bodies_under_the_limits_still_work(sqlite_url: str, settings) -> None:
+    """A 3 MB CSV upload passes (over the form limit, under the upload limit); the API answers 401, not 413."""
+    reset()
+    password = "correct horse battery staple"
+    with session_scope() as session:
+        create_user(session, "admin@example.com", password, Role.ADMIN)
+        service.create_list(session, "weekly", "Weekly", double_opt_in=False)
+    client = TestClient(create_app())
+    token = re.search(r'name="csrf_token" value="([^"]+)"',  # type: ignore[union-attr]
+                      client.get("/admin/login").text).group(1)
+    client.post("/admin/login", data={"email": "admin@example.com", "password": password, "csrf_token": token})
+    rows = "email,name\n" + "".join(f"r{i}@example.org,Reader number {i}\n" for i in range(90_000))
+    assert len(rows) > 3 * MB > settings.max_body_bytes
+    started = client.post("/admin/import", data={"csrf_token": token, "list": "weekly"},
+                          files={"file": ("people.csv", rows.encode(), "text/csv")}, follow_redirects=False)
+    assert started.status_code == 303
+    assert client.post("/api/v1/issues", json={"source": "x" * 1000}).status_code == 401
