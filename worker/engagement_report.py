@@ -98,7 +98,7 @@ def _domains(session: Session, send_id: int) -> list[dict[str, Any]]:
 
 
 def report_csv_rows(report: dict[str, Any]) -> list[list[str]]:
-    """The report as CSV rows: the figures, then the per-link table (URLs are ours, but neutralised all the same)."""
+    """The report as CSV rows: the figures, then the per-link table (written through subscribers.csvsafe)."""
     rows: list[list[str]] = [["figure", "value"]]
     flat: dict[str, Any] = defaultdict(str)
     for key in ("sent", "delivered", "complaints", "unsubscribes"):
@@ -108,11 +108,6 @@ def report_csv_rows(report: dict[str, Any]) -> list[list[str]]:
             flat[f"{group}_{key}"] = value
     rows += [[key, str(value)] for key, value in flat.items()]
     rows += [[], ["link", "url", "human", "machine", "unique_human"]]
-    rows += [[str(link["position"]), _cell(link["url"]), str(link["human"]), str(link["machine"]),
+    rows += [[str(link["position"]), link["url"], str(link["human"]), str(link["machine"]),
               str(link["unique_human"])] for link in report["links"]]
     return rows
-
-
-def _cell(value: str) -> str:
-    """A spreadsheet must never run a cell as a formula."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -19,7 +19,9 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from mailer.db import session_scope, utcnow
+from newsletter.auth import create_user
 from newsletter.cli import app as cli_app
+from newsletter.models import Role
 from newsletter.web import tracking
 from newsletter.web.app import create_app
 from subscribers.models import MailingList, Subscriber
@@ -320,7 +322,17 @@ def test_list_tracking_setting_and_raw_retention(db_url: str, clock: Clock) -> N
         assert engagement.purge_raw(session, 30, now=clock.now + timedelta(days=31)) == 1
     with session_scope() as session:
         report = send_report(session, send_id)
+        create_user(session, "editor@example.com", "correct horse battery staple", Role.STAFF)
     assert report is not None and report["clicks"]["human"] == 1 and report["links"][0]["unique_human"] == 1
+    # The send's admin page shows the same figures, with the chart, and the CSV has the per-link row.
+    admin = TestClient(create_app())
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', admin.get("/admin/login").text).group(1)  # type: ignore[union-attr]
+    admin.post("/admin/login", data={"email": "editor@example.com", "password": "correct horse battery staple",
+                                     "csrf_token": csrf})
+    html = admin.get(f"/admin/sends/{send_id}").text
+    assert re.search(r'id="eng-clicked">1<', html) and "<svg" in html and "https://example.com/passkeys" in html
+    csv_text = admin.get(f"/admin/sends/{send_id}/report.csv").text
+    assert "clicks_unique_human,1" in csv_text and "1,https://example.com/passkeys,1,0,1" in csv_text
 
 
 def test_recorder_keeps_hits_while_the_database_is_away(db_url: str) -> None:

@@ -43,3 +43,31 @@ def rates_chart(rows: list[tuple[str, dict[str, int]]]) -> str:
                      f'<text x="{x + 16}" y="{top + height + 42}" font-size="12" fill="#374151">{key}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def timeline_chart(hours: list[dict[str, int]]) -> str:
+    """Human opens and clicks per hour over a send's first 72 hours, as two rows of bars."""
+    peak = max([1] + [h["opens"] for h in hours] + [h["clicks"] for h in hours])
+    width, height, left, top = 760, 120, 44, 10
+    step = (width - left) / max(len(hours), 1)
+    parts = [f'<svg role="img" aria-label="Opens and clicks by people, per hour over the first 72 hours" '
+             f'viewBox="0 0 {width} {height + top + 40}" width="100%" style="max-width:{width}px;font-family:inherit">',
+             f'<line x1="{left}" y1="{top + height}" x2="{width}" y2="{top + height}" stroke="#9ca3af"/>',
+             f'<text x="{left - 6}" y="{top + 8}" font-size="11" text-anchor="end" fill="#6b7280">{peak}</text>']
+    for hour in hours:
+        x = left + hour["hour"] * step
+        for offset, (key, color) in enumerate((("opens", "#1d4ed8"), ("clicks", "#047857"))):
+            h = hour[key] / peak * height
+            if hour[key]:
+                parts.append(f'<rect x="{x + offset * step / 2:.1f}" y="{top + height - h:.1f}" '
+                             f'width="{max(1.0, step / 2 - 1):.1f}" height="{h:.1f}" fill="{color}">'
+                             f'<title>hour {hour["hour"]}: {hour[key]} {key}</title></rect>')
+        if hour["hour"] % 12 == 0:
+            parts.append(f'<text x="{x:.1f}" y="{top + height + 14}" font-size="11" fill="#374151">'
+                         f'{hour["hour"]} h</text>')
+    for offset, (key, color) in enumerate((("opens by people", "#1d4ed8"), ("clicks by people", "#047857"))):
+        x = left + offset * 160
+        parts.append(f'<rect x="{x}" y="{top + height + 24}" width="11" height="11" rx="2" fill="{color}"/>'
+                     f'<text x="{x + 16}" y="{top + height + 34}" font-size="12" fill="#374151">{escape(key)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

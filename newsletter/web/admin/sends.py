@@ -3,6 +3,7 @@ its controls. Every change goes through worker.sends, the same as the CLI's and 
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 
 from fastapi import Depends, Request
@@ -10,11 +11,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from newsletter.auth import Principal
+from newsletter.web.admin.chart import timeline_chart
 from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_user
-from subscribers import service
+from subscribers import csvsafe, service
 from worker import reports, sends
+from worker.engagement_report import report_csv_rows, send_report
 
 router = admin_router()
 
@@ -57,9 +60,24 @@ def send_page(request: Request, send_id: int, user: Principal = Depends(page_use
     if report is None:
         return page(request, "lists.html", user, "dashboard", lists=[], flash="No such send.", flash_kind="error",
                     status_code=404)
+    engagement = send_report(session, send_id)
     return page(request, "send.html", user, "dashboard", send=report.send, issue=report.issue,
                 mailing_list=report.mailing_list, counts=report.counts, figures=report.figures,
+                engagement=engagement, timeline=timeline_chart(engagement["timeline"]) if engagement else "",
                 flash=flash_message(request))
+
+
+@router.get("/sends/{send_id}/report.csv")
+def send_report_csv(send_id: int, user: Principal = Depends(page_user),
+                    session: Session = Depends(db_session)) -> Response:
+    """The engagement report as a spreadsheet: figures, then one row per link."""
+    engagement = send_report(session, send_id)
+    if engagement is None:
+        return Response("No such send.", status_code=404, media_type="text/plain")
+    out = io.StringIO()
+    csvsafe.writer(out).writerows(report_csv_rows(engagement))
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="send-{send_id}-report.csv"'})
 
 
 @router.get("/sends/{send_id}/progress.json")
