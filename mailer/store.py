@@ -54,3 +54,11 @@ def find_issue(session: Session, issue_id: int) -> IssueRecord | None:
 def recent_issues(session: Session, limit: int) -> list[IssueRecord]:
     """The most recently edited first."""
     return list(session.scalars(select(IssueRecord).order_by(IssueRecord.updated_at.desc()).limit(limit)))
+
+
+def issues_page(session: Session, limit: int, before: int | None = None) -> list[IssueRecord]:
+    """Issues newest first by id, `before` an id: keyset pagination for the API."""
+    query = select(IssueRecord)
+    if before is not None:
+        query = query.where(IssueRecord.id < min(before, MAX_ID))
+    return list(session.scalars(query.order_by(IssueRecord.id.desc()).limit(limit)))

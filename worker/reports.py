@@ -57,12 +57,15 @@ def find_send(session: Session, send_id: int) -> Send | None:
     return session.get(Send, send_id) if 0 < send_id < MAX_ID else None
 
 
-def recent_sends(session: Session, limit: int, *, with_figures: bool = False) -> list[SendRow]:
-    """The newest sends first, with their issue and list and their counters (the dashboard, `newsletter sends`)."""
-    rows = session.execute(select(Send, IssueRecord.slug, MailingList.slug)
-                           .join(IssueRecord, IssueRecord.id == Send.issue_id)
-                           .join(MailingList, MailingList.id == Send.list_id)
-                           .order_by(Send.id.desc()).limit(limit)).all()
+def recent_sends(session: Session, limit: int, *, with_figures: bool = False, before: int | None = None
+                 ) -> list[SendRow]:
+    """The newest sends first, with their issue and list and their counters (the dashboard, `newsletter sends`);
+    `before` pages back from a send id (keyset: a page costs the same at any depth)."""
+    query = (select(Send, IssueRecord.slug, MailingList.slug)
+             .join(IssueRecord, IssueRecord.id == Send.issue_id).join(MailingList, MailingList.id == Send.list_id))
+    if before is not None:
+        query = query.where(Send.id < min(before, MAX_ID))
+    rows = session.execute(query.order_by(Send.id.desc()).limit(limit)).all()
     return [SendRow(send, issue_slug, list_slug, send_counters(session, send.id),
                     send_figures(session, send.id) if with_figures and send.status in WITH_FIGURES else None)
             for send, issue_slug, list_slug in rows]

@@ -18,11 +18,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailer.issue import IssueError, parse_issue
 from mailer.render import RenderError, render_issue
-from mailer.store import find_issue, save_issue
+from mailer.store import find_issue, issues_page, save_issue
 from newsletter.auth import Principal
 from newsletter.web.deps import api_admin, api_user, db_session
 from subscribers import audience, queries, service
-from subscribers.models import ConsentSource, MailingList, Subscriber, SuppressionReason
+from subscribers.models import ConsentSource, MailingList, Subscriber, SubscriptionStatus, SuppressionReason
 from subscribers.queries import ListOrder
 from subscribers.segments import SegmentError
 from subscribers.service import Refusal
@@ -76,6 +76,20 @@ class SuppressionIn(BaseModel):
 
 class IssueIn(BaseModel):
     markdown: str = Field(max_length=500_000)
+
+
+class SubscriberPageOut(BaseModel):
+    items: list[SubscriberOut]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+class SendListOut(BaseModel):
+    id: int
+    issue: str
+    list: str
+    status: str
+    counters: dict[str, int]
+    figures: dict[str, int] | None
 
 
 class IssueOut(BaseModel):
@@ -215,6 +229,21 @@ def post_subscriber(body: SubscriberIn, user: Principal = Depends(api_admin),
     return _subscriber_out(session, subscriber)
 
 
+@api_app.get("/subscribers", response_model=SubscriberPageOut)
+def get_subscribers(list: str = Query("", max_length=100), status: SubscriptionStatus | None = None,
+                    search: str = Query("", max_length=320), after: int = Query(0, ge=0),
+                    limit: int = Query(50, ge=1, le=500), user: Principal = Depends(api_user),
+                    session: Session = Depends(db_session)) -> SubscriberPageOut:
+    """Subscribers by id, a page at a time (keyset: pass `next_after` as `after`), filtered by list, status, text."""
+    found = queries.search_subscribers(session, search=search, list_slug=list.strip().lower(), status=status,
+                                       after=after, limit=limit)
+    return SubscriberPageOut(items=[SubscriberOut(id=row.subscriber.id, email=row.subscriber.email,
+                                                  name=row.subscriber.name,
+                                                  subscriptions={m.mailing_list.slug: m.status.value
+                                                                 for m in row.memberships})
+                                    for row in found.rows], next_after=found.next_after)
+
+
 @api_app.get("/subscribers/{subscriber_id}", response_model=SubscriberOut)
 def get_subscriber(subscriber_id: int, user: Principal = Depends(api_user),
                    session: Session = Depends(db_session)) -> SubscriberOut:
@@ -274,6 +303,23 @@ def delete_suppression(email: str, user: Principal = Depends(api_admin),
     if not service.unsuppress(session, address, source=ConsentSource.API):
         raise _bad("That address is not suppressed.", 404)
     session.commit()
+
+
+@api_app.get("/issues", response_model=list[IssueOut])
+def get_issues(before: int | None = Query(None, ge=1), limit: int = Query(50, ge=1, le=200),
+               user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> list[IssueOut]:
+    """Issues, newest first; pass the last id as `before` for the next page."""
+    return [IssueOut(id=r.id, slug=r.slug, subject=r.subject, html_bytes=len((r.html or "").encode()))
+            for r in issues_page(session, limit, before)]
+
+
+@api_app.get("/sends", response_model=list[SendListOut])
+def get_sends(before: int | None = Query(None, ge=1), limit: int = Query(20, ge=1, le=200),
+              user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> list[SendListOut]:
+    """Sends, newest first, with counters and what came back; pass the last id as `before` for the next page."""
+    return [SendListOut(id=row.send.id, issue=row.issue_slug, list=row.list_slug, status=row.send.status.value,
+                        counters=row.counts, figures=row.figures)
+            for row in reports.recent_sends(session, limit, with_figures=True, before=before)]
 
 
 @api_app.post("/issues", response_model=IssueOut, status_code=201)
