@@ -33,7 +33,7 @@ from worker.app import reconfigure
 from worker.stats import send_counters
 
 ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
-BROKER = "redis://127.0.0.1:6379/13"
+BROKER = os.environ.get("NEWSLETTER_BENCH_BROKER", "redis://127.0.0.1:6379/13")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -79,7 +79,7 @@ def populate(url: str, size: int) -> tuple[int, int]:
     return list_id, issue_id
 
 
-def run(size: int, path: str) -> dict[str, float]:
+def run(size: int, path: str, batch_size: int = 1000) -> dict[str, float]:
     name = f"nl_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -89,7 +89,7 @@ def run(size: int, path: str) -> dict[str, float]:
     port = free_port()
     env = dict(os.environ) | {
         "NEWSLETTER_DATABASE_URL": url, "NEWSLETTER_BROKER_URL": BROKER, "NEWSLETTER_DATA_DIR": str(tmp),
-        "NEWSLETTER_SECRET_KEY": "bench-secret-bench-secret-bench-secret", "NEWSLETTER_BATCH_SIZE": "1000",
+        "NEWSLETTER_SECRET_KEY": "bench-secret-bench-secret-bench-secret", "NEWSLETTER_BATCH_SIZE": str(batch_size),
         "NEWSLETTER_BASE_URL": "https://news.example.com", "NEWSLETTER_TRANSPORT": path,
         "NEWSLETTER_SENDGRID_HOST": f"http://127.0.0.1:{port}", "NEWSLETTER_SENDGRID_API_KEY": "SG.test-key",
         "NEWSLETTER_SMTP_HOST": "127.0.0.1", "NEWSLETTER_SMTP_PORT": str(port)}
@@ -148,7 +148,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--paths", nargs="*", default=["sendgrid", "smtp"])
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[],
+                        help="Only measure throughput at these batch sizes (printed, nothing written).")
     args = parser.parse_args()
+    if args.batch_sizes:
+        for path in args.paths:
+            for size in args.sizes:
+                for batch_size in args.batch_sizes:
+                    r = run(size, path, batch_size)
+                    print(f"| {path} | {size:,} | {batch_size} | {r['seconds']:.1f} | {r['rate']:,.0f} | "
+                          f"{r['rss']:.0f} MB | {r['received']:,} |", flush=True)
+        return
     store = ROOT / "docs" / "bench-send.json"  # every (path, size) measured so far, so runs add up
     known = {f"{r['path']}:{r['size']}": r for r in (json.loads(store.read_text()) if store.exists() else [])}
     for path in args.paths:

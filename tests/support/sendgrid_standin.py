@@ -41,6 +41,7 @@ class Accepted:
     delivery_id: str | None
     substitutions: dict[str, str]
     headers: dict[str, str]
+    received_at: float = 0.0  # when its request arrived (epoch seconds): the moment it was handed over
 
 
 @dataclass
@@ -182,6 +183,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, {"errors": [{"message": "not found"}]})
                 return
             behaviour = state.behaviour
+            arrived = time.time()
             with state.lock:
                 state.requests += 1
             if behaviour.delay_s:
@@ -227,7 +229,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                     state.accepted.append(Accepted(message_id, item["to"][0]["email"].lower(), args.get("send_id"),
                                                    args.get("delivery_id"),
                                                    (item.get("substitutions") or {}) if keep else {},
-                                                   (item.get("headers") or {}) if keep else {}))
+                                                   (item.get("headers") or {}) if keep else {}, arrived))
             self._reply(202, None, {"X-Message-Id": message_id})
 
         def _count(self, status: int) -> None:
