@@ -21,6 +21,7 @@ from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.workers import wait_for
 from tests.worker.test_workers_e2e import BROKER, Cluster, check_exactly_once, start_send
 from worker import campaigns, tasks
+from worker.app import celery_app
 from worker.models import SendStatus
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,8 @@ def wait_done_like_beat(send_id: int, cluster: Cluster, timeout: float) -> None:
 def test_plan_task_retries_through_a_database_outage(pg_cluster: tuple[Cluster, PrivatePostgres]) -> None:
     cluster, server = pg_cluster
     audience = make_audience(600)
-    cluster.start_worker("alpha")
+    worker = cluster.start_worker("alpha")
+    wait_for(lambda: bool(celery_app.control.ping(timeout=0.5)), timeout=60, what="the worker to be ready")
     with session_scope() as session:
         send = campaigns.create_send(session, audience.issue_id, audience.list_id, transport="sendgrid")
         campaigns.start_send(session, send.id)
@@ -76,7 +78,8 @@ def test_plan_task_retries_through_a_database_outage(pg_cluster: tuple[Cluster, 
     db_module.dispose_engines()
     server.stop("immediate")
     tasks.plan_send.apply_async(args=(send_id,))  # the worker takes it while the database is down
-    time.sleep(4)
+    wait_for(lambda: "OperationalError" in worker.log() or "database error" in worker.log(), timeout=30,
+             what="the plan task to meet the outage")
     server.start()
     # No sweeper here: the task itself must come back, not wait for the lease-based healing.
     wait_for(lambda: send_status(send_id) is SendStatus.DONE, timeout=60, what="the send planned and done")
