@@ -41,8 +41,8 @@ from subscribers.models import Subscriber
 from subscribers.tokens import Purpose, link
 from tests.support.postgres import PrivatePostgres
 from tests.support.workers import PrivateRedis, WorkerProcess, free_port, wait_for
-from worker import campaigns, tasks
-from worker.app import enqueue_after_commit, reconfigure
+from worker import sends
+from worker.app import reconfigure
 from worker.models import Delivery, DeliveryStatus, Send, SendStatus
 from worker.stats import send_counters
 
@@ -158,10 +158,7 @@ def run(scenario: str, recipients: int, pg: PrivatePostgres, broker: PrivateRedi
 
         started = time.monotonic()
         with session_scope() as session:
-            send = campaigns.create_send(session, issue_id, list_id, transport="sendgrid")
-            campaigns.start_send(session, send.id)
-            enqueue_after_commit(session, tasks.plan_send, send.id)
-            send_id = send.id
+            send_id = sends.create_send(session, issue_id, list_id, sends.SendOptions(transport="sendgrid")).id
         last_fault = started
         unsubscribed: dict[str, float] = {}
 
@@ -224,8 +221,7 @@ def run(scenario: str, recipients: int, pg: PrivatePostgres, broker: PrivateRedi
             if time.monotonic() > deadline and not outcome.manual:
                 outcome.manual += 1  # what an operator would do: resume re-enqueues the open ranges
                 with session_scope() as session:
-                    campaigns.resume(session, send_id)
-                tasks.resume_send(send_id)
+                    sends.control(session, send_id, sends.SendAction.RESUME, "bench")
             if time.monotonic() > deadline + AFTER_FAULT_S:
                 outcome.notes.append(f"not done: {counts()}")
                 break

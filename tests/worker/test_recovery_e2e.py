@@ -14,13 +14,13 @@ import redis as redis_lib
 
 from mailer import db as db_module
 from mailer.db import session_scope
-from mailer.migrate import upgrade
-from tests.support.audience import counters, make_audience, send_status
+from newsletter.migrate import upgrade
+from tests.support.audience import counters, make_audience, send_status, started_send
 from tests.support.postgres import PrivatePostgres
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.workers import wait_for
 from tests.worker.test_workers_e2e import BROKER, Cluster, check_exactly_once, start_send
-from worker import campaigns, tasks
+from worker import tasks
 from worker.app import celery_app
 from worker.models import SendStatus
 
@@ -72,9 +72,7 @@ def test_plan_task_retries_through_a_database_outage(pg_cluster: tuple[Cluster, 
     worker = cluster.start_worker("alpha")
     wait_for(lambda: bool(celery_app.control.ping(timeout=0.5)), timeout=60, what="the worker to be ready")
     with session_scope() as session:
-        send = campaigns.create_send(session, audience.issue_id, audience.list_id, transport="sendgrid")
-        campaigns.start_send(session, send.id)
-        send_id = send.id
+        send_id = started_send(session, audience.issue_id, audience.list_id, transport="sendgrid")
     db_module.dispose_engines()
     server.stop("immediate")
     tasks.plan_send.apply_async(args=(send_id,))  # the worker takes it while the database is down
