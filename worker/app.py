@@ -11,11 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import pools
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from mailer.settings import get_settings
+from worker import shutdown
 
 SEND_QUEUE = "send"
 HOUSEKEEPING_QUEUE = "housekeeping"
@@ -101,3 +103,8 @@ def enqueue_after_commit(session: Session, task: Any, *args: Any, **kwargs: Any)
     """Enqueue a task once the session's transaction commits; inline mode runs it right after, in this process."""
     run_after_commit(session, lambda: task.apply_async(args=args, kwargs=kwargs))
 
+
+@worker_process_init.connect
+def _pool_process_started(**_kwargs: Any) -> None:
+    """A pool process finishes recording the batch the provider holds before it obeys SIGTERM."""
+    shutdown.install()

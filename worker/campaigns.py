@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Recipient, Result, TransportError
-from mailer.db import id_in, rowcount, session_scope, table_of, utcnow
+from mailer.db import id_in, new_session, rowcount, session_scope, table_of, utcnow
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import Settings, TransportName, get_settings
@@ -39,10 +40,11 @@ from subscribers.models import MailingList, Subscriber, Subscription, Subscripti
 from subscribers.service import suppressed_among
 from subscribers.tokens import LinkMaker, Purpose, TrackTokens
 from worker import engagement
-from worker.leases import Heartbeat, until_stored
+from worker.leases import TRANSIENT_DB_ERRORS, Heartbeat, until_stored
 from worker.leases import stalled_sends as stalled_sends  # the sweeper's queries live with the leases
 from worker.leases import sweep_leases as sweep_leases
 from worker.models import Delivery, DeliveryStatus, Send, SendStatus
+from worker.shutdown import ambiguous_window
 
 log = logging.getLogger(__name__)
 
@@ -332,16 +334,43 @@ def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) 
                       send.track_clicks or send.track_opens)
 
 
-def _recheck_before_sending(send_id: int, list_id: int, ids: Sequence[int]) -> list[_Row] | None:
-    """Eligibility read once more after any wait, just before the provider call, and the ineligible rows marked
-    skipped in the same transaction. None when the send stopped running meanwhile (the caller releases)."""
-    with session_scope() as session:
-        status = session.scalar(select(Send.status).where(Send.id == send_id))
-        if status is not SendStatus.RUNNING:
-            return None
-        rows = _recheck(session, list_id, ids)
-        _skip(session, rows)
-        return rows
+@contextmanager
+def _handover_hold() -> Iterator[Session]:
+    """A transaction that only reads and locks, ended by rollback: its end must never fail a batch the provider
+    has already accepted (the database may have died meanwhile; the locks died with it)."""
+    session = new_session()
+    try:
+        yield session
+    finally:
+        try:
+            session.rollback()
+        except TRANSIENT_DB_ERRORS:
+            pass
+        finally:
+            session.close()
+
+
+def _recheck_before_sending(hold: Session, send_id: int, list_id: int, ids: Sequence[int]) -> list[_Row] | None:
+    """Eligibility read once more after any wait, just before the provider call; the ineligible rows are marked
+    skipped at once. None when the send stopped running meanwhile (the caller releases).
+
+    On PostgreSQL `hold` also takes share locks on the batch's subscriptions, and the caller keeps its transaction
+    open until the provider has the batch: an unsubscribe of someone in it then commits after the handover (it
+    waits for one provider call), never in the gap between this read and the request, where it would be missed.
+    """
+    status = hold.scalar(select(Send.status).where(Send.id == send_id))
+    if status is not SendStatus.RUNNING:
+        return None
+    if _dialect(hold) == "postgresql":
+        in_batch = select(_DELIVERIES.c.subscriber_id).where(id_in(_DELIVERIES.c.id, ids, "postgresql"))
+        hold.execute(select(Subscription.id).where(Subscription.list_id == list_id,
+                                                   Subscription.subscriber_id.in_(in_batch))
+                     .with_for_update(read=True))
+    rows = _recheck(hold, list_id, ids)
+    if any(row.reason for row in rows):
+        with session_scope() as session:  # committed now: the held transaction only reads
+            _skip(session, rows)
+    return rows
 
 
 def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transport | None = None,
@@ -355,8 +384,8 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
     if not batch.ids:
         finish_if_complete(send_id)
         return BatchReport()
-    with Heartbeat(batch.ids, settings.claim_lease_s):
-        results = _send_claimed(send_id, batch, settings, transport, throttle)
+    with Heartbeat(batch.ids, settings.claim_lease_s), ExitStack() as window:
+        results = _send_claimed(send_id, batch, settings, transport, throttle, window)
         if isinstance(results, BatchReport):
             return results
         # The provider has accepted these: forgetting them would re-send them a lease from now, so a database
@@ -372,29 +401,33 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
 
 
 def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Transport | None,
-                  throttle: Callable[[int], None] | None) -> list[Result] | BatchReport:
-    """Everything between the claim and the provider's answer; every way out but an answer releases the rows."""
+                  throttle: Callable[[int], None] | None, window: ExitStack) -> list[Result] | BatchReport:
+    """Everything between the claim and the provider's answer; every way out but an answer releases the rows.
+
+    From the provider call on, a SIGTERM waits (`window`, closed by the caller once the outcomes are recorded)."""
     unsent = batch.ids
     active: Transport | None = None
     try:
         active = transport or get_transport(settings, batch.transport)
         if throttle is not None:
             throttle(len(batch.ids))
-        rows = _recheck_before_sending(send_id, batch.list_id, batch.ids)
-        if rows is None:
-            _release(unsent, settings.claim_lease_s)
-            return BatchReport(claimed=len(batch.ids), paused=True)
-        sendable = [row for row in rows if not row.reason]
-        unsent = [row.delivery_id for row in sendable]
-        if not sendable:
-            finish_if_complete(send_id)
-            return BatchReport(claimed=len(batch.ids), skipped=len(rows))
-        recipients = recipients_for(sendable, batch.list_id, batch.web_url, settings,
-                                    verp=batch.transport == TransportName.SMTP.value,
-                                    track_send_id=send_id if batch.tracked else None)
-        results: list[Result] = []
-        for start in range(0, len(recipients), active.max_batch):
-            results.extend(active.send(batch.content, recipients[start:start + active.max_batch]))
+        with _handover_hold() as hold:
+            rows = _recheck_before_sending(hold, send_id, batch.list_id, batch.ids)
+            if rows is None:
+                _release(unsent, settings.claim_lease_s)
+                return BatchReport(claimed=len(batch.ids), paused=True)
+            sendable = [row for row in rows if not row.reason]
+            unsent = [row.delivery_id for row in sendable]
+            if not sendable:
+                finish_if_complete(send_id)
+                return BatchReport(claimed=len(batch.ids), skipped=len(rows))
+            recipients = recipients_for(sendable, batch.list_id, batch.web_url, settings,
+                                        verp=batch.transport == TransportName.SMTP.value,
+                                        track_send_id=send_id if batch.tracked else None)
+            results: list[Result] = []
+            window.enter_context(ambiguous_window())
+            for start in range(0, len(recipients), active.max_batch):
+                results.extend(active.send(batch.content, recipients[start:start + active.max_batch]))
         return results
     except TransportError as exc:
         _release(unsent, settings.claim_lease_s)

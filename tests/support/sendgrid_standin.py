@@ -163,6 +163,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             self._reply(404, {"errors": [{"message": "not found"}]})
 
         def do_POST(self) -> None:
+            arrived = time.time()  # the request line and headers are in: the batch is being handed over
             raw = self._body()
             if self.path == "/_standin/config":
                 config = json.loads(raw or b"{}")
@@ -183,7 +184,6 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, {"errors": [{"message": "not found"}]})
                 return
             behaviour = state.behaviour
-            arrived = time.time()
             with state.lock:
                 state.requests += 1
             if behaviour.delay_s:

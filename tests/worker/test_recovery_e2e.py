@@ -5,6 +5,7 @@ PostgreSQL here is a private server (tests/support/postgres.py), never the machi
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +20,13 @@ from tests.support.audience import counters, make_audience, send_status, started
 from tests.support.postgres import PrivatePostgres
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.workers import wait_for
-from tests.worker.test_workers_e2e import BROKER, Cluster, check_exactly_once, start_send
+from tests.worker.test_workers_e2e import BROKER, Cluster, check_exactly_once, cluster, start_send
 from worker import tasks
 from worker.app import celery_app
 from worker.models import SendStatus
 
 pytestmark = pytest.mark.slow
+__all__ = ["cluster"]  # the fixture, shared with test_workers_e2e
 
 
 @pytest.fixture
@@ -99,3 +101,17 @@ def test_database_restart_mid_send_resends_nothing(pg_cluster: tuple[Cluster, Pr
     print(f"done {time.monotonic() - restarted:.1f}s after the restart")
     assert check_exactly_once(audience, cluster.standin.counts()) == (0, 0)
     assert counters(send_id)["sent"] == 4000
+
+
+def test_sigterm_to_the_worker_group_records_the_batch_in_flight(cluster: Cluster) -> None:
+    """systemd's default stop (and `kill -TERM -PGID`) signals the pool process too; it must not die between the
+    provider's acceptance and the ledger's record, or the batch goes out again after the lease."""
+    audience = make_audience(200)
+    cluster.standin.behaviour.delay_s = 2.0
+    worker = cluster.start_worker("alpha")
+    send_id = start_send(audience)
+    wait_for(lambda: cluster.standin.state.requests >= 1, timeout=60, what="the batch to reach the provider")
+    os.killpg(worker.process.pid, signal.SIGTERM)
+    worker.process.wait(timeout=60)
+    assert counters(send_id)["sent"] == 200 and counters(send_id)["sending"] == 0
+    assert cluster.standin.counts() == {e: 1 for e in audience.confirmed}
