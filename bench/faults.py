@@ -276,7 +276,7 @@ def tally(outcome: Outcome, rig: Rig, send_id: int, unsubscribed: dict[str, floa
                    and float(a["received_at"]) > unsubscribed[str(a["email"])])
         in_flight = sum(1 for email in unsubscribed if counts[email]) - late
         outcome.notes.append(f"unsubscribed {len(unsubscribed)}: {late} got it from a request that started after "
-                             f"their unsubscribe committed, {in_flight} from one already in flight")
+                             f"their unsubscribe committed, {in_flight} from one that started before")
 
 
 def main() -> None:

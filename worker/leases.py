@@ -128,6 +128,13 @@ def sweep_leases(session: Session, lease_s: int) -> dict[int, list[int]]:
     return dict(released)
 
 
+def ranges_of(ids: Sequence[int], size: int) -> list[tuple[int, int]]:
+    """Id ranges of at most `size` of the given rows: released rows are re-enqueued alone, not with every pending
+    range of their send (those are still queued, and each extra copy is one more claim that finds nothing)."""
+    ordered = sorted(ids)
+    return [(chunk[0], chunk[-1]) for chunk in (ordered[i:i + size] for i in range(0, len(ordered), size))]
+
+
 def _has(status: DeliveryStatus) -> Exists:
     """The send (correlated to the outer `sends` row) has a row in `status`: an index probe, not a count."""
     return exists().where(Delivery.send_id == Send.id, Delivery.status == status)

@@ -92,12 +92,15 @@ def sweep_leases() -> int:
         closed = leases.close_idle_sends(session)
     for send_id in unplanned:
         plan_send.apply_async(args=(send_id,))
-    for send_id in sorted(set(released) | set(stalled)):
+    batch_size = get_settings().batch_size
+    for send_id, ids in released.items():  # only the released rows: the send's other ranges are still queued
+        enqueue_batches(send_id, leases.ranges_of(ids, batch_size))
+    for send_id in stalled:
         resume_send(send_id)
     if released or stalled or unplanned or closed:
-        log.warning("sweeper: %s abandoned rows returned to pending; sends re-enqueued: %s, re-planned: %s, "
-                    "closed: %s", sum(len(ids) for ids in released.values()), sorted(set(released) | set(stalled)),
-                    unplanned, closed)
+        log.warning("sweeper: %s abandoned rows returned to pending (sends %s); sends re-enqueued: %s, "
+                    "re-planned: %s, closed: %s", sum(len(ids) for ids in released.values()), sorted(released),
+                    stalled, unplanned, closed)
     return sum(len(ids) for ids in released.values())
 
 
