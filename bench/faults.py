@@ -158,7 +158,7 @@ def run(scenario: str, recipients: int, pg: PrivatePostgres, broker: PrivateRedi
 
         started = time.monotonic()
         with session_scope() as session:
-            send_id = sends.create_send(session, issue_id, list_id, sends.SendOptions(transport="sendgrid")).id
+            send_id = sends.create(session, issue_id, list_id, sends.SendOptions(transport="sendgrid")).id
         last_fault = started
         unsubscribed: dict[str, float] = {}
 
