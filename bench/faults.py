@@ -78,7 +78,8 @@ class Rig:
             "NEWSLETTER_DATA_DIR": str(tmp), "NEWSLETTER_SECRET_KEY": "bench-secret-bench-secret-bench-secret",
             "NEWSLETTER_BASE_URL": "https://news.example.com", "NEWSLETTER_TRANSPORT": "sendgrid",
             "NEWSLETTER_FROM_EMAIL": "digest@news.example.com",
-            "NEWSLETTER_SENDGRID_HOST": f"http://127.0.0.1:{self.port}", "NEWSLETTER_SENDGRID_API_KEY": "SG.test-key"}
+            "NEWSLETTER_SENDGRID_HOST": f"http://127.0.0.1:{self.port}", "NEWSLETTER_SENDGRID_API_KEY": "SG.test-key",
+            "PYTHONPATH": str(ROOT)}  # beat runs from its own directory: this checkout's code all the same
         self.env = {k: v for k, v in self.env.items() if not k.startswith("NEWSLETTER_TEST")}
         self.peer = subprocess.Popen([sys.executable, "-m", "tests.support.sendgrid_standin", "--port", str(self.port),
                                       "--no-bodies"], cwd=ROOT, stdout=subprocess.DEVNULL)

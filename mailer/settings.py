@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     subscribe_rate_window_s: int = 3600
 
     # Sending.
-    batch_size: int = 500
+    # What one kill -9 can repeat on SendGrid (the whole HTTP call is ambiguous): see docs/operations.md.
+    batch_size: int = 250
     # A live worker renews its claims every third of the lease, so a dead one's rows return within about
     # lease + a sweep (the beat runs the sweeper every third of the lease).
     claim_lease_s: int = 30
