@@ -104,7 +104,9 @@ def enqueue_after_commit(session: Session, task: Any, *args: Any, **kwargs: Any)
     run_after_commit(session, lambda: task.apply_async(args=args, kwargs=kwargs))
 
 
-@worker_process_init.connect
 def _pool_process_started(**_kwargs: Any) -> None:
     """A pool process finishes recording the batch the provider holds before it obeys SIGTERM."""
     shutdown.install()
+
+
+worker_process_init.connect(_pool_process_started, weak=False)

@@ -26,12 +26,12 @@ from sqlalchemy import Exists, exists, func, select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from mailer.db import id_in, session_scope, utcnow
+from mailer.db import id_in, session_scope, table_of, utcnow
 from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendStatus
 
 log = logging.getLogger(__name__)
 
-_DELIVERIES = Delivery.__table__
+_DELIVERIES = table_of(Delivery)
 # What a database restart or a dropped connection raises; a constraint or programming error is not retried.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 T = TypeVar("T")
