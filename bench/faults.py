@@ -169,7 +169,8 @@ def run(scenario: str, recipients: int, pg: PrivatePostgres, broker: PrivateRedi
         if scenario == "kill9":
             kills = 0
             while kills < 20 and sent_share() < 0.97:
-                time.sleep(1.0)
+                at(0.04 * (kills + 1))  # spread over the send (4% .. 80%), so the last kill is not at its start
+                time.sleep(0.5)
                 live = rig.live_workers()
                 victim = rng.choice(live)
                 children = pool_children(victim.process.pid)
