@@ -38,7 +38,9 @@ from worker.app import reconfigure
 from worker.stats import send_counters
 
 ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
-BROKER = os.environ.get("NEWSLETTER_BENCH_REDIS", "redis://127.0.0.1:6379/13")
+# NEWSLETTER_BENCH_BROKER (or NEWSLETTER_BENCH_REDIS): the Redis db the bench flushes and uses as broker.
+BROKER = os.environ.get("NEWSLETTER_BENCH_BROKER") or os.environ.get("NEWSLETTER_BENCH_REDIS",
+                                                                     "redis://127.0.0.1:6379/13")
 DKIM_PATHS = ("smtp-dkim-rsa", "smtp-dkim-dual")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +112,7 @@ def dkim_algorithms() -> str:
     return " + ".join(key.algorithm for key in signer.keys) if signer else "none"
 
 
-def run(size: int, path: str) -> dict[str, float | str]:
+def run(size: int, path: str, batch_size: int = 1000) -> dict[str, float | str]:
     name = f"nl_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -122,7 +124,7 @@ def run(size: int, path: str) -> dict[str, float | str]:
         del os.environ[variable]
     env = dict(os.environ) | {
         "NEWSLETTER_DATABASE_URL": url, "NEWSLETTER_BROKER_URL": BROKER, "NEWSLETTER_DATA_DIR": str(tmp),
-        "NEWSLETTER_SECRET_KEY": "bench-secret-bench-secret-bench-secret", "NEWSLETTER_BATCH_SIZE": "1000",
+        "NEWSLETTER_SECRET_KEY": "bench-secret-bench-secret-bench-secret", "NEWSLETTER_BATCH_SIZE": str(batch_size),
         "NEWSLETTER_BASE_URL": "https://news.example.com",
         "NEWSLETTER_TRANSPORT": "sendgrid" if path == "sendgrid" else "smtp",
         "NEWSLETTER_SENDGRID_HOST": f"http://127.0.0.1:{port}", "NEWSLETTER_SENDGRID_API_KEY": "SG.test-key",
@@ -189,7 +191,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--paths", nargs="*", default=["sendgrid", "smtp"])
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[],
+                        help="Only measure throughput at these batch sizes (printed, nothing written).")
     args = parser.parse_args()
+    if args.batch_sizes:
+        for path in args.paths:
+            for size in args.sizes:
+                for batch_size in args.batch_sizes:
+                    r = run(size, path, batch_size)
+                    print(f"| {path} | {size:,} | {batch_size} | {r['seconds']:.1f} | {r['rate']:,.0f} | "
+                          f"{r['rss']:.0f} MB | {r['received']:,} |", flush=True)
+        return
     store = ROOT / "docs" / "bench-send.json"  # every (path, size) measured so far, so runs add up
     known = {f"{r['path']}:{r['size']}": r for r in (json.loads(store.read_text()) if store.exists() else [])}
     for path in args.paths:

@@ -65,8 +65,13 @@ class Settings(BaseSettings):
     subscribe_rate_window_s: int = 3600
 
     # Sending.
-    batch_size: int = 500
-    claim_lease_s: int = 600
+    # What one kill -9 can repeat on SendGrid (the whole HTTP call is ambiguous): see docs/operations.md.
+    batch_size: int = 250
+    # A live worker renews its claims every third of the lease, so a dead one's rows return within about
+    # lease + a sweep (the beat runs the sweeper every third of the lease).
+    claim_lease_s: int = 30
+    # How long a worker keeps trying to record outcomes the provider already accepted while the database is away.
+    ledger_retry_s: float = 600.0
     rate_per_second: float = 0.0  # 0 = unlimited
     rate_burst: int = 1000
     sendgrid_api_key: SecretStr | None = None

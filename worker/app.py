@@ -11,11 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import pools
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from mailer.settings import get_settings
+from worker import shutdown
 
 SEND_QUEUE = "send"
 HOUSEKEEPING_QUEUE = "housekeeping"
@@ -49,7 +51,8 @@ def make_celery() -> Celery:
         enable_utc=True,
         worker_hijack_root_logger=False,
         beat_schedule={
-            "sweep-leases": {"task": "worker.tasks.sweep_leases", "schedule": 60.0},
+            # Every third of a lease: a dead worker's rows are back within about 1.3 leases.
+            "sweep-leases": {"task": "worker.tasks.sweep_leases", "schedule": max(5.0, settings.claim_lease_s / 3)},
             "start-due-sends": {"task": "worker.tasks.start_due_sends", "schedule": 30.0},
             "purge-pending": {"task": "worker.subscriber_tasks.purge_pending", "schedule": 6 * 3600.0},
             "apply-events": {"task": "worker.event_tasks.apply_events", "schedule": 60.0},
@@ -100,3 +103,10 @@ def enqueue_after_commit(session: Session, task: Any, *args: Any, **kwargs: Any)
     """Enqueue a task once the session's transaction commits; inline mode runs it right after, in this process."""
     run_after_commit(session, lambda: task.apply_async(args=args, kwargs=kwargs))
 
+
+def _pool_process_started(**_kwargs: Any) -> None:
+    """A pool process finishes recording the batch the provider holds before it obeys SIGTERM."""
+    shutdown.install()
+
+
+worker_process_init.connect(_pool_process_started, weak=False)

@@ -7,23 +7,28 @@ Exactly-once rests on the ledger, not on the queue:
 - mark: a row becomes `sent` only after the transport accepted it. A worker killed between "accepted" and
   "marked" leaves its rows `sending`; the sweeper returns them to `pending` after the lease, which re-sends at most
   that one in-flight batch. That window is the only source of duplicates, and it is bounded by the batch size.
+  A live worker renews its lease (worker/leases.py), so the lease can be short; a database that fails after the
+  provider accepted a batch is waited for, so its restart re-sends nothing.
+- re-check: eligibility is read again after any wait (rate limit) and just before the provider call, the last
+  moment the batch can still change.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, exists, func, literal, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Recipient, Result, TransportError
-from mailer.db import id_in, rowcount, session_scope, table_of, utcnow
+from mailer.db import id_in, new_session, rowcount, session_scope, table_of, utcnow
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import Settings, TransportName, get_settings
@@ -35,7 +40,11 @@ from subscribers.models import MailingList, Subscriber, Subscription, Subscripti
 from subscribers.service import suppressed_among
 from subscribers.tokens import LinkMaker, Purpose, TrackTokens
 from worker import engagement
-from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendStatus
+from worker.leases import TRANSIENT_DB_ERRORS, Heartbeat, until_stored
+from worker.leases import stalled_sends as stalled_sends  # the sweeper's queries live with the leases
+from worker.leases import sweep_leases as sweep_leases
+from worker.models import Delivery, DeliveryStatus, Send, SendStatus
+from worker.shutdown import ambiguous_window
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +144,16 @@ def plan_send(session: Session, send_id: int) -> int:
     send = _send(session, send_id, lock=True)
     if send.status is not SendStatus.RUNNING:
         return 0
-    if send.html is None:
-        issue = session.get(IssueRecord, send.issue_id)
-        assert issue is not None
-        send.subject, send.html, send.text = issue.subject, issue.html, issue.text
-        if issue.published_at is None:
-            issue.published_at = utcnow()
-        mailing_list = session.get(MailingList, send.list_id)
-        assert mailing_list is not None
-        engagement.freeze_links(session, send, mailing_list, get_settings().base_url)
+    if send.html is not None:  # planned before: a redelivered or retried plan task, or the sweeper's re-enqueue
+        return 0
+    issue = session.get(IssueRecord, send.issue_id)
+    assert issue is not None
+    send.subject, send.html, send.text = issue.subject, issue.html, issue.text
+    if issue.published_at is None:
+        issue.published_at = utcnow()
+    mailing_list = session.get(MailingList, send.list_id)
+    assert mailing_list is not None
+    engagement.freeze_links(session, send, mailing_list, get_settings().base_url)
     eligible = (
         select(literal(send_id), Subscriber.id, literal(DeliveryStatus.PENDING.value), literal(0))
         .select_from(Subscription)
@@ -154,6 +164,11 @@ def plan_send(session: Session, send_id: int) -> int:
     session.execute(statement.on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"]))
     send.planned = session.scalar(select(func.count()).where(Delivery.send_id == send_id)) or 0
     return send.planned
+
+
+def is_planned(session: Session, send_id: int) -> bool:
+    """The plan freezes the issue onto the send in the transaction that writes the rows."""
+    return session.scalar(select(Send.html.is_not(None)).where(Send.id == send_id)) is True
 
 
 def refresh_statistics(session: Session) -> None:
@@ -186,12 +201,15 @@ def batch_ranges(session: Session, send_id: int, batch_size: int,
 # synchronise a session that holds none of them.
 
 def claim(session: Session, send_id: int, first_id: int, last_id: int) -> list[int]:
-    """Move the range's pending rows to `sending` in one statement: a row is claimed by one worker only."""
+    """Move the range's pending rows to `sending` in one statement: a row is claimed by one worker only.
+
+    A claim is not an attempt: a claim lost with its worker must not bring the row closer to "gave up"; only the
+    provider's temporary failures count (see `mark`)."""
     rows = session.execute(
         update(_DELIVERIES)
         .where(_DELIVERIES.c.send_id == send_id, _DELIVERIES.c.id.between(first_id, last_id),
                _DELIVERIES.c.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SENDING, claimed_at=utcnow(), attempts=_DELIVERIES.c.attempts + 1)
+        .values(status=DeliveryStatus.SENDING, claimed_at=utcnow())
         .returning(_DELIVERIES.c.id)).scalars().all()
     return sorted(rows)
 
@@ -274,18 +292,23 @@ def recipients_for(rows: Sequence[_Row], list_id: int, web_url: str, settings: S
     return recipients
 
 
-def _release(ids: Sequence[int]) -> None:
-    """Rows claimed but not sent go back to pending, for the retry of this batch or a later one."""
-    if ids:
+def _release(ids: Sequence[int], limit_s: float = 0) -> None:
+    """Rows claimed but not sent go back to pending, for the retry of this batch or a later one.
+
+    With `limit_s`, a database outage is waited out (bounded) so the rows come back now, not a lease later."""
+    def release() -> None:
         with session_scope() as session:
             session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, ids, _dialect(session)),
                                                       _DELIVERIES.c.status == DeliveryStatus.SENDING)
                             .values(status=DeliveryStatus.PENDING, claimed_at=None))
 
+    if ids:
+        until_stored(release, f"releasing {len(ids)} rows", limit_s)
+
 
 @dataclass(frozen=True)
-class _Claimed:
-    rows: list[_Row]
+class _Batch:
+    ids: list[int]
     content: Content
     list_id: int
     web_url: str
@@ -293,8 +316,8 @@ class _Claimed:
     tracked: bool
 
 
-def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) -> _Claimed | None:
-    """Claim, re-check and mark the skipped rows in one transaction: if any step fails, nothing was claimed.
+def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) -> _Batch | None:
+    """Claim the range and read what every recipient shares, in one transaction.
 
     None when the send is not running (paused, cancelled): the batch leaves its rows pending.
     """
@@ -306,60 +329,120 @@ def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) 
         mailing_list = session.get(MailingList, send.list_id)
         slug = session.scalar(select(IssueRecord.slug).where(IssueRecord.id == send.issue_id))
         assert mailing_list is not None and slug is not None
-        rows = _recheck(session, mailing_list.id, ids) if ids else []
-        _skip(session, rows)
-        return _Claimed(rows, content_for(send, mailing_list, settings), mailing_list.id,
-                        f"{settings.base_url.rstrip('/')}/archive/{slug}", send.transport,
-                        send.track_clicks or send.track_opens)
+        return _Batch(ids, content_for(send, mailing_list, settings), mailing_list.id,
+                      f"{settings.base_url.rstrip('/')}/archive/{slug}", send.transport,
+                      send.track_clicks or send.track_opens)
+
+
+@contextmanager
+def _handover_hold() -> Iterator[Session]:
+    """A transaction that only reads and locks, ended by rollback: its end must never fail a batch the provider
+    has already accepted (the database may have died meanwhile; the locks died with it)."""
+    session = new_session()
+    try:
+        yield session
+    finally:
+        try:
+            session.rollback()
+        except TRANSIENT_DB_ERRORS:
+            pass
+        finally:
+            session.close()
+
+
+def _recheck_before_sending(hold: Session, send_id: int, list_id: int, ids: Sequence[int]) -> list[_Row] | None:
+    """Eligibility read once more after any wait, just before the provider call; the ineligible rows are marked
+    skipped at once. None when the send stopped running meanwhile (the caller releases).
+
+    On PostgreSQL `hold` also takes share locks on the batch's subscriptions, and the caller keeps its transaction
+    open until the provider has the batch: an unsubscribe of someone in it then commits after the handover (it
+    waits for one provider call), never in the gap between this read and the request, where it would be missed.
+    """
+    status = hold.scalar(select(Send.status).where(Send.id == send_id))
+    if status is not SendStatus.RUNNING:
+        return None
+    if _dialect(hold) == "postgresql":
+        in_batch = select(_DELIVERIES.c.subscriber_id).where(id_in(_DELIVERIES.c.id, ids, "postgresql"))
+        hold.execute(select(Subscription.id).where(Subscription.list_id == list_id,
+                                                   Subscription.subscriber_id.in_(in_batch))
+                     .with_for_update(read=True))
+    rows = _recheck(hold, list_id, ids)
+    if any(row.reason for row in rows):
+        with session_scope() as session:  # committed now: the held transaction only reads
+            _skip(session, rows)
+    return rows
 
 
 def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transport | None = None,
                throttle: Callable[[int], None] | None = None) -> BatchReport:
-    """Claim, re-check, send and mark one range of a send. Raises TransportError(retryable) for a later retry."""
+    """Claim, re-check, send and mark one range of a send. Raises TransportError(retryable) for a later retry,
+    and the database's error when it failed before the provider call (the task retries; nothing was sent)."""
     settings = get_settings()
-    claimed = _claim_batch(send_id, first_id, last_id, settings)
-    if claimed is None:
+    batch = _claim_batch(send_id, first_id, last_id, settings)
+    if batch is None:
         return BatchReport(paused=True)
-    sendable = [row for row in claimed.rows if not row.reason]
-    sendable_ids = [row.delivery_id for row in sendable]
-    skipped = len(claimed.rows) - len(sendable)
-    if not sendable:
+    if not batch.ids:
         finish_if_complete(send_id)
-        return BatchReport(claimed=len(claimed.rows), skipped=skipped)
-    try:
-        recipients = recipients_for(sendable, claimed.list_id, claimed.web_url, settings,
-                                    verp=claimed.transport == TransportName.SMTP.value,
-                                    track_send_id=send_id if claimed.tracked else None)
-    except BaseException:
-        _release(sendable_ids)
-        raise
+        return BatchReport()
+    with Heartbeat(batch.ids, settings.claim_lease_s), ExitStack() as window:
+        results = _send_claimed(send_id, batch, settings, transport, throttle, window)
+        if isinstance(results, BatchReport):
+            return results
+        # The provider has accepted these: forgetting them would re-send them a lease from now, so a database
+        # outage is waited out here (bounded and logged) while the heartbeat keeps the lease.
+        sent, failed, retry = until_stored(lambda: mark(results, settings.max_delivery_attempts),
+                                           f"send {send_id}: recording {len(results)} outcomes",
+                                           settings.ledger_retry_s)
+    skipped = len(batch.ids) - len(results)
+    # In its own transaction, after the marks commit: two workers finishing their last batches at once would
+    # otherwise each see the other's rows still in flight, and neither would close the send.
+    finish_if_complete(send_id)
+    return BatchReport(claimed=len(batch.ids), sent=sent, failed=failed, skipped=skipped, retry=retry)
+
+
+def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Transport | None,
+                  throttle: Callable[[int], None] | None, window: ExitStack) -> list[Result] | BatchReport:
+    """Everything between the claim and the provider's answer; every way out but an answer releases the rows.
+
+    From the provider call on, a SIGTERM waits (`window`, closed by the caller once the outcomes are recorded)."""
+    unsent = batch.ids
     active: Transport | None = None
     try:
-        active = transport or get_transport(settings, claimed.transport)
+        active = transport or get_transport(settings, batch.transport)
         if throttle is not None:
-            throttle(len(recipients))
-        results: list[Result] = []
-        for start in range(0, len(recipients), active.max_batch):
-            results.extend(active.send(claimed.content, recipients[start:start + active.max_batch]))
+            throttle(len(batch.ids))
+        with _handover_hold() as hold:
+            rows = _recheck_before_sending(hold, send_id, batch.list_id, batch.ids)
+            if rows is None:
+                _release(unsent, settings.claim_lease_s)
+                return BatchReport(claimed=len(batch.ids), paused=True)
+            sendable = [row for row in rows if not row.reason]
+            unsent = [row.delivery_id for row in sendable]
+            if not sendable:
+                finish_if_complete(send_id)
+                return BatchReport(claimed=len(batch.ids), skipped=len(rows))
+            recipients = recipients_for(sendable, batch.list_id, batch.web_url, settings,
+                                        verp=batch.transport == TransportName.SMTP.value,
+                                        track_send_id=send_id if batch.tracked else None)
+            results: list[Result] = []
+            window.enter_context(ambiguous_window())
+            for start in range(0, len(recipients), active.max_batch):
+                results.extend(active.send(batch.content, recipients[start:start + active.max_batch]))
+        return results
     except TransportError as exc:
-        _release(sendable_ids)
+        _release(unsent, settings.claim_lease_s)
         if not exc.fatal:
             raise
         with session_scope() as session:
             pause(session, send_id, reason=f"Stopped: {exc}")
         log.error("send %s paused: %s", send_id, exc)
-        return BatchReport(claimed=len(claimed.rows), skipped=skipped, paused=True)
+        return BatchReport(claimed=len(batch.ids), skipped=len(batch.ids) - len(unsent), paused=True)
     except BaseException:
-        _release(sendable_ids)
+        _release(unsent, settings.claim_lease_s)
         raise
     finally:
         if transport is None and active is not None:
             active.close()
-    sent, failed, retry = mark(results, settings.max_delivery_attempts)
-    # In its own transaction, after the marks commit: two workers finishing their last batches at once would
-    # otherwise each see the other's rows still in flight, and neither would close the send.
-    finish_if_complete(send_id)
-    return BatchReport(claimed=len(claimed.rows), sent=sent, failed=failed, skipped=skipped, retry=retry)
 
 
 def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
@@ -392,7 +475,9 @@ def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
             session.connection().execute(
                 update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("b_id"))
                 .values(status=DeliveryStatus.FAILED, error=bindparam("b_error"), claimed_at=None), failed)
-        if retry:
+        if retry:  # an attempt is a temporary failure the provider reported, nothing else
+            session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, retry, dialect))
+                            .values(attempts=_DELIVERIES.c.attempts + 1))
             session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, retry, dialect),
                                                       _DELIVERIES.c.attempts >= max_attempts)
                             .values(status=DeliveryStatus.FAILED, error="temporary failures, gave up",
@@ -436,37 +521,6 @@ def finish_if_complete(send_id: int) -> bool:
 
 
 # Housekeeping -------------------------------------------------------------------------------------------------
-
-def sweep_leases(session: Session, lease_s: int) -> dict[int, list[int]]:
-    """Return rows claimed longer than the lease (their worker died) to pending; {send_id: [delivery ids]}."""
-    cutoff = utcnow() - timedelta(seconds=lease_s)
-    # The status as SQL text, the very predicate of the partial index on claim times: a bound parameter would
-    # leave a cached generic plan unable to prove it may use that index.
-    rows = session.execute(update(Delivery)
-                           .where(text(SENDING_ONLY), Delivery.claimed_at < cutoff)
-                           .values(status=DeliveryStatus.PENDING, claimed_at=None)
-                           .returning(Delivery.send_id, Delivery.id)).all()
-    released: dict[int, list[int]] = defaultdict(list)
-    for send_id, delivery_id in rows:
-        released[send_id].append(delivery_id)
-    return dict(released)
-
-
-def stalled_sends(session: Session, lease_s: int) -> list[int]:
-    """Running sends with pending rows and no ledger activity for a lease: their queued batches were lost (a
-    broker restarted without persistence, a worker died holding prefetched messages). Re-enqueueing is safe
-    because a batch only ever claims rows that are still pending."""
-    cutoff = utcnow() - timedelta(seconds=lease_s)
-    activity = func.max(func.coalesce(Delivery.sent_at, Delivery.claimed_at, Send.started_at))
-    rows = session.execute(
-        select(Delivery.send_id).join(Send, Send.id == Delivery.send_id)
-        .where(Send.status == SendStatus.RUNNING)
-        .group_by(Delivery.send_id)
-        .having(func.sum(func.cast(Delivery.status == DeliveryStatus.PENDING, Integer)) > 0)
-        .having(func.sum(func.cast(Delivery.status == DeliveryStatus.SENDING, Integer)) == 0)
-        .having(activity < cutoff)).scalars().all()
-    return list(rows)
-
 
 def due_sends(session: Session) -> list[int]:
     return list(session.scalars(select(Send.id).where(Send.status == SendStatus.SCHEDULED,

@@ -171,7 +171,12 @@ def planned_ranges(send_id: int) -> tuple[int, Ranges]:
 
 
 def open_ranges(send_id: int) -> Ranges:
-    """The ranges still holding pending rows (after resume, retry-failed or a lost queue); close it if none."""
+    """The ranges still holding pending rows (after resume, retry-failed or a lost queue); close it if none.
+    A send whose plan never ran (paused before it, or its plan task lost with the queue) is planned now."""
+    with session_scope() as session:
+        planned = campaigns.is_planned(session, send_id)
+    if not planned:
+        return planned_ranges(send_id)[1]
     with session_scope() as session:
         ranges = campaigns.pending_ranges(session, send_id)
     if not ranges:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import NoReturn
 
 from celery import Task
 
 from mailer.batch import TransportError
 from mailer.db import session_scope
 from mailer.settings import get_settings
-from worker import campaigns, sends
+from worker import campaigns, leases, sends
 from worker.app import CONTINUE_SEND_TASK, HOUSEKEEPING_QUEUE, PLAN_SEND_TASK, SEND_BATCH_TASK, SEND_QUEUE, celery_app
 from worker.models import Send
 from worker.ratelimit import throttle_for
@@ -23,26 +24,46 @@ def enqueue_batches(send_id: int, ranges: list[tuple[int, int]], countdown: floa
         send_batch.apply_async(args=(send_id, first, last), countdown=countdown or None)
 
 
-@celery_app.task(name=PLAN_SEND_TASK, queue=SEND_QUEUE)
-def plan_send(send_id: int) -> int:
-    planned, ranges = sends.planned_ranges(send_id)
+def _retry_after_database_error(task: Task, exc: Exception, what: str) -> NoReturn:
+    """A database error is a transient fault (a restart, a failover, a dropped connection): the same task again,
+    with backoff, instead of an acknowledged task that silently dropped its work."""
+    if celery_app.conf.task_always_eager:
+        raise exc
+    delay = random.uniform(1, 2 ** min(task.request.retries + 1, 5))
+    log.warning("%s: database error (%s); retrying in %.0fs", what, str(exc).splitlines()[0], delay)
+    raise task.retry(exc=exc, countdown=delay, max_retries=30) from exc
+
+
+@celery_app.task(name=PLAN_SEND_TASK, queue=SEND_QUEUE, bind=True)
+def plan_send(self: Task, send_id: int) -> int:
+    """Plan, then enqueue the pending ranges. Safe to run again: a planned send is not planned twice, and its
+    ranges are enqueued again (a batch claims only pending rows)."""
+    try:
+        planned, ranges = sends.planned_ranges(send_id)
+    except leases.TRANSIENT_DB_ERRORS as exc:
+        _retry_after_database_error(self, exc, f"plan of send {send_id}")
     enqueue_batches(send_id, ranges)
     return planned
 
 
-@celery_app.task(name=CONTINUE_SEND_TASK, queue=SEND_QUEUE)
-def continue_send(send_id: int) -> int:
+@celery_app.task(name=CONTINUE_SEND_TASK, queue=SEND_QUEUE, bind=True)
+def continue_send(self: Task, send_id: int) -> int:
     """After resume or retry-failed: enqueue the pending ranges (the ledger says what is left)."""
-    return resume_send(send_id)
+    try:
+        return resume_send(send_id)
+    except leases.TRANSIENT_DB_ERRORS as exc:
+        _retry_after_database_error(self, exc, f"resume of send {send_id}")
 
 
 @celery_app.task(name=SEND_BATCH_TASK, queue=SEND_QUEUE, bind=True, max_retries=12)
 def send_batch(self: Task, send_id: int, first_id: int, last_id: int) -> dict[str, int]:
-    with session_scope() as session:
-        send = session.get(Send, send_id)
-        transport_name = send.transport if send else "outbox"
     try:
+        with session_scope() as session:
+            send = session.get(Send, send_id)
+            transport_name = send.transport if send else "outbox"
         report = campaigns.send_batch(send_id, first_id, last_id, throttle=throttle_for(transport_name))
+    except leases.TRANSIENT_DB_ERRORS as exc:
+        _retry_after_database_error(self, exc, f"send {send_id} batch {first_id}-{last_id}")
     except TransportError as exc:
         if celery_app.conf.task_always_eager:
             raise
@@ -59,16 +80,27 @@ def send_batch(self: Task, send_id: int, first_id: int, last_id: int) -> dict[st
 
 @celery_app.task(name="worker.tasks.sweep_leases", queue=HOUSEKEEPING_QUEUE)
 def sweep_leases() -> int:
-    settings = get_settings()
+    """Heal what a fault left behind: expired leases, lost batches, a lost plan, a send nobody closed."""
+    lease_s = get_settings().claim_lease_s
     with session_scope() as session:
-        released = campaigns.sweep_leases(session, settings.claim_lease_s)
+        released = leases.sweep_leases(session, lease_s)
     with session_scope() as session:
-        stalled = campaigns.stalled_sends(session, settings.claim_lease_s)
-    for send_id in sorted(set(released) | set(stalled)):
+        stalled = leases.stalled_sends(session, lease_s)
+    with session_scope() as session:
+        unplanned = leases.unplanned_sends(session, lease_s)
+    with session_scope() as session:
+        closed = leases.close_idle_sends(session)
+    for send_id in unplanned:
+        plan_send.apply_async(args=(send_id,))
+    batch_size = get_settings().batch_size
+    for send_id, ids in released.items():  # only the released rows: the send's other ranges are still queued
+        enqueue_batches(send_id, leases.ranges_of(ids, batch_size))
+    for send_id in stalled:
         resume_send(send_id)
-    if released or stalled:
-        log.warning("sweeper: %s abandoned rows returned to pending; sends re-enqueued: %s",
-                    sum(len(ids) for ids in released.values()), sorted(set(released) | set(stalled)))
+    if released or stalled or unplanned or closed:
+        log.warning("sweeper: %s abandoned rows returned to pending (sends %s); sends re-enqueued: %s, "
+                    "re-planned: %s, closed: %s", sum(len(ids) for ids in released.values()), sorted(released),
+                    stalled, unplanned, closed)
     return sum(len(ids) for ids in released.values())
 
 
@@ -78,7 +110,7 @@ def start_due_sends() -> list[int]:
 
 
 def resume_send(send_id: int) -> int:
-    """Enqueue a send's open ranges; returns how many batches were enqueued."""
+    """Enqueue a send's open ranges (its plan, if that never ran); returns how many batches were enqueued."""
     ranges = sends.open_ranges(send_id)
     enqueue_batches(send_id, ranges)
     return len(ranges)

@@ -212,7 +212,7 @@ def pause_cmd(send_id: int) -> None:
 
 @sends_app.command("resume")
 def resume_cmd(send_id: int) -> None:
-    """Continue a paused send from the ledger."""
+    """Continue a paused send from the ledger; on a running send, re-enqueue its open ranges (a lost queue)."""
     _control(sends.SendAction.RESUME, send_id)
 
 

@@ -41,6 +41,7 @@ class Accepted:
     delivery_id: str | None
     substitutions: dict[str, str]
     headers: dict[str, str]
+    received_at: float = 0.0  # when its request arrived (epoch seconds): the moment it was handed over
 
 
 @dataclass
@@ -162,6 +163,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             self._reply(404, {"errors": [{"message": "not found"}]})
 
         def do_POST(self) -> None:
+            arrived = time.time()  # the request line and headers are in: the batch is being handed over
             raw = self._body()
             if self.path == "/_standin/config":
                 config = json.loads(raw or b"{}")
@@ -227,7 +229,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                     state.accepted.append(Accepted(message_id, item["to"][0]["email"].lower(), args.get("send_id"),
                                                    args.get("delivery_id"),
                                                    (item.get("substitutions") or {}) if keep else {},
-                                                   (item.get("headers") or {}) if keep else {}))
+                                                   (item.get("headers") or {}) if keep else {}, arrived))
             self._reply(202, None, {"X-Message-Id": message_id})
 
         def _count(self, status: int) -> None:
