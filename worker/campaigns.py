@@ -34,7 +34,7 @@ from subscribers import audience
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import suppressed_among
 from subscribers.tokens import LinkMaker, Purpose, TrackTokens
-from worker import engagement
+from worker import engagement, refusals
 from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendStatus
 
 log = logging.getLogger(__name__)
@@ -355,16 +355,19 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
     finally:
         if transport is None and active is not None:
             active.close()
-    sent, failed, retry = mark(results, settings.max_delivery_attempts)
+    sent, failed, retry = mark(results, settings.max_delivery_attempts, send_id=send_id)
     # In its own transaction, after the marks commit: two workers finishing their last batches at once would
     # otherwise each see the other's rows still in flight, and neither would close the send.
     finish_if_complete(send_id)
     return BatchReport(claimed=len(claimed.rows), sent=sent, failed=failed, skipped=skipped, retry=retry)
 
 
-def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
+def mark(results: Sequence[Result], max_attempts: int, *, send_id: int | None = None) -> tuple[int, int, int]:
     """Record outcomes in bulk: one UPDATE per provider message id for accepted rows (SendGrid gives one id per
-    call), one UPDATE for per-recipient ids (SMTP), executemany for failures. Returns (sent, failed, retry)."""
+    call), one UPDATE for per-recipient ids (SMTP), executemany for failures. Returns (sent, failed, retry).
+
+    With `send_id`, what the receiving server answered goes to worker.refusals in the same transaction: a refused
+    address is never marked failed without its bounce being on record."""
     now = utcnow()
     by_message: dict[str | None, list[int]] = defaultdict(list)
     failed: list[dict[str, Any]] = []
@@ -400,6 +403,8 @@ def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
             session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, retry, dialect),
                                                       _DELIVERIES.c.status == DeliveryStatus.SENDING)
                             .values(status=DeliveryStatus.PENDING, claimed_at=None))
+        if send_id is not None:
+            refusals.record(session, send_id, results)
     return sum(len(v) for v in by_message.values()), len(failed), len(retry)
 
 
