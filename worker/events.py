@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
@@ -96,6 +97,30 @@ def _soft_bounces(session: Session, email: str) -> int:
         ProviderEvent.occurred_at >= since)) or 0)
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What a delivery's row said before an event, to count only what the event newly made known."""
+
+    outcome: bool
+    bounce: str | None
+    complained: bool
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> _Known:
+        return cls(delivery.delivered_at is not None or delivery.bounce is not None, delivery.bounce,
+                   delivery.complained_at is not None)
+
+
+def _count_for_autopause(session: Session, send: Send, before: _Known, after: _Known) -> None:
+    if send.status is not SendStatus.RUNNING:
+        return  # a paused send starts a fresh window when resumed; late events must not refill the old one
+    # SMTP counted its outcomes when the receiving server answered (worker.refusals); a later DSN adds its bounce.
+    newly_known = after.outcome and not before.outcome and send.transport != TransportName.SMTP
+    autopause.count(session, send.id, outcomes=int(newly_known),
+                    hard_bounces=int(after.bounce == "hard" and before.bounce != "hard"),
+                    complaints=int(after.complained and not before.complained))
+
+
 def _apply_one(session: Session, event_id: int) -> int | None:
     """Apply one stored event in the caller's transaction; returns the send it counted for, if any."""
     query = select(ProviderEvent).where(ProviderEvent.id == event_id, ProviderEvent.processed_at.is_(None))
@@ -110,10 +135,9 @@ def _apply_one(session: Session, event_id: int) -> int | None:
         event.processed_at, event.error = utcnow(), "no delivery matches this bounce; nobody suppressed"
         return None
     send = session.get(Send, delivery.send_id) if delivery is not None else None
+    before = _Known.of(delivery) if delivery is not None else None
     if delivery is not None:
         event.delivery_id, event.send_id = delivery.id, delivery.send_id
-        before = (delivery.delivered_at is not None or delivery.bounce is not None, delivery.bounce,
-                  delivery.complained_at)
         _record_on_delivery(session, delivery, event)
     session.flush()
     actions = policy.apply(session, policy.Outcome(
@@ -124,16 +148,10 @@ def _apply_one(session: Session, event_id: int) -> int | None:
     event.processed_at = utcnow()
     if actions:
         log.info("event %s (%s %s): %s", event.id, event.kind.value, event.email, "; ".join(actions))
-    if delivery is None or send is None or send.status is not SendStatus.RUNNING:
+    if delivery is None or send is None or before is None:
         return None
-    known, bounce, complained_at = before
-    # SMTP counted its outcomes when the receiving server answered (worker.refusals); a later DSN adds its bounce.
-    newly_known = not known and send.transport != TransportName.SMTP.value and (
-        delivery.delivered_at is not None or delivery.bounce is not None)
     session.flush()
-    autopause.count(session, send.id, outcomes=int(newly_known),
-                    hard_bounces=int(bounce != "hard" and delivery.bounce == "hard"),
-                    complaints=int(complained_at is None and delivery.complained_at is not None))
+    _count_for_autopause(session, send, before, _Known.of(delivery))  # last: see autopause.count
     return send.id
 
 
