@@ -47,6 +47,10 @@ class Result:
     message_id: str | None = None
     error: str | None = None
     retryable: bool = False
+    # The receiving SMTP server refused this address for good at RCPT (e.g. "550 5.1.1 user unknown"): the same
+    # evidence as a hard-bounce DSN, and handled by the same policy.
+    refused_address: bool = False
+    answered: bool = False  # the receiving SMTP server gave this recipient a final answer (accepted or refused)
 
 
 class TransportError(Exception):

@@ -39,7 +39,7 @@ from subscribers import audience
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import suppressed_among
 from subscribers.tokens import LinkMaker, Purpose, TrackTokens
-from worker import engagement
+from worker import engagement, refusals
 from worker.leases import TRANSIENT_DB_ERRORS, Heartbeat, until_stored
 from worker.leases import stalled_sends as stalled_sends  # the sweeper's queries live with the leases
 from worker.leases import sweep_leases as sweep_leases
@@ -390,7 +390,7 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
             return results
         # The provider has accepted these: forgetting them would re-send them a lease from now, so a database
         # outage is waited out here (bounded and logged) while the heartbeat keeps the lease.
-        sent, failed, retry = until_stored(lambda: mark(results, settings.max_delivery_attempts),
+        sent, failed, retry = until_stored(lambda: mark(results, settings.max_delivery_attempts, send_id=send_id),
                                            f"send {send_id}: recording {len(results)} outcomes",
                                            settings.ledger_retry_s)
     skipped = len(batch.ids) - len(results)
@@ -445,9 +445,12 @@ def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Tr
             active.close()
 
 
-def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
+def mark(results: Sequence[Result], max_attempts: int, *, send_id: int | None = None) -> tuple[int, int, int]:
     """Record outcomes in bulk: one UPDATE per provider message id for accepted rows (SendGrid gives one id per
-    call), one UPDATE for per-recipient ids (SMTP), executemany for failures. Returns (sent, failed, retry)."""
+    call), one UPDATE for per-recipient ids (SMTP), executemany for failures. Returns (sent, failed, retry).
+
+    With `send_id`, what the receiving server answered goes to worker.refusals in the same transaction: a refused
+    address is never marked failed without its bounce being on record."""
     now = utcnow()
     by_message: dict[str | None, list[int]] = defaultdict(list)
     failed: list[dict[str, Any]] = []
@@ -485,6 +488,8 @@ def mark(results: Sequence[Result], max_attempts: int) -> tuple[int, int, int]:
             session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, retry, dialect),
                                                       _DELIVERIES.c.status == DeliveryStatus.SENDING)
                             .values(status=DeliveryStatus.PENDING, claimed_at=None))
+        if send_id is not None:
+            refusals.record(session, send_id, results)
     return sum(len(v) for v in by_message.values()), len(failed), len(retry)
 
 

@@ -30,4 +30,4 @@ def purge_engagement() -> int:
 def fetch_bounces() -> int:
     if not get_settings().imap_host:
         return 0
-    return fetch_imap()
+    return fetch_imap().events

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.db import session_scope, table_of, utcnow
-from mailer.events import DeliveryEvent, EventKind
-from mailer.settings import get_settings
+from mailer.events import MAX_ROW_ID, DeliveryEvent, EventKind
+from mailer.settings import TransportName, get_settings
 from subscribers import policy
 from subscribers.models import Subscriber
-from worker import engagement
+from worker import autopause, engagement
 from worker.autopause import check_send
-from worker.models import Delivery, ProviderEvent, Send
+from worker.models import Delivery, ProviderEvent, Send, SendStatus
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +30,28 @@ def store(session: Session, events: Sequence[DeliveryEvent]) -> int:
     if not events:
         return 0
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
     rows = [{"provider": e.provider, "provider_event_id": e.event_id, "kind": e.kind.value, "email": e.email,
              "send_id": None, "delivery_id": None, "payload": e.payload | {"_reason": e.reason, "_status": e.status,
                                                                          "_delivery_id": e.delivery_id,
                                                                          "_send_id": e.send_id,
                                                                          "_message_id": e.message_id,
                                                                          "_machine_open": e.machine_open},
-             "occurred_at": e.occurred_at, "received_at": utcnow()} for e in events]
+             "occurred_at": e.occurred_at, "received_at": now,
+             # Refused at the edge: stored for a person, already done with, never applied.
+             "processed_at": now if e.rejected else None, "error": e.rejected} for e in events]
     table = table_of(ProviderEvent)
     statement = insert(table).on_conflict_do_nothing(
         index_elements=["provider", "provider_event_id"]).returning(table.c.id)
     return len(session.connection().execute(statement, rows).scalars().all())
+
+
+def _row_id(value: object) -> int:
+    """An id read back from a stored payload, checked again: rows stored before validation existed included."""
+    number = int(str(value))
+    if not 1 <= number <= MAX_ROW_ID:
+        raise ValueError(f"id {value!r} is out of range")
+    return number
 
 
 def _correlate(session: Session, event: ProviderEvent) -> Delivery | None:
@@ -47,14 +60,14 @@ def _correlate(session: Session, event: ProviderEvent) -> Delivery | None:
     email = event.email
     delivery_id, send_id, message_id = payload.get("_delivery_id"), payload.get("_send_id"), payload.get("_message_id")
     if delivery_id:
-        delivery = session.get(Delivery, int(delivery_id))
-        if delivery is not None and (send_id is None or delivery.send_id == int(send_id)):
+        delivery = session.get(Delivery, _row_id(delivery_id))
+        if delivery is not None and (send_id is None or delivery.send_id == _row_id(send_id)):
             owner = session.get(Subscriber, delivery.subscriber_id)
             if owner is not None and (email is None or owner.email == email):
                 return delivery
     if message_id and email:
         return session.scalar(select(Delivery).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                              .where(Delivery.provider_message_id == message_id, Subscriber.email == email))
+                              .where(Delivery.provider_message_id == str(message_id), Subscriber.email == email))
     return None
 
 
@@ -84,37 +97,102 @@ def _soft_bounces(session: Session, email: str) -> int:
         ProviderEvent.occurred_at >= since)) or 0)
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What a delivery's row said before an event, to count only what the event newly made known."""
+
+    outcome: bool
+    bounce: str | None
+    complained: bool
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> _Known:
+        return cls(delivery.delivered_at is not None or delivery.bounce is not None, delivery.bounce,
+                   delivery.complained_at is not None)
+
+
+def _count_for_autopause(session: Session, send: Send, before: _Known, after: _Known) -> None:
+    if send.status is not SendStatus.RUNNING:
+        return  # a paused send starts a fresh window when resumed; late events must not refill the old one
+    # SMTP counted its outcomes when the receiving server answered (worker.refusals); a later DSN adds its bounce.
+    newly_known = after.outcome and not before.outcome and send.transport != TransportName.SMTP
+    autopause.count(session, send.id, outcomes=int(newly_known),
+                    hard_bounces=int(after.bounce == "hard" and before.bounce != "hard"),
+                    complaints=int(after.complained and not before.complained))
+
+
+def _apply_one(session: Session, event_id: int) -> int | None:
+    """Apply one stored event in the caller's transaction; returns the send it counted for, if any."""
+    query = select(ProviderEvent).where(ProviderEvent.id == event_id, ProviderEvent.processed_at.is_(None))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)  # two appliers never apply the same event twice
+    event = session.scalar(query)
+    if event is None:
+        return None
+    delivery = _correlate(session, event)
+    if delivery is None and event.provider == "smtp":
+        # A bounce is proven by its VERP address alone, and that proof is a delivery: without one, nobody is touched.
+        event.processed_at, event.error = utcnow(), "no delivery matches this bounce; nobody suppressed"
+        return None
+    send = session.get(Send, delivery.send_id) if delivery is not None else None
+    before = _Known.of(delivery) if delivery is not None else None
+    if delivery is not None:
+        event.delivery_id, event.send_id = delivery.id, delivery.send_id
+        _record_on_delivery(session, delivery, event)
+    session.flush()
+    actions = policy.apply(session, policy.Outcome(
+        event_kind=event.kind, email=event.email,
+        subscriber_id=delivery.subscriber_id if delivery else None, list_id=send.list_id if send else None,
+        provider_event_id=event.id, reason=str((event.payload or {}).get("_reason", "")),
+        soft_bounces_in_window=_soft_bounces(session, event.email) if event.email else 0))
+    event.processed_at = utcnow()
+    if actions:
+        log.info("event %s (%s %s): %s", event.id, event.kind.value, event.email, "; ".join(actions))
+    if delivery is None or send is None or before is None:
+        return None
+    session.flush()
+    _count_for_autopause(session, send, before, _Known.of(delivery))  # last: see autopause.count
+    return send.id
+
+
+def _reject(event_id: int, error: BaseException) -> None:
+    """Mark an event that could not be applied: kept with its error for a person, and out of the way of the rest."""
+    text = f"{error.__class__.__name__}: {error}"[:2000]
+    with session_scope() as session:
+        session.execute(update(ProviderEvent).where(ProviderEvent.id == event_id, ProviderEvent.processed_at.is_(None))
+                        .values(processed_at=utcnow(), error=text))
+
+
+def _connection_trouble(error: BaseException) -> bool:
+    """The database, not the event, failed: stop and leave the events pending for the next run."""
+    return isinstance(error, OperationalError | InterfaceError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated)
+
+
 def apply_pending(limit: int = 5000) -> int:
-    """Apply stored, unprocessed events in arrival order; each event in its own transaction."""
+    """Apply stored, unprocessed events in arrival order, each in its own transaction. An event that fails is
+    marked rejected with its error and the others go on: one bad event must never hold up a complaint."""
     with session_scope() as session:
         ids = session.scalars(select(ProviderEvent.id).where(ProviderEvent.processed_at.is_(None))
                               .order_by(ProviderEvent.id).limit(limit)).all()
     sends: set[int] = set()
     for event_id in ids:
-        with session_scope() as session:
-            event = session.get(ProviderEvent, event_id)
-            if event is None or event.processed_at is not None:
-                continue
-            delivery = _correlate(session, event)
-            list_id = None
-            if delivery is not None:
-                event.delivery_id, event.send_id = delivery.id, delivery.send_id
-                _record_on_delivery(session, delivery, event)
-                send = session.get(Send, delivery.send_id)
-                list_id = send.list_id if send else None
-                sends.add(delivery.send_id)
-            session.flush()
-            actions = policy.apply(session, policy.Outcome(
-                event_kind=event.kind, email=event.email,
-                subscriber_id=delivery.subscriber_id if delivery else None, list_id=list_id,
-                provider_event_id=event.id, reason=str((event.payload or {}).get("_reason", "")),
-                soft_bounces_in_window=_soft_bounces(session, event.email) if event.email else 0))
-            event.processed_at = utcnow()
-            if actions:
-                log.info("event %s (%s %s): %s", event.id, event.kind.value, event.email, "; ".join(actions))
+        try:
+            with session_scope() as session:
+                send_id = _apply_one(session, event_id)
+        except Exception as exc:
+            if _connection_trouble(exc):
+                raise
+            log.exception("provider event %s rejected", event_id)
+            _reject(event_id, exc)
+            continue
+        if send_id is not None:
+            sends.add(send_id)
     for send_id in sends:
         with session_scope() as session:
-            check_send(session, send_id)
+            reason = check_send(session, send_id)
+        if reason:
+            log.warning("send %s: %s", send_id, reason)
     return len(ids)
 
 

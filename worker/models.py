@@ -124,6 +124,9 @@ class ProviderEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set (with processed_at) when the event was refused: malformed at the edge, or it failed to apply. A rejected
+    # event changes nothing and stays here for a person to read; the events after it are applied as usual.
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class SendLink(Base):
@@ -171,3 +174,34 @@ class EngagementHit(Base):
     user_agent: Mapped[str] = mapped_column(String(300), default="")
     verdict: Mapped[str | None] = mapped_column(String(8))  # "human" | "machine", None until classified
     reason: Mapped[str] = mapped_column(String(200), default="")
+
+
+class UnmatchedBounce(Base):
+    """A bounce that names no delivery of ours by a genuine VERP address. It suppresses nobody: the VERP token is
+    the only proof a bounce is about our message to that address, so anything else waits here for a person."""
+
+    __tablename__ = "unmatched_bounces"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # the same message fetched twice is kept once
+    via: Mapped[str] = mapped_column(String(16))  # smtp | imap
+    why: Mapped[str] = mapped_column(String(500))
+    envelope_to: Mapped[str] = mapped_column(String(1000), default="")
+    sender: Mapped[str] = mapped_column(String(500), default="")
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    named: Mapped[list[Any]] = mapped_column(JSON, default=list)  # the failures the message claims
+    raw: Mapped[str] = mapped_column(Text, default="")  # the message, cut at a bound
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SendOutcome(Base):
+    """What is known of a send's deliveries, counted as it becomes known, in short time buckets: auto-pause reads
+    the newest few rows instead of scanning the ledger, and judges only deliveries whose fate is known."""
+
+    __tablename__ = "send_outcomes"
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    outcomes: Mapped[int] = mapped_column(Integer, default=0)
+    hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    complaints: Mapped[int] = mapped_column(Integer, default=0)

@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+MAX_ROW_ID = 2**63 - 1  # ids are BIGINT: a larger number names no row and must never reach a query
+
 
 class EventKind(StrEnum):
     PROCESSED = "processed"
@@ -38,3 +40,5 @@ class DeliveryEvent:
     status: str = ""  # enhanced status code, e.g. 5.1.1
     machine_open: bool = False
     payload: dict[str, Any] = field(default_factory=dict)
+    # Why the event was refused at the edge (malformed); it is stored as rejected and never applied.
+    rejected: str | None = None

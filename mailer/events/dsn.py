@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass
 from email import policy
 from email.message import Message
@@ -86,15 +87,40 @@ def failures(raw: bytes) -> list[Failure]:
     return list(found.values())
 
 
-def dsn_events(raw: bytes, delivery_id: int | None) -> list[DeliveryEvent]:
-    """One event per failed recipient of a DSN; `delivery_id` comes from the VERP address it was sent to."""
+def failure_event(failure: Failure, *, event_id: str, delivery_id: int | None, address: str) -> DeliveryEvent:
+    """The event for one failure, hard or soft by the one classification (Failure.hard) every SMTP path uses.
+
+    `address` is the address of the delivery the failure is about, which may differ from what the report names
+    (forwarding): the report's own claims go into the payload only.
+    """
+    return DeliveryEvent(
+        provider="smtp", event_id=event_id, kind=EventKind.BOUNCE if failure.hard else EventKind.BLOCKED,
+        email=address, occurred_at=utcnow(), delivery_id=delivery_id, reason=failure.diagnostic,
+        status=failure.status,
+        payload={"status": failure.status, "action": failure.action, "diagnostic": failure.diagnostic,
+                 "named": failure.recipient})
+
+
+def dsn_event(raw: bytes, delivery_id: int, address: str) -> DeliveryEvent | None:
+    """The one event a DSN may cause: about the delivery its VERP address names, and that delivery's address only.
+
+    A report that lists other recipients cannot reach them (nobody can forge a VERP token for their deliveries);
+    its verdict is the failure that names the delivery's address, else the worst one it reports. None when the
+    message reports no failure at all (an auto-reply, say).
+    """
+    found = failures(raw)
+    if not found:
+        return None
+    failure = next((f for f in found if f.recipient == address), None) or max(found, key=lambda f: f.hard)
     message_id = email.message_from_bytes(raw, policy=policy.compat32).get("Message-ID", "")
-    events = []
-    for failure in failures(raw):
-        digest = hashlib.sha256(f"{message_id}|{failure.recipient}|{len(raw)}".encode()).hexdigest()[:40]
-        events.append(DeliveryEvent(
-            provider="smtp", event_id=f"dsn-{digest}", kind=EventKind.BOUNCE if failure.hard else EventKind.BLOCKED,
-            email=failure.recipient, occurred_at=utcnow(), delivery_id=delivery_id,
-            reason=failure.diagnostic, status=failure.status,
-            payload={"status": failure.status, "action": failure.action, "diagnostic": failure.diagnostic}))
-    return events
+    digest = hashlib.sha256(f"{message_id}|{delivery_id}|{len(raw)}".encode()).hexdigest()[:40]
+    return failure_event(failure, event_id=f"dsn-{digest}", delivery_id=delivery_id, address=address)
+
+
+def refusal_event(delivery_id: int, address: str, reply: str) -> DeliveryEvent:
+    """A permanent refusal at RCPT ("550 5.1.1 user unknown") as the event a DSN with that status would give."""
+    match = _STATUS.search(reply)
+    status = match.group(0) if match and match.group(1) == "5" else "5.0.0"
+    failure = Failure(address, status, "failed", reply.strip()[:500])
+    return failure_event(failure, event_id=f"rcpt-{delivery_id}-{uuid.uuid4().hex}", delivery_id=delivery_id,
+                         address=address)

@@ -17,7 +17,7 @@ from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.dkim_signing import DkimKeyError, DkimSigner, signer_from_settings
 from mailer.message import encode_message
 from mailer.settings import Settings
-from mailer.transports.smtp_session import ConnectionLost, Envelope, Outcome, send_messages
+from mailer.transports.smtp_session import NO_SMTPUTF8, ConnectionLost, Envelope, Outcome, send_messages
 
 
 class SMTPTransport:
@@ -122,10 +122,12 @@ def _results(recipients: Sequence[Recipient], outcomes: Sequence[Outcome],
     results = []
     for index, (recipient, outcome) in enumerate(zip(recipients, outcomes, strict=False)):
         if outcome.accepted:
-            results.append(Result(recipient, ok=True, message_id=message_ids.get(index)))
+            results.append(Result(recipient, ok=True, message_id=message_ids.get(index), answered=True))
         else:
+            permanent = outcome.code >= 500 and outcome != NO_SMTPUTF8  # that one is our own refusal
             results.append(Result(recipient, ok=False, retryable=400 <= outcome.code < 500,
-                                  error=f"{outcome.code} {outcome.reply}".strip()))
+                                  error=f"{outcome.code} {outcome.reply}".strip(), answered=permanent,
+                                  refused_address=permanent and outcome.stage == "rcpt"))
     return results
 
 

@@ -31,6 +31,7 @@ class Outcome:
 
     code: int
     reply: str
+    stage: str = "data"  # mail | rcpt | data: only a refusal at RCPT is a verdict on the recipient's address
 
     @property
     def accepted(self) -> bool:
@@ -126,7 +127,8 @@ class _Pipeline:
             self.connection.getreply()
             self.reset = False
         replies = [self.connection.getreply() for _ in range(3)]
-        refused = next(((code, text) for code, text in replies[:2] if code != OK), None)
+        refused = next(((code, text, stage) for (code, text), stage in zip(replies[:2], ("mail", "rcpt"),
+                                                                             strict=True) if code != OK), None)
         if replies[2][0] != DATA_GO_AHEAD:
             self.outcomes.append(_outcome(*(refused or replies[2])))
             self.unsent, self.reset = b"RSET\r\n", True
@@ -155,16 +157,17 @@ def _one_reply_at_a_time(connection: smtplib.SMTP, envelopes: Sequence[Envelope]
             if commands is None:
                 outcomes.append(NO_SMTPUTF8)
                 continue
-            reply = (OK, b"")
-            for line in commands.splitlines(keepends=True):
+            reply, stage = (OK, b""), "data"
+            for line, step in zip(commands.splitlines(keepends=True), ("mail", "rcpt", "data"), strict=True):
                 connection.send(line)
                 reply = connection.getreply()
                 if reply[0] not in (OK, DATA_GO_AHEAD):
+                    stage = step
                     break
             if reply[0] == DATA_GO_AHEAD:
                 connection.send(dot_stuff(message(index)))
                 reply = connection.getreply()
-            outcomes.append(_outcome(*reply))
+            outcomes.append(_outcome(*reply, stage))
             if reply[0] != OK:
                 connection.send(b"RSET\r\n")
                 connection.getreply()
@@ -173,6 +176,6 @@ def _one_reply_at_a_time(connection: smtplib.SMTP, envelopes: Sequence[Envelope]
     return outcomes
 
 
-def _outcome(code: int, reply: bytes | str) -> Outcome:
+def _outcome(code: int, reply: bytes | str, stage: str = "data") -> Outcome:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    return Outcome(code, text)
+    return Outcome(code, text, stage)

@@ -49,11 +49,19 @@ async def sendgrid_webhook(request: Request) -> JSONResponse:
             return JSONResponse({"error": "signature verification failed"}, status_code=403)
     try:
         parsed = sendgrid_events.parse(raw)
-    except ValueError:
-        return JSONResponse({"error": "expected a JSON array of events"}, status_code=400)
+    except ValueError as exc:
+        if settings.sendgrid_webhook_verify:
+            # Signed, so SendGrid sent it: a 4xx would only make it retry the same body for a day. Kept as one
+            # rejected record for a person to read, and answered 2xx.
+            parsed = [sendgrid_events.unreadable(raw, str(exc))]
+        else:
+            return JSONResponse({"error": "expected a JSON array of events"}, status_code=400)
 
     with session_scope() as session:
         stored = events.store(session, parsed)
         if stored:
             enqueue_after_commit(session, apply_events)
-    return JSONResponse({"received": len(parsed), "stored": stored})
+    rejected = sum(1 for event in parsed if event.rejected)
+    if rejected:
+        log.warning("SendGrid webhook: %d malformed event(s) stored as rejected", rejected)
+    return JSONResponse({"received": len(parsed), "stored": stored, "rejected": rejected})

@@ -8,22 +8,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from mailer.db import session_scope
 from mailer.events.dsn import failures
 from newsletter.cli import app
-from subscribers.models import Subscriber, Suppression, SuppressionReason
+from subscribers.models import ConsentEvent, ConsentKind, Subscriber, Suppression, SuppressionReason
 from tests.support.audience import make_audience, started_send
 from tests.support.imap_server import IMAPServer, Mailbox
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import free_port
 from worker import tasks
 from worker.bounces import receiver
-from worker.models import Delivery
+from worker.models import Delivery, ProviderEvent, UnmatchedBounce
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "dsn"
+REFUSED = "c7@example.com"
 
 
 def build_dsn(verp: str, rcpt: str, status: str, action: str = "failed", serial: int = 0) -> bytes:
@@ -60,7 +62,8 @@ def smtp_send(db_url: str, settings) -> Iterator[dict[str, str]]:
     settings.smtp_host, settings.smtp_port = "127.0.0.1", sink.port
     settings.bounce_domain = "bounces.news.example.com"
     audience = make_audience(8, pending=0, unsubscribed=0, suppressed=0)
-    sink.reject(audience.confirmed[7])  # refused at RCPT: a failed row, no DSN needed
+    assert audience.confirmed[7] == REFUSED
+    sink.reject(REFUSED)  # refused at RCPT: a failed row and a hard bounce, no DSN needed
     with session_scope() as session:
         send_id = started_send(session, audience.issue_id, audience.list_id, transport="smtp")
     tasks.plan_send.delay(send_id).get()
@@ -107,7 +110,7 @@ def test_dsns_through_bounces_receive_suppress_the_right_people(smtp_send: dict[
         server.stop()
     got = {k: v.value for k, v in reasons().items()}
     assert got == {addresses[0]: "hard_bounce", addresses[3]: "hard_bounce", addresses[4]: "hard_bounce",
-                   addresses[5]: "hard_bounce", soft_twice: "soft_bounce_limit"}
+                   addresses[5]: "hard_bounce", soft_twice: "soft_bounce_limit", REFUSED: "hard_bounce"}
     with session_scope() as session:
         bounces = dict(session.execute(select(Subscriber.email, Delivery.bounce).join(Delivery)).tuples().all())
     assert bounces[addresses[1]] == "soft" and bounces[addresses[2]] == "soft"  # mailbox full, delayed
@@ -143,4 +146,105 @@ def test_bounces_fetch_reads_the_imap_mailbox(smtp_send: dict[str, str], setting
         assert "0 bounce event(s) stored" in again.output
     finally:
         server.stop()
-    assert {k: v.value for k, v in reasons().items()} == {addresses[0]: "hard_bounce", addresses[1]: "hard_bounce"}
+    assert {k: v.value for k, v in reasons().items()} == {addresses[0]: "hard_bounce", addresses[1]: "hard_bounce",
+                                                          REFUSED: "hard_bounce"}
+
+
+def build_report(to: str, recipients: list[str], status: str = "5.1.1", serial: int = 0) -> bytes:
+    """One DSN listing several failed recipients (as an MTA reports a multi-recipient envelope)."""
+    blocks = "\n".join(f"Final-Recipient: rfc822; {r}\nAction: failed\nStatus: {status}\n" for r in recipients)
+    return f"""From: MAILER-DAEMON@test-mta.example
+To: {to}
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <report-{serial}@test-mta.example>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b1"
+
+--b1
+Content-Type: text/plain
+
+Could not deliver.
+
+--b1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; test-mta.example
+
+{blocks}
+--b1--
+""".encode()
+
+
+def test_forged_report_to_own_verp_reaches_nobody_else(smtp_send: dict[str, str]) -> None:
+    """A reader mails a DSN to their own VERP address (the Return-Path of the copy they got), naming others."""
+    addresses = sorted(smtp_send)
+    sender, victims = addresses[0], addresses[1:5]
+    port = free_port()
+    server = receiver("127.0.0.1", port)
+    server.start()
+    try:
+        deliver(port, smtp_send[sender], build_report(smtp_send[sender], victims))
+        deliver(port, smtp_send[sender], build_report(smtp_send[sender], [*victims, sender], serial=1))
+    finally:
+        server.stop()
+    suppressed = {k: v.value for k, v in reasons().items() if k != REFUSED}
+    assert suppressed == {sender: "hard_bounce"}  # the VERP token proves one delivery: the sender's own
+    with session_scope() as session:
+        bounces = dict(session.execute(select(Subscriber.email, Delivery.bounce).join(Delivery)).tuples().all())
+    assert all(bounces[v] is None for v in victims) and bounces[sender] == "hard"
+
+
+def test_bounces_fetch_without_verp_suppresses_nobody_and_keeps_it(smtp_send: dict[str, str], settings) -> None:
+    addresses = sorted(smtp_send)
+    genuine, named, other = addresses[0], addresses[1], addresses[2]
+    forged_mac = smtp_send[other][:-len("@bounces.news.example.com") - 3] + "zzz@bounces.news.example.com"
+    box = Mailbox("bounces", "mailbox-secret", [m.replace(b"\n", b"\r\n") for m in [
+        build_report("postmaster@news.example.com", [named], serial=1),  # no VERP address at all
+        build_report(forged_mac, [other], serial=2),  # a VERP address whose token does not verify
+        build_report(smtp_send[genuine], [genuine], serial=3)]])
+    server = IMAPServer(box).start()
+    try:
+        settings.imap_host, settings.imap_port, settings.imap_ssl = "127.0.0.1", server.port, False
+        settings.imap_user, settings.imap_password = "bounces", SecretStr("mailbox-secret")
+        result = CliRunner().invoke(app, ["bounces", "fetch"])
+        assert result.exit_code == 0, result.output
+        assert {k: v.value for k, v in reasons().items() if k != REFUSED} == {genuine: "hard_bounce"}
+        assert "1 bounce event(s) stored; 2 kept unmatched, nobody suppressed" in result.output
+        listed = CliRunner().invoke(app, ["bounces", "ls", "--unmatched"])
+    finally:
+        server.stop()
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("no genuine VERP address") == 2 and named in listed.output
+    with session_scope() as session:
+        kept = session.scalars(select(UnmatchedBounce).order_by(UnmatchedBounce.id)).all()
+        assert [(k.via, k.named[0]["recipient"]) for k in kept] == [("imap", named), ("imap", other)]
+        assert "Final-Recipient: rfc822; " + named in kept[0].raw
+
+
+def test_refusal_at_rcpt_is_a_hard_bounce(db_url: str, settings) -> None:
+    """550 5.1.1 at RCPT suppresses like a hard-bounce DSN, through the same policy; a full mailbox (5.2.2) is a
+    soft bounce, counted only."""
+    sink = SMTPSink().start()
+    try:
+        settings.smtp_host, settings.smtp_port = "127.0.0.1", sink.port
+        audience = make_audience(3, pending=0, unsubscribed=0, suppressed=0)
+        unknown, full, fine = audience.confirmed
+        sink.reject(unknown)
+        sink.reject(full, "552 5.2.2 <{a}>: Mailbox full")
+        with session_scope() as session:
+            send_id = started_send(session, audience.issue_id, audience.list_id, transport="smtp")
+        tasks.plan_send.delay(send_id).get()
+    finally:
+        sink.stop()
+    assert {k: v.value for k, v in reasons().items()} == {unknown: "hard_bounce"}
+    with session_scope() as session:
+        rows = {e: (s.value, b) for e, s, b in session.execute(
+            select(Subscriber.email, Delivery.status, Delivery.bounce).join(Delivery)).tuples()}
+        trail = session.execute(select(ConsentEvent.kind, ConsentEvent.detail, ProviderEvent.provider,
+                                       ProviderEvent.payload)
+                                .join(ProviderEvent, ProviderEvent.id == ConsentEvent.provider_event_id)
+                                .join(Subscriber, Subscriber.id == ConsentEvent.subscriber_id)
+                                .where(Subscriber.email == unknown, ConsentEvent.kind == ConsentKind.BOUNCED)).one()
+    assert rows == {unknown: ("failed", "hard"), full: ("failed", "soft"), fine: ("sent", None)}
+    kind, detail, provider, payload = trail
+    assert (kind, detail["bounce"], provider, payload["_status"]) == (ConsentKind.BOUNCED, "hard", "smtp", "5.1.1")

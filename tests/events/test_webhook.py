@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,12 +18,14 @@ from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
 from mailer.db import session_scope, utcnow
+from mailer.events import DeliveryEvent, EventKind
+from mailer.events import sendgrid as sendgrid_events
 from newsletter.web.app import create_app
 from subscribers import service
 from subscribers.models import ConsentEvent, ConsentKind, Subscriber, Subscription, SubscriptionStatus, Suppression
 from tests.support.audience import make_audience, started_send
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn, make_events
-from worker import campaigns, engagement, tasks
+from worker import campaigns, engagement, events, tasks
 from worker.figures import send_figures
 from worker.models import Delivery, ProviderEvent, Send, SendStatus
 
@@ -243,3 +245,110 @@ def test_unsigned_accepted_only_when_verification_disabled(env: Env, settings) -
     assert env.client.post("/webhooks/sendgrid", content=body, headers=plain).status_code == 403
     settings.sendgrid_webhook_verify = False
     assert env.client.post("/webhooks/sendgrid", content=body, headers=plain).status_code == 200
+
+
+def signed_post(env: Env, body: bytes):
+    return env.client.post("/webhooks/sendgrid", content=body, headers=env.signer.headers(body))
+
+
+def test_poison_events_rejected_and_the_next_complaint_still_applies(env: Env) -> None:
+    audience, _send_id = sendgrid_send(3, pending=0, unsubscribed=0, suppressed=0)
+    accepted = {a.email: a for a in env.standin.accepted}
+    reader, target, complainer = audience.confirmed
+    now = int(time.time())
+
+    def event(address: str, kind: str, event_id: str, **extra: object) -> dict:
+        item = accepted[address]
+        return {"email": address, "timestamp": now, "event": kind, "sg_event_id": event_id,
+                "sg_message_id": f"{item.message_id}.filter.0", "send_id": item.send_id,
+                "delivery_id": item.delivery_id} | extra
+
+    nested: object = "x"
+    for _ in range(400):
+        nested = [nested]
+    body = ("[" + ", ".join([
+        json.dumps(event(reader, "delivered", "ok-1")),
+        json.dumps(event(target, "bounce", "poison-id", type="bounce", delivery_id=str(2**63))),
+        json.dumps(event(target, "open", "poison-time", timestamp=0)).replace('"timestamp": 0', '"timestamp": 1e400'),
+        json.dumps(event(target, "click", "poison-deep", url=nested)),
+        json.dumps(nested),
+    ]) + "]").encode()
+    response = signed_post(env, body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 5, "stored": 5, "rejected": 4}
+    with session_scope() as session:
+        errors = dict(session.execute(select(ProviderEvent.provider_event_id, ProviderEvent.error)
+                                      .where(ProviderEvent.error.is_not(None))).tuples().all())
+        delivered = session.scalar(select(Delivery.delivered_at).join(Subscriber).where(Subscriber.email == reader))
+    assert errors.keys() >= {"poison-id", "poison-time", "poison-deep"} and len(errors) == 4
+    assert errors["poison-id"] == "delivery_id out of range" and "timestamp" in errors["poison-time"]
+    assert delivered is not None  # the valid event of the same batch was applied
+    assert count(Suppression) == 0  # the rejected bounce did nothing
+    spam = signed_post(env, json.dumps([event(complainer, "spamreport", "spam-1")]).encode())
+    assert spam.status_code == 200 and spam.json()["rejected"] == 0
+    assert count(Suppression, Suppression.email == complainer, Suppression.reason == "complaint") == 1
+
+
+def test_an_unappliable_stored_event_is_rejected_and_the_rest_applied(env: Env) -> None:
+    """Defence in depth: an event that passed (or predates) validation and fails to apply is marked, not retried
+    forever in front of the others."""
+    audience, _send_id = sendgrid_send(1, pending=0, unsubscribed=0, suppressed=0)
+    address = audience.confirmed[0]
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        events.store(session, [
+            DeliveryEvent(provider="sendgrid", event_id="old-poison", kind=EventKind.BOUNCE, email=address,
+                          occurred_at=now, delivery_id=2**63),
+            DeliveryEvent(provider="sendgrid", event_id="spam", kind=EventKind.SPAMREPORT, email=address,
+                          occurred_at=now)])
+    events.apply_pending()
+    with session_scope() as session:
+        rows = dict(session.execute(select(ProviderEvent.provider_event_id, ProviderEvent.error)).tuples().all())
+    assert rows["spam"] is None and rows["old-poison"] is not None
+    assert count(Suppression, Suppression.email == address, Suppression.reason == "complaint") == 1
+    assert count(ProviderEvent, ProviderEvent.processed_at.is_(None)) == 0
+
+
+def test_signed_body_nested_beyond_the_parser_is_kept_rejected(env: Env, settings) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    response = signed_post(env, body)
+    assert response.status_code == 200 and response.json()["rejected"] == 1
+    assert signed_post(env, body).json()["stored"] == 0  # SendGrid's retry of the same body: stored once
+    with session_scope() as session:
+        error = session.scalar(select(ProviderEvent.error))
+    assert error == "the JSON is nested too deeply"
+    settings.sendgrid_webhook_verify = False  # unsigned garbage is refused, not stored
+    plain = env.client.post("/webhooks/sendgrid", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert plain.status_code == 400 and count(ProviderEvent) == 1
+
+
+VALID = {"email": "reader@example.com", "event": "bounce", "type": "bounce", "sg_event_id": "e1",
+         "timestamp": 1764000000, "sg_message_id": "abc.filter.0", "send_id": "3", "delivery_id": "7",
+         "reason": "550 5.1.1 unknown"}
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"delivery_id": str(2**63)}, "delivery_id out of range"),
+    ({"delivery_id": 2**63}, "delivery_id out of range"),
+    ({"send_id": "-1"}, "send_id must be an integer"),
+    ({"delivery_id": 7.5}, "delivery_id must be an integer"),
+    ({"send_id": True}, "send_id must be an integer"),
+    ({"timestamp": "yesterday"}, "timestamp has the wrong type (str)"),
+    ({"timestamp": 10**12}, "timestamp out of range"),
+    ({"email": "x" * 400 + "@example.com"}, "email is too long or not plain text"),
+    ({"email": "reader@example.com\r\nBcc: x@example.com"}, "email is too long or not plain text"),
+    ({"email": "no-at-sign"}, "email is not an address"),
+    ({"sg_event_id": {"$ne": 1}}, "sg_event_id missing or not a short text"),
+    ({"reason": {"nested": [1]}}, "reason has the wrong type (dict)"),
+    ({"event": 5}, "event has the wrong type (int)"),
+])
+def test_each_field_validated_at_the_edge(change: dict, error: str) -> None:
+    [event] = sendgrid_events.parse(json.dumps([VALID | change]).encode(), now=1764000000)
+    assert event.rejected == error and event.kind is EventKind.OTHER and event.email is None
+
+
+def test_a_valid_event_keeps_only_documented_fields() -> None:
+    item = VALID | {"reason": "550\r\n5.1.1 unknown" + "x" * 5000, "extra": [[["deep"]]], "category": ["news"]}
+    [event] = sendgrid_events.parse(json.dumps([item]).encode(), now=1764000000)
+    assert event.rejected is None and (event.delivery_id, event.send_id, event.kind) == (7, 3, EventKind.BOUNCE)
+    assert "extra" not in event.payload and event.reason.startswith("550  5.1.1") and len(event.reason) == 1000

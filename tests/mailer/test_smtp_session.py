@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -126,3 +127,19 @@ def test_dot_stuffing_is_rfc_5321_transparency() -> None:
     assert dot_stuff(b"a\r\n.b\r\n") == b"a\r\n..b\r\n.\r\n"
     assert dot_stuff(b".start\r\nend") == b"..start\r\nend\r\n.\r\n"
     assert dot_stuff(b"no dots here\r\n") == b"no dots here\r\n.\r\n"
+
+
+def test_only_a_refusal_at_rcpt_is_a_verdict_on_the_address(sink: SMTPSink) -> None:
+    """A 5xx to MAIL FROM is about the sender (us) and says nothing of the recipient: it must never suppress them.
+    A 5xx to RCPT is the recipient's server refusing the address: the same evidence as a hard bounce."""
+    batch = [replace(person, return_path=f"bounces+{person.delivery_id}@news.example.com") for person in people(4)]
+    sink.handler.reject_senders["bounces+0@news.example.com"] = "553 5.7.1 Sender address rejected"
+    sink.reject("p1@example.com")  # 550 5.1.1 unknown user
+    sink.reject("p2@example.com", "452 4.2.2 Mailbox full, try later")
+    client = transport(sink)
+    results = client.send(CONTENT, batch)
+    client.close()
+    verdicts = [(r.ok, r.retryable, r.answered, r.refused_address) for r in results]
+    assert verdicts == [(False, False, True, False), (False, False, True, True), (False, True, False, False),
+                        (True, False, True, False)]
+    assert sink.counts() == {"p3@example.com": 1}

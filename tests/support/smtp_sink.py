@@ -42,6 +42,7 @@ class SinkHandler:
     pipelining: bool = False  # advertise RFC 2920 PIPELINING (aiosmtpd reads pipelined commands in order)
     hang_up_at_data: set[int] = field(default_factory=set)  # the Nth messages (1-based) at which to drop the line
     data_count: int = 0
+    reject_senders: dict[str, str] = field(default_factory=dict)  # MAIL FROM address -> SMTP reply
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -49,6 +50,15 @@ class SinkHandler:
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        reply = self.reject_senders.get(address.lower())
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:

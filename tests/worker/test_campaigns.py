@@ -118,13 +118,14 @@ def test_failed_rows_retry_only_those(db_url: str, settings, monkeypatch) -> Non
         monkeypatch.setattr(settings, "smtp_host", "127.0.0.1")
         monkeypatch.setattr(settings, "smtp_port", sink.port)
         audience = make_audience(6)
-        sink.reject(audience.confirmed[1])
+        # A full mailbox: final for this attempt, but not a verdict on the address (a 5.1.1 would suppress it)
+        sink.reject(audience.confirmed[1], "552 5.2.2 <{a}>: mailbox full")
         send_id = start(audience, transport="smtp")
         tasks.plan_send.delay(send_id).get()
         assert counters(send_id)["failed"] == 1 and counters(send_id)["sent"] == 5
         with session_scope() as session:
             error = session.scalar(select(Delivery.error).where(Delivery.status == DeliveryStatus.FAILED))
-        assert error is not None and error.startswith("550")
+        assert error is not None and error.startswith("552")
         sink.handler.reject.clear()
         with session_scope() as session:
             assert campaigns.retry_failed(session, send_id) == 1
