@@ -177,12 +177,12 @@ def _list_out(mailing_list: MailingList, counts: dict[str, int]) -> ListOut:
 
 
 @api_app.get("/lists", response_model=list[ListOut])
-def get_lists(user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> list[ListOut]:
+def get_lists(user: Principal = Depends(api_user), session: Session = db_session) -> list[ListOut]:
     return [_list_out(row.mailing_list, row.counts) for row in queries.lists_with_counts(session, ListOrder.SLUG)]
 
 
 @api_app.post("/lists", response_model=ListOut, status_code=201)
-def post_list(body: ListIn, user: Principal = Depends(api_admin), session: Session = Depends(db_session)) -> ListOut:
+def post_list(body: ListIn, user: Principal = Depends(api_admin), session: Session = db_session) -> ListOut:
     try:
         created = service.create_list(session, body.slug, body.name, double_opt_in=body.double_opt_in)
     except service.ServiceError as exc:
@@ -192,7 +192,7 @@ def post_list(body: ListIn, user: Principal = Depends(api_admin), session: Sessi
 
 
 @api_app.get("/lists/{slug}", response_model=ListOut)
-def get_list(slug: str, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> ListOut:
+def get_list(slug: str, user: Principal = Depends(api_user), session: Session = db_session) -> ListOut:
     mailing_list = _list(session, slug)
     return _list_out(mailing_list, service.list_counts(session, mailing_list.id))
 
@@ -212,7 +212,7 @@ def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
 
 @api_app.post("/subscribers", response_model=SubscriberOut, status_code=201)
 def post_subscriber(body: SubscriberIn, user: Principal = Depends(api_admin),
-                    session: Session = Depends(db_session)) -> SubscriberOut:
+                    session: Session = db_session) -> SubscriberOut:
     mailing_list = _list(session, body.list)
     try:
         outcome = service.subscribe(session, mailing_list, body.email, body.name, source=ConsentSource.API,
@@ -233,7 +233,7 @@ def post_subscriber(body: SubscriberIn, user: Principal = Depends(api_admin),
 def get_subscribers(list: str = Query("", max_length=100), status: SubscriptionStatus | None = None,
                     search: str = Query("", max_length=320), after: int = Query(0, ge=0),
                     limit: int = Query(50, ge=1, le=500), user: Principal = Depends(api_user),
-                    session: Session = Depends(db_session)) -> SubscriberPageOut:
+                    session: Session = db_session) -> SubscriberPageOut:
     """Subscribers by id, a page at a time (keyset: pass `next_after` as `after`), filtered by list, status, text."""
     found = queries.search_subscribers(session, search=search, list_slug=list.strip().lower(), status=status,
                                        after=after, limit=limit)
@@ -246,13 +246,13 @@ def get_subscribers(list: str = Query("", max_length=100), status: SubscriptionS
 
 @api_app.get("/subscribers/{subscriber_id}", response_model=SubscriberOut)
 def get_subscriber(subscriber_id: int, user: Principal = Depends(api_user),
-                   session: Session = Depends(db_session)) -> SubscriberOut:
+                   session: Session = db_session) -> SubscriberOut:
     return _subscriber_out(session, _subscriber(session, subscriber_id))
 
 
 @api_app.patch("/subscribers/{subscriber_id}", response_model=SubscriberOut)
 def patch_subscriber(subscriber_id: int, body: SubscriberPatch, user: Principal = Depends(api_admin),
-                     session: Session = Depends(db_session)) -> SubscriberOut:
+                     session: Session = db_session) -> SubscriberOut:
     subscriber = _subscriber(session, subscriber_id)
     service.update_preferences(session, subscriber.id, name=body.name, source=ConsentSource.API)
     session.commit()
@@ -261,7 +261,7 @@ def patch_subscriber(subscriber_id: int, body: SubscriberPatch, user: Principal 
 
 @api_app.post("/subscribers/{subscriber_id}/unsubscribe", response_model=SubscriberOut)
 def unsubscribe_subscriber(subscriber_id: int, body: UnsubscribeIn, user: Principal = Depends(api_admin),
-                           session: Session = Depends(db_session)) -> SubscriberOut:
+                           session: Session = db_session) -> SubscriberOut:
     subscriber = _subscriber(session, subscriber_id)
     list_id = _list(session, body.list).id if body.list else None
     service.unsubscribe(session, subscriber.id, list_id, source=ConsentSource.API)
@@ -271,19 +271,19 @@ def unsubscribe_subscriber(subscriber_id: int, body: UnsubscribeIn, user: Princi
 
 @api_app.delete("/subscribers/{subscriber_id}", status_code=204)
 def erase_subscriber(subscriber_id: int, user: Principal = Depends(api_admin),
-                     session: Session = Depends(db_session)) -> None:
+                     session: Session = db_session) -> None:
     service.erase(session, _subscriber(session, subscriber_id).id, source=ConsentSource.API)
     session.commit()
 
 
 @api_app.get("/suppressions", response_model=list[str])
-def get_suppressions(user: Principal = Depends(api_admin), session: Session = Depends(db_session)) -> list[str]:
+def get_suppressions(user: Principal = Depends(api_admin), session: Session = db_session) -> list[str]:
     return [s.email for s in queries.recent_suppressions(session, 1000) if s.email]
 
 
 @api_app.post("/suppressions", status_code=201, response_model=dict[str, str])
 def post_suppression(body: SuppressionIn, user: Principal = Depends(api_admin),
-                     session: Session = Depends(db_session)) -> dict[str, str]:
+                     session: Session = db_session) -> dict[str, str]:
     try:
         address = service.normalise_email(body.email, check_deliverability=False)
     except service.InvalidEmail as exc:
@@ -295,7 +295,7 @@ def post_suppression(body: SuppressionIn, user: Principal = Depends(api_admin),
 
 @api_app.delete("/suppressions/{email}", status_code=204)
 def delete_suppression(email: str, user: Principal = Depends(api_admin),
-                       session: Session = Depends(db_session)) -> None:
+                       session: Session = db_session) -> None:
     try:
         address = service.normalise_email(email, check_deliverability=False)
     except service.InvalidEmail as exc:
@@ -307,7 +307,7 @@ def delete_suppression(email: str, user: Principal = Depends(api_admin),
 
 @api_app.get("/issues", response_model=list[IssueOut])
 def get_issues(before: int | None = Query(None, ge=1), limit: int = Query(50, ge=1, le=200),
-               user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> list[IssueOut]:
+               user: Principal = Depends(api_user), session: Session = db_session) -> list[IssueOut]:
     """Issues, newest first; pass the last id as `before` for the next page."""
     return [IssueOut(id=r.id, slug=r.slug, subject=r.subject, html_bytes=len((r.html or "").encode()))
             for r in issues_page(session, limit, before)]
@@ -315,7 +315,7 @@ def get_issues(before: int | None = Query(None, ge=1), limit: int = Query(50, ge
 
 @api_app.get("/sends", response_model=list[SendListOut])
 def get_sends(before: int | None = Query(None, ge=1), limit: int = Query(20, ge=1, le=200),
-              user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> list[SendListOut]:
+              user: Principal = Depends(api_user), session: Session = db_session) -> list[SendListOut]:
     """Sends, newest first, with counters and what came back; pass the last id as `before` for the next page."""
     return [SendListOut(id=row.send.id, issue=row.issue_slug, list=row.list_slug, status=row.send.status.value,
                         counters=row.counts, figures=row.figures)
@@ -323,7 +323,7 @@ def get_sends(before: int | None = Query(None, ge=1), limit: int = Query(20, ge=
 
 
 @api_app.post("/issues", response_model=IssueOut, status_code=201)
-def post_issue(body: IssueIn, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> IssueOut:
+def post_issue(body: IssueIn, user: Principal = Depends(api_user), session: Session = db_session) -> IssueOut:
     try:
         record = save_issue(session, body.markdown, filename="api")
     except (IssueError, RenderError) as exc:
@@ -357,7 +357,7 @@ def _send(session: Session, send_id: int) -> Send:
 
 
 @api_app.post("/sends", response_model=SendOut, status_code=201)
-def post_send(body: SendIn, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> SendOut:
+def post_send(body: SendIn, user: Principal = Depends(api_user), session: Session = db_session) -> SendOut:
     mailing_list = _list(session, body.list)
     if find_issue(session, body.issue_id) is None:
         raise _bad("No such issue.", 404)
@@ -377,7 +377,7 @@ def post_send(body: SendIn, user: Principal = Depends(api_user), session: Sessio
 
 @api_app.get("/segments", response_model=list[SegmentOut])
 def get_segments(list: str | None = None, user: Principal = Depends(api_user),
-                 session: Session = Depends(db_session)) -> list[SegmentOut]:
+                 session: Session = db_session) -> list[SegmentOut]:
     list_id = _list(session, list).id if list else None
     return [SegmentOut(list=slug, name=segment.name, where=segment.expression,
                        matching=audience.count(session, segment.list_id, segment.expression))
@@ -386,7 +386,7 @@ def get_segments(list: str | None = None, user: Principal = Depends(api_user),
 
 @api_app.post("/segments", response_model=SegmentOut, status_code=201)
 def post_segment(body: SegmentIn, user: Principal = Depends(api_user),
-                 session: Session = Depends(db_session)) -> SegmentOut:
+                 session: Session = db_session) -> SegmentOut:
     mailing_list = _list(session, body.list)
     try:
         segment = audience.create_segment(session, mailing_list, body.name, body.where, created_by=user.email)
@@ -401,7 +401,7 @@ def post_segment(body: SegmentIn, user: Principal = Depends(api_user),
 
 @api_app.get("/segments/count", response_model=CountOut)
 def count_segment(list: str, where: str = Query(max_length=2000),
-                  user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> CountOut:
+                  user: Principal = Depends(api_user), session: Session = db_session) -> CountOut:
     """How many subscribers an expression matches now (the admin's live count uses the same)."""
     mailing_list = _list(session, list)
     try:
@@ -412,7 +412,7 @@ def count_segment(list: str, where: str = Query(max_length=2000),
 
 @api_app.get("/sends/{send_id}/report")
 def get_send_report(send_id: int, user: Principal = Depends(api_user),
-                    session: Session = Depends(db_session)) -> dict[str, Any]:
+                    session: Session = db_session) -> dict[str, Any]:
     """How a send did: unique people who opened and clicked (machines counted apart), per link, per hour, per domain."""
     report = send_report(session, _send(session, send_id).id)
     assert report is not None
@@ -420,13 +420,13 @@ def get_send_report(send_id: int, user: Principal = Depends(api_user),
 
 
 @api_app.get("/sends/{send_id}", response_model=SendOut)
-def get_send(send_id: int, user: Principal = Depends(api_user), session: Session = Depends(db_session)) -> SendOut:
+def get_send(send_id: int, user: Principal = Depends(api_user), session: Session = db_session) -> SendOut:
     return _send_out(session, send_id)
 
 
 @api_app.post("/sends/{send_id}/{action}", response_model=SendOut)
 def control_send(send_id: int, action: SendAction, user: Principal = Depends(api_user),
-                 session: Session = Depends(db_session)) -> SendOut:
+                 session: Session = db_session) -> SendOut:
     send = _send(session, send_id)
     try:
         sends.control(session, send.id, action, f"{user.email} (API)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from newsletter.web import admin, apidocs, archive, preview, public, tracking, webhooks
 from newsletter.web.api import api_app
@@ -28,6 +29,13 @@ def create_app() -> FastAPI:
     @app.exception_handler(LoginRequired)
     async def login_required(_request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"/admin/login?next={exc.next_path}", status_code=303)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        """The client hung up before its request body arrived: nothing was done, and nobody is left to answer.
+
+        Not an application error, so no traceback in the log (a crowd of phones losing signal would flood it)."""
+        return Response(status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.utils import format_datetime
 from html import escape
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,12 +27,12 @@ def _published(session: Session, limit: int = 100) -> list[IssueRecord]:
 
 
 @router.get("/archive", response_class=HTMLResponse)
-def archive(request: Request, session: Session = Depends(db_session)) -> HTMLResponse:
+def archive(request: Request, session: Session = db_session) -> HTMLResponse:
     return render_page(request, "archive/index.html", {"issues": _published(session)})
 
 
 @router.get("/archive.rss")
-def feed(session: Session = Depends(db_session)) -> Response:
+def feed(session: Session = db_session) -> Response:
     settings = get_settings()
     base = settings.base_url.rstrip("/")
     items = []
@@ -49,7 +49,7 @@ def feed(session: Session = Depends(db_session)) -> Response:
 
 
 @router.get("/archive/{slug}", response_class=HTMLResponse)
-def archived_issue(slug: str, session: Session = Depends(db_session)) -> HTMLResponse:
+def archived_issue(slug: str, session: Session = db_session) -> HTMLResponse:
     sent = select(Send.issue_id).where(Send.status.in_(_SENT))
     issue = session.scalar(select(IssueRecord).where(IssueRecord.slug == slug, IssueRecord.id.in_(sent)))
     if issue is None or issue.web_html is None:

@@ -10,8 +10,10 @@ import hmac
 import secrets
 
 from fastapi import HTTPException, Request
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.datastructures import MutableHeaders
+from starlette.requests import cookie_parser
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.settings import get_settings
 
@@ -20,23 +22,51 @@ FIELD = "csrf_token"
 HEADER = "X-CSRF-Token"
 
 
-class CSRFCookieMiddleware(BaseHTTPMiddleware):
-    """Make sure every browser has a CSRF cookie, and expose its value to templates as request.state.csrf_token."""
+class CSRFCookieMiddleware:
+    """Make sure every browser has a CSRF cookie, and expose its value to templates as request.state.csrf_token.
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        token = request.cookies.get(COOKIE)
+    Plain ASGI rather than BaseHTTPMiddleware: that one runs the app in a second task and makes it wait until the
+    client has received the whole response, which kept each request's dependencies (its database session) alive for
+    as long as a slow or vanished client took, and re-raised a client's disconnect as an application error.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = _cookie(scope)
         fresh = not token or len(token) < 32
         if fresh:
             token = secrets.token_urlsafe(32)
-        request.state.csrf_token = token
-        response = await call_next(request)
-        if fresh:
-            settings = get_settings()
-            secure = settings.session_cookie_secure
-            if secure is None:
-                secure = settings.base_url.startswith("https://")
-            response.set_cookie(COOKIE, str(token), httponly=True, samesite="lax", secure=secure, path="/")
-        return response
+        scope.setdefault("state", {})["csrf_token"] = token
+
+        async def send_with_cookie(message: Message) -> None:
+            if fresh and message["type"] == "http.response.start":
+                response = Response()
+                response.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=_secure(), path="/")
+                headers = MutableHeaders(scope=message)
+                for key, value in response.raw_headers:
+                    if key == b"set-cookie":
+                        headers.append("set-cookie", value.decode("latin-1"))
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _cookie(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie":
+            return cookie_parser(value.decode("latin-1")).get(COOKIE)
+    return None
+
+
+def _secure() -> bool:
+    settings = get_settings()
+    secure = settings.session_cookie_secure
+    return settings.base_url.startswith("https://") if secure is None else secure
 
 
 async def verify_csrf(request: Request) -> None:

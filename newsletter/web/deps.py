@@ -1,4 +1,4 @@
-"""Request dependencies shared by the web routers: a database session, and who is asking."""
+"""Request dependencies shared by the web routers: a database session, the submitted form, and who is asking."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from mailer.db import new_session
 from newsletter.auth import SESSION_COOKIE, Principal, principal_from_cookie, principal_from_token
@@ -18,15 +19,30 @@ class LoginRequired(Exception):
         self.next_path = next_path
 
 
-def db_session() -> Iterator[Session]:
+def _db_session() -> Iterator[Session]:
     session = new_session()
     try:
         yield session
     finally:
-        session.close()
+        session.close()  # rolls back whatever the handler did not commit, and returns the connection
 
 
-def page_user(request: Request, session: Session = Depends(db_session)) -> Principal:
+# Function scope: the session is closed as soon as the handler returns, before the response is sent. With the
+# default (request) scope it stayed open, its connection `idle in transaction`, until the client had read the whole
+# response, so clients that stop reading (or a burst that ends with connections half done) held the whole pool.
+db_session = Depends(_db_session, scope="function")
+
+
+async def form_data(request: Request) -> FormData:
+    """The request's form, read on the event loop before a sync handler runs in the threadpool.
+
+    Handlers that touch the database are plain `def`s (run in the threadpool) so that no query ever blocks the event
+    loop; they get the form through this dependency instead of awaiting `request.form()` themselves.
+    """
+    return await request.form()
+
+
+def page_user(request: Request, session: Session = db_session) -> Principal:
     user = principal_from_cookie(session, request.cookies.get(SESSION_COOKIE))
     if user is None:
         raise LoginRequired(request.url.path)
@@ -40,7 +56,7 @@ def page_admin(user: Principal = Depends(page_user)) -> Principal:
     return user
 
 
-def api_user(request: Request, session: Session = Depends(db_session)) -> Principal:
+def api_user(request: Request, session: Session = db_session) -> Principal:
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else None
     user = principal_from_token(session, token)

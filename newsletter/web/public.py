@@ -13,10 +13,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from mailer.settings import get_settings
 from newsletter.web.csrf import verify_csrf
-from newsletter.web.deps import db_session
+from newsletter.web.deps import db_session, form_data
 from newsletter.web.ratelimit import limiter
 from newsletter.web.templating import render_page
 from subscribers import service
@@ -63,7 +64,7 @@ def _list_or_404(session: Session, slug: str) -> MailingList | None:
 # Subscribe ----------------------------------------------------------------------------------------------------
 
 @router.get("/lists/{slug}/subscribe", response_class=HTMLResponse)
-def subscribe_form(request: Request, slug: str, session: Session = Depends(db_session)) -> HTMLResponse:
+def subscribe_form(request: Request, slug: str, session: Session = db_session) -> HTMLResponse:
     mailing_list = _list_or_404(session, slug)
     if mailing_list is None:
         return _message(request, "No such list", "Check the address of this page.", status_code=404)
@@ -71,11 +72,11 @@ def subscribe_form(request: Request, slug: str, session: Session = Depends(db_se
 
 
 @router.post("/lists/{slug}/subscribe", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
-async def subscribe(request: Request, slug: str, session: Session = Depends(db_session)) -> HTMLResponse:
+def subscribe(request: Request, slug: str, form: FormData = Depends(form_data),
+              session: Session = db_session) -> HTMLResponse:
     mailing_list = _list_or_404(session, slug)
     if mailing_list is None:
         return _message(request, "No such list", "Check the address of this page.", status_code=404)
-    form = await request.form()
     email, name = str(form.get("email", "")), str(form.get("name", ""))
     ip, user_agent = _client(request)
     settings = get_settings()
@@ -119,7 +120,7 @@ def _confirm_target(session: Session, token: str) -> tuple[Subscriber, MailingLi
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
-def confirm_page(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+def confirm_page(request: Request, token: str, session: Session = db_session) -> HTMLResponse:
     try:
         subscriber, mailing_list, subscription = _confirm_target(session, token)
     except TokenError as exc:
@@ -131,7 +132,7 @@ def confirm_page(request: Request, token: str, session: Session = Depends(db_ses
 
 
 @router.post("/confirm/{token}", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
-def confirm(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+def confirm(request: Request, token: str, session: Session = db_session) -> HTMLResponse:
     try:
         subscriber, mailing_list, _subscription = _confirm_target(session, token)
         ip, user_agent = _client(request)
@@ -153,7 +154,7 @@ def confirm(request: Request, token: str, session: Session = Depends(db_session)
 # Unsubscribe (page + RFC 8058 one-click) ----------------------------------------------------------------------
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
-def unsubscribe_page(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+def unsubscribe_page(request: Request, token: str, session: Session = db_session) -> HTMLResponse:
     try:
         data = read_token(Purpose.UNSUBSCRIBE, token)
     except TokenError as exc:
@@ -168,9 +169,9 @@ def unsubscribe_page(request: Request, token: str, session: Session = Depends(db
 
 
 @router.post("/unsubscribe/{token}")
-async def unsubscribe(request: Request, token: str, session: Session = Depends(db_session)) -> Response:
+def unsubscribe(request: Request, token: str, form: FormData = Depends(form_data),
+                session: Session = db_session) -> Response:
     """Page button and RFC 8058 one-click alike: no cookie, no CSRF token, 200 without redirect, idempotent."""
-    form = await request.form()
     one_click = form.get("List-Unsubscribe") == "One-Click"
     try:
         data = read_token(Purpose.UNSUBSCRIBE, token)
@@ -218,7 +219,7 @@ def _preferences_subscriber(session: Session, token: str) -> Subscriber:
 
 
 @router.get("/preferences/{token}", response_class=HTMLResponse)
-def preferences(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+def preferences(request: Request, token: str, session: Session = db_session) -> HTMLResponse:
     try:
         subscriber = _preferences_subscriber(session, token)
     except TokenError as exc:
@@ -227,7 +228,7 @@ def preferences(request: Request, token: str, session: Session = Depends(db_sess
 
 
 @router.get("/preferences/{token}/export")
-def export(request: Request, token: str, session: Session = Depends(db_session)) -> Response:
+def export(request: Request, token: str, session: Session = db_session) -> Response:
     try:
         subscriber = _preferences_subscriber(session, token)
     except TokenError as exc:
@@ -238,12 +239,12 @@ def export(request: Request, token: str, session: Session = Depends(db_session))
 
 
 @router.post("/preferences/{token}", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
-async def update_preferences(request: Request, token: str, session: Session = Depends(db_session)) -> HTMLResponse:
+def update_preferences(request: Request, token: str, form: FormData = Depends(form_data),
+                       session: Session = db_session) -> HTMLResponse:
     try:
         subscriber = _preferences_subscriber(session, token)
     except TokenError as exc:
         return _token_problem(request, exc, session)
-    form = await request.form()
     action = str(form.get("action", ""))
     ip, user_agent = _client(request)
     list_id = int(str(form.get("list_id") or 0)) if str(form.get("list_id") or "0").isdigit() else 0

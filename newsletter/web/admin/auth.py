@@ -27,7 +27,7 @@ def login_page(request: Request, next_path: str = Query("/admin", alias="next"))
 
 
 @router.post("/login", dependencies=[Depends(verify_csrf)])
-async def login(request: Request, session: Session = Depends(db_session)) -> Response:
+async def login(request: Request, session: Session = db_session) -> Response:
     form = await read_form(request)
     email, password = str(form.get("email", "")).strip().lower(), str(form.get("password", ""))
     target = _safe_target(str(form.get("next") or "/admin"))

@@ -19,7 +19,7 @@ RECENT_SENDS = 10
 
 @router.get("", response_class=HTMLResponse)
 def dashboard(request: Request, user: Principal = Depends(page_user),
-              session: Session = Depends(db_session)) -> HTMLResponse:
+              session: Session = db_session) -> HTMLResponse:
     recent = reports.recent_sends(session, RECENT_SENDS, with_figures=True)
     sends = [{"send": r.send, "issue": r.issue_slug, "list": r.list_slug, "counts": r.counts} for r in recent]
     chart_rows = [(f"#{r.send.id}", r.figures) for r in reversed(recent) if r.figures is not None]

@@ -23,7 +23,7 @@ router = admin_router()
 
 @router.get("/export")
 def export(list_slug: str = Query(..., alias="list"), user: Principal = Depends(page_user),
-           session: Session = Depends(db_session)) -> Response:
+           session: Session = db_session) -> Response:
     buffer = io.StringIO()
     try:
         importer.export_csv(session, list_slug, buffer)
@@ -35,13 +35,13 @@ def export(list_slug: str = Query(..., alias="list"), user: Principal = Depends(
 
 @router.get("/import", response_class=HTMLResponse)
 def import_page(request: Request, list_slug: str = Query("", alias="list"), user: Principal = Depends(page_admin),
-                session: Session = Depends(db_session)) -> HTMLResponse:
+                session: Session = db_session) -> HTMLResponse:
     return page(request, "import.html", user, "subscribers", lists=queries.all_lists(session), list_slug=list_slug)
 
 
 @router.post("/import", dependencies=[Depends(verify_csrf)])
 async def import_upload(request: Request, user: Principal = Depends(page_admin),
-                        session: Session = Depends(db_session)) -> Response:
+                        session: Session = db_session) -> Response:
     form = await request.form()
     upload = form.get("file")
     lists = queries.all_lists(session)
@@ -65,7 +65,7 @@ async def import_upload(request: Request, user: Principal = Depends(page_admin),
 
 @router.get("/import/run/{key}", response_class=HTMLResponse)
 def import_status(request: Request, key: str, user: Principal = Depends(page_admin),
-                  session: Session = Depends(db_session)) -> HTMLResponse:
+                  session: Session = db_session) -> HTMLResponse:
     """Refreshes itself while the import runs (no JavaScript needed), then shows the result."""
     state = import_runs.progress(key)
     lists = queries.all_lists(session)
@@ -79,7 +79,7 @@ def import_status(request: Request, key: str, user: Principal = Depends(page_adm
 
 @router.get("/import/{job_id}/report")
 def import_report(job_id: int, user: Principal = Depends(page_admin),
-                  session: Session = Depends(db_session)) -> Response:
+                  session: Session = db_session) -> Response:
     report = queries.import_report_path(session, job_id)
     if report is None:
         return JSONResponse({"error": "No report for this import."}, status_code=404)

@@ -45,7 +45,7 @@ def preview_html(html: str) -> str:
 
 @router.get("/issues", response_class=HTMLResponse)
 def issues_page(request: Request, user: Principal = Depends(page_user),
-                session: Session = Depends(db_session)) -> HTMLResponse:
+                session: Session = db_session) -> HTMLResponse:
     return page(request, "issues.html", user, "issues", issues=recent_issues(session, SHOWN), template=NEW_ISSUE)
 
 
@@ -59,7 +59,7 @@ async def _source_from_form(request: Request) -> tuple[str, str]:
 
 @router.post("/issues", dependencies=[Depends(verify_csrf)])
 async def create_issue(request: Request, user: Principal = Depends(page_user),
-                       session: Session = Depends(db_session)) -> Response:
+                       session: Session = db_session) -> Response:
     source, filename = await _source_from_form(request)
     try:
         record = save_issue(session, source, filename=filename, force=True)
@@ -99,7 +99,7 @@ async def live_preview(request: Request, user: Principal = Depends(page_user)) -
 
 @router.get("/issues/{issue_id}", response_class=HTMLResponse)
 def issue_page(request: Request, issue_id: int, user: Principal = Depends(page_user),
-               session: Session = Depends(db_session)) -> HTMLResponse:
+               session: Session = db_session) -> HTMLResponse:
     record = find_issue(session, issue_id)
     if record is None:
         return page(request, "issues.html", user, "issues", issues=[], template=NEW_ISSUE, flash="No such issue.",
@@ -109,7 +109,7 @@ def issue_page(request: Request, issue_id: int, user: Principal = Depends(page_u
 
 @router.post("/issues/{issue_id}", dependencies=[Depends(verify_csrf)])
 async def edit_issue(request: Request, issue_id: int, user: Principal = Depends(page_user),
-                     session: Session = Depends(db_session)) -> Response:
+                     session: Session = db_session) -> Response:
     record = find_issue(session, issue_id)
     if record is None:
         return redirect("/admin/issues", "No such issue")

@@ -47,13 +47,13 @@ def _list_page(request: Request, user: Principal, session: Session, mailing_list
 
 @router.get("/lists", response_class=HTMLResponse)
 def lists_page(request: Request, user: Principal = Depends(page_user),
-               session: Session = Depends(db_session)) -> HTMLResponse:
+               session: Session = db_session) -> HTMLResponse:
     return page(request, "lists.html", user, "lists", lists=list_rows(session), flash=flash_message(request))
 
 
 @router.post("/lists", dependencies=[Depends(verify_csrf)])
 async def create_list(request: Request, user: Principal = Depends(page_admin),
-                      session: Session = Depends(db_session)) -> Response:
+                      session: Session = db_session) -> Response:
     form = await read_form(request)
     try:
         created = service.create_list(session, str(form.get("slug", "")), str(form.get("name", "")),
@@ -66,7 +66,7 @@ async def create_list(request: Request, user: Principal = Depends(page_admin),
 
 @router.get("/lists/{slug}", response_class=HTMLResponse)
 def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
-              session: Session = Depends(db_session)) -> HTMLResponse:
+              session: Session = db_session) -> HTMLResponse:
     try:
         mailing_list = service.get_list(session, slug)
     except service.ServiceError as exc:
@@ -76,7 +76,7 @@ def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
 
 @router.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])
 async def edit_list(request: Request, slug: str, user: Principal = Depends(page_admin),
-                    session: Session = Depends(db_session)) -> Response:
+                    session: Session = db_session) -> Response:
     try:
         mailing_list = service.get_list(session, slug)
     except service.ServiceError as exc:

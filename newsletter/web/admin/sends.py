@@ -24,7 +24,7 @@ router = admin_router()
 
 @router.post("/issues/{issue_id}/test", dependencies=[Depends(verify_csrf)])
 async def send_test(request: Request, issue_id: int, user: Principal = Depends(page_user),
-                    session: Session = Depends(db_session)) -> Response:
+                    session: Session = db_session) -> Response:
     to = str((await request.form()).get("to", "")).strip()
     if not user.is_admin and to.lower() != user.email:
         return redirect(f"/admin/issues/{issue_id}", "Staff send tests to their own address only.")
@@ -37,7 +37,7 @@ async def send_test(request: Request, issue_id: int, user: Principal = Depends(p
 
 @router.post("/issues/{issue_id}/send", dependencies=[Depends(verify_csrf)])
 async def send_issue(request: Request, issue_id: int, user: Principal = Depends(page_user),
-                     session: Session = Depends(db_session)) -> Response:
+                     session: Session = db_session) -> Response:
     form = await read_form(request)
     at = str(form.get("at") or "")
     try:
@@ -55,7 +55,7 @@ async def send_issue(request: Request, issue_id: int, user: Principal = Depends(
 
 @router.get("/sends/{send_id}", response_class=HTMLResponse)
 def send_page(request: Request, send_id: int, user: Principal = Depends(page_user),
-              session: Session = Depends(db_session)) -> HTMLResponse:
+              session: Session = db_session) -> HTMLResponse:
     report = reports.send_detail(session, send_id)
     if report is None:
         return page(request, "lists.html", user, "dashboard", lists=[], flash="No such send.", flash_kind="error",
@@ -69,7 +69,7 @@ def send_page(request: Request, send_id: int, user: Principal = Depends(page_use
 
 @router.get("/sends/{send_id}/report.csv")
 def send_report_csv(send_id: int, user: Principal = Depends(page_user),
-                    session: Session = Depends(db_session)) -> Response:
+                    session: Session = db_session) -> Response:
     """The engagement report as a spreadsheet: figures, then one row per link."""
     engagement = send_report(session, send_id)
     if engagement is None:
@@ -82,7 +82,7 @@ def send_report_csv(send_id: int, user: Principal = Depends(page_user),
 
 @router.get("/sends/{send_id}/progress.json")
 def send_progress(send_id: int, user: Principal = Depends(page_user),
-                  session: Session = Depends(db_session)) -> JSONResponse:
+                  session: Session = db_session) -> JSONResponse:
     progress = reports.send_progress(session, send_id)
     if progress is None:
         return JSONResponse({"error": "No such send."}, status_code=404)
@@ -91,7 +91,7 @@ def send_progress(send_id: int, user: Principal = Depends(page_user),
 
 @router.post("/sends/{send_id}/{action}", dependencies=[Depends(verify_csrf)])
 def send_action(send_id: int, action: str, user: Principal = Depends(page_user),
-                session: Session = Depends(db_session)) -> Response:
+                session: Session = db_session) -> Response:
     try:
         sends.control(session, send_id, sends.SendAction(action), user.email)
         session.commit()

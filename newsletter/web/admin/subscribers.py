@@ -25,7 +25,7 @@ STATUSES = [s.value for s in SubscriptionStatus]
 @router.get("/subscribers", response_class=HTMLResponse)
 def subscribers_page(request: Request, q: str = "", list_slug: str = Query("", alias="list"), status: str = "",
                      after: int = 0, user: Principal = Depends(page_user),
-                     session: Session = Depends(db_session)) -> HTMLResponse:
+                     session: Session = db_session) -> HTMLResponse:
     """Keyset pagination (id > after): constant cost per page at any table size, no COUNT(*) of everything."""
     found = queries.search_subscribers(session, search=q, list_slug=list_slug, after=after, limit=PAGE_SIZE,
                                        status=SubscriptionStatus(status) if status in STATUSES else None)
@@ -40,7 +40,7 @@ def subscribers_page(request: Request, q: str = "", list_slug: str = Query("", a
 
 @router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
 def subscriber_page(request: Request, subscriber_id: int, user: Principal = Depends(page_user),
-                    session: Session = Depends(db_session)) -> HTMLResponse:
+                    session: Session = db_session) -> HTMLResponse:
     subscriber = queries.find_subscriber(session, subscriber_id)
     if subscriber is None:
         return page(request, "lists.html", user, "subscribers", lists=[], flash="No such subscriber.",
@@ -56,7 +56,7 @@ def subscriber_page(request: Request, subscriber_id: int, user: Principal = Depe
 
 @router.post("/subscribers/{subscriber_id}/action", dependencies=[Depends(verify_csrf)])
 async def subscriber_action(request: Request, subscriber_id: int, user: Principal = Depends(page_admin),
-                            session: Session = Depends(db_session)) -> Response:
+                            session: Session = db_session) -> Response:
     form = await read_form(request)
     action = str(form.get("action", ""))
     raw_list_id = str(form.get("list_id") or "")

@@ -19,14 +19,14 @@ SHOWN = 500
 
 @router.get("/suppressions", response_class=HTMLResponse)
 def suppressions_page(request: Request, user: Principal = Depends(page_admin),
-                      session: Session = Depends(db_session)) -> HTMLResponse:
+                      session: Session = db_session) -> HTMLResponse:
     return page(request, "suppressions.html", user, "suppressions", rows=queries.recent_suppressions(session, SHOWN),
                 flash=flash_message(request))
 
 
 @router.post("/suppressions", dependencies=[Depends(verify_csrf)])
 async def suppressions_change(request: Request, user: Principal = Depends(page_admin),
-                              session: Session = Depends(db_session)) -> Response:
+                              session: Session = db_session) -> Response:
     form = await read_form(request)
     try:
         address = service.normalise_email(str(form.get("email", "")), check_deliverability=False)

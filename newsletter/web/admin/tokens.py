@@ -16,14 +16,14 @@ router = admin_router()
 
 @router.get("/tokens", response_class=HTMLResponse)
 def tokens_page(request: Request, user: Principal = Depends(page_admin),
-                session: Session = Depends(db_session)) -> HTMLResponse:
+                session: Session = db_session) -> HTMLResponse:
     return page(request, "tokens.html", user, "tokens", tokens=tokens_of(session, user.user_id),
                 flash=flash_message(request))
 
 
 @router.post("/tokens", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
 async def create_token(request: Request, user: Principal = Depends(page_admin),
-                       session: Session = Depends(db_session)) -> HTMLResponse:
+                       session: Session = db_session) -> HTMLResponse:
     name = str((await request.form()).get("name", "")).strip() or "token"
     token = create_token_for(session, user.user_id, name)
     session.commit()
@@ -31,7 +31,7 @@ async def create_token(request: Request, user: Principal = Depends(page_admin),
 
 
 @router.post("/tokens/{token_id}/revoke", dependencies=[Depends(verify_csrf)])
-def revoke(token_id: int, user: Principal = Depends(page_admin), session: Session = Depends(db_session)) -> Response:
+def revoke(token_id: int, user: Principal = Depends(page_admin), session: Session = db_session) -> Response:
     try:
         revoke_token(session, token_id, user.user_id)
     except AuthError:
