@@ -27,6 +27,12 @@ class TransportName(StrEnum):
     SENDGRID = "sendgrid"
 
 
+CAPTCHA_VERIFY_URLS = {
+    "turnstile": "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+    "hcaptcha": "https://api.hcaptcha.com/siteverify",
+}
+
+
 class SettingsError(RuntimeError):
     """Configuration that cannot work; raised at start-up rather than at the first send."""
 
@@ -63,6 +69,13 @@ class Settings(BaseSettings):
     subscribe_rate_per_ip: int = 10
     subscribe_rate_per_email: int = 3
     subscribe_rate_window_s: int = 3600
+    # Optional CAPTCHA on sign-up forms (hosted and embedded): "turnstile" (Cloudflare) or "hcaptcha". The token the
+    # widget puts in the form is checked server-side against the provider's siteverify URL (overridable for tests).
+    captcha_provider: str | None = None
+    captcha_site_key: str | None = None
+    captcha_secret: SecretStr | None = None
+    captcha_verify_url: str | None = None
+    captcha_timeout_s: float = 5.0
 
     # Sending.
     # What one kill -9 can repeat on SendGrid (the whole HTTP call is ambiguous): see docs/operations.md.
@@ -154,6 +167,16 @@ class Settings(BaseSettings):
         if self.secret_key is None:
             self.secret_key = SecretStr(_local_secret(self.data_dir))
             self.secret_generated = True
+        if self.captcha_provider is not None:
+            self.captcha_provider = self.captcha_provider.strip().lower() or None
+        if self.captcha_provider is not None:
+            if self.captcha_provider not in CAPTCHA_VERIFY_URLS:
+                raise SettingsError("NEWSLETTER_CAPTCHA_PROVIDER must be 'turnstile' or 'hcaptcha'")
+            if not self.captcha_site_key or self.captcha_secret is None:
+                raise SettingsError("a CAPTCHA provider needs NEWSLETTER_CAPTCHA_SITE_KEY and _SECRET")
+            self.captcha_verify_url = self.captcha_verify_url or CAPTCHA_VERIFY_URLS[self.captcha_provider]
+            if not self.captcha_verify_url.startswith(("https://", "http://")):
+                raise SettingsError("NEWSLETTER_CAPTCHA_VERIFY_URL must be an http(s) URL")
         self._check_dkim_pairs()
         return self
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailer.db import Base, BigId, enum_column, utcnow
@@ -72,6 +72,17 @@ class MailingList(Base):
     track_clicks: Mapped[bool] = mapped_column(Boolean, default=True)
     track_opens: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Sign-up from the publisher's own site: a form posted from any page (or only from `embed_origins`, one origin
+    # a line, when set). Not embeddable = only our hosted page signs people up.
+    embeddable: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    embed_origins: Mapped[str] = mapped_column(Text, default="", server_default="")
+    thank_you_url: Mapped[str | None] = mapped_column(String(500))  # where an embedded form lands; else our page
+    # Private archive: the list's issues never appear in the public web archive or its RSS feed.
+    archive_private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return [line.strip().rstrip("/").lower() for line in self.embed_origins.split() if line.strip()]
 
     def sender(self, settings: Settings) -> tuple[str, str, str | None]:
         """(from name, from email, reply-to) of the list, falling back to the service-wide defaults."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import any_, bindparam, delete, func, select, update
@@ -80,6 +81,9 @@ _SIMPLE_EMAIL = re.compile(
     r"@(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
+# A pending sign-up repeated within this time sends no second confirmation (double clicks, replays, a form posted
+# 100 times at once); later, it asks again, for the person whose first email got lost.
+REQUEST_AGAIN_AFTER = timedelta(minutes=2)
 _SPECIAL_USE_TLDS = {"arpa", "invalid", "local", "localhost", "onion", "test"}  # refused by email-validator
 
 
@@ -131,6 +135,32 @@ def create_list(session: Session, slug: str, name: str, *, double_opt_in: bool =
     session.add(mailing_list)
     session.flush()
     return mailing_list
+
+
+def normalise_origin(raw: str) -> str:
+    """`https://example.com` (scheme, host, optional port; no path): what a browser sends in its Origin header."""
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
+        raise ServiceError(f"'{raw.strip()}' is not an origin like https://www.example.com (no path).")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def configure_signup(mailing_list: MailingList, *, embeddable: bool | None = None,
+                     origins: Iterable[str] | None = None, thank_you_url: str | None = None,
+                     archive_private: bool | None = None) -> None:
+    """Embedding and archive settings of a list; None leaves a setting as it is ("" clears the thank-you URL)."""
+    if origins is not None:
+        mailing_list.embed_origins = "\n".join(dict.fromkeys(normalise_origin(o) for o in origins if o.strip()))
+    if thank_you_url is not None:
+        url = thank_you_url.strip()
+        parts = urlsplit(url)
+        if url and (parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 500):
+            raise ServiceError("The thank-you URL must be a full http(s) address of at most 500 characters.")
+        mailing_list.thank_you_url = url or None
+    if embeddable is not None:
+        mailing_list.embeddable = embeddable
+    if archive_private is not None:
+        mailing_list.archive_private = archive_private
 
 
 def get_list(session: Session, slug: str) -> MailingList:
@@ -275,18 +305,28 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
 
     if subscription is None:
         status = SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING
-        subscription = Subscription(subscriber_id=subscriber.id, list_id=mailing_list.id, status=status,
-                                    source=source.value, created_at=now, confirmed_at=now if direct else None)
-        session.add(subscription)
-        session.flush()
+        created = Subscription(subscriber_id=subscriber.id, list_id=mailing_list.id, status=status,
+                               source=source.value, created_at=now, confirmed_at=now if direct else None)
+        try:
+            with session.begin_nested():
+                session.add(created)
+        except IntegrityError:  # the same address signed up in a concurrent request: theirs is the first
+            subscription = _subscription(session, subscriber.id, mailing_list.id)
+            assert subscription is not None
+            return Outcome(subscription)
         event(ConsentKind.IMPORTED if source is ConsentSource.IMPORT else ConsentKind.REQUESTED)
         if direct:
             event(ConsentKind.CONFIRMED)
-            return Outcome(subscription, _welcome(mailing_list, subscription, source), changed=True)
-        return Outcome(subscription, [Notify(NotificationKind.CONFIRM, subscription.id)], changed=True)
+            return Outcome(created, _welcome(mailing_list, created, source), changed=True)
+        return Outcome(created, [Notify(NotificationKind.CONFIRM, created.id)], changed=True)
 
+    # Lock the row: concurrent sign-ups of one address then take turns, and the later ones see what the first did.
+    session.refresh(subscription, with_for_update=True)
     if subscription.status is SubscriptionStatus.CONFIRMED:
         return Outcome(subscription)
+    if (not direct and subscription.status is SubscriptionStatus.PENDING and subscription.created_at is not None
+            and _aware(subscription.created_at) > now - REQUEST_AGAIN_AFTER):
+        return Outcome(subscription)  # a confirmation just went out: a double click or a replay gets no second one
     if direct:
         was = subscription.status
         subscription.status, subscription.confirmed_at, subscription.unsubscribed_at = (
@@ -299,6 +339,11 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
     subscription.created_at = now
     event(ConsentKind.REQUESTED)
     return Outcome(subscription, [Notify(NotificationKind.CONFIRM, subscription.id)], changed=True)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; every one we store is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _welcome(mailing_list: MailingList, subscription: Subscription, source: ConsentSource) -> list[Notify]:

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from newsletter.cli.common import console, db
 from subscribers import queries, service
+from subscribers.models import MailingList
 
 lists_app = typer.Typer(help="Mailing lists.", no_args_is_help=True)
 
@@ -20,14 +21,54 @@ def create(slug: str, name: str = typer.Option(..., "--name", help="Name shown t
            reply_to: str = typer.Option(None), welcome: bool = typer.Option(False, help="Send a welcome email."),
            description: str = typer.Option(""),
            allow_international: bool = typer.Option(
-               False, help="Accept addresses whose local part mixes alphabets (refused by default: look-alikes).")
+               False, help="Accept addresses whose local part mixes alphabets (refused by default: look-alikes)."),
+           embeddable: bool = typer.Option(True, "--embeddable/--not-embeddable",
+                                           help="Take sign-ups from forms on other sites (default)."),
+           embed_origin: list[str] = typer.Option([], "--embed-origin",
+                                                  help="Only this site may embed the form (repeatable)."),
+           thank_you_url: str = typer.Option("", help="Where an embedded form sends people after signing up."),
+           archive_private: bool = typer.Option(False, "--archive-private/--archive-public",
+                                                help="Keep this list's issues out of the public archive and RSS.")
            ) -> None:
     """Create a list."""
     with db() as session:
         created = service.create_list(session, slug, name, double_opt_in=double_opt_in, from_name=from_name,
                                       from_email=from_email, reply_to=reply_to, welcome=welcome,
                                       description=description, allow_international=allow_international)
+        service.configure_signup(created, embeddable=embeddable, origins=embed_origin, thank_you_url=thank_you_url,
+                                 archive_private=archive_private)
         console.print(f"created list {created.slug} ({'double opt-in' if double_opt_in else 'single opt-in'})")
+
+
+@lists_app.command("set")
+def set_options(slug: str,
+                embeddable: bool | None = typer.Option(None, "--embeddable/--not-embeddable",
+                                                       help="Take sign-ups from forms on other sites."),
+                embed_origin: list[str] | None = typer.Option(None, "--embed-origin",
+                                                              help="Only these sites may embed the form "
+                                                                   "(repeatable; replaces the list)."),
+                any_origin: bool = typer.Option(False, "--any-origin", help="Let any site embed the form."),
+                thank_you_url: str | None = typer.Option(None, help="Where an embedded form sends people ('' = "
+                                                                    "our own page)."),
+                archive_private: bool | None = typer.Option(None, "--archive-private/--archive-public",
+                                                            help="Keep this list's issues out of the public "
+                                                                 "archive and RSS.")) -> None:
+    """Change how a list takes sign-ups from other sites, and whether its archive is public."""
+    if any_origin and embed_origin:
+        raise typer.BadParameter("--any-origin and --embed-origin contradict each other")
+    with db() as session:
+        mailing_list = service.get_list(session, slug)
+        service.configure_signup(mailing_list, embeddable=embeddable,
+                                 origins=[] if any_origin else embed_origin or None,
+                                 thank_you_url=thank_you_url, archive_private=archive_private)
+        _print_signup(mailing_list)
+
+
+def _print_signup(mailing_list: MailingList) -> None:
+    origins = ", ".join(mailing_list.allowed_origins) or "any site"
+    console.print(f"embeddable: {'yes, from ' + origins if mailing_list.embeddable else 'no (hosted page only)'}  "
+                  f"thank-you page: {mailing_list.thank_you_url or 'ours'}  "
+                  f"archive: {'private' if mailing_list.archive_private else 'public'}", highlight=False)
 
 
 @lists_app.command("ls")
@@ -52,6 +93,7 @@ def show(slug: str) -> None:
         console.print(f"from: {mailing_list.from_name or '-'} <{mailing_list.from_email or 'default'}>  "
                       f"double opt-in: {'yes' if mailing_list.double_opt_in else 'no'}  "
                       f"welcome: {'yes' if mailing_list.welcome_enabled else 'no'}", highlight=False)
+        _print_signup(mailing_list)
         for status, count in counts.items():
             console.print(f"  {status:<13} {count}")
 

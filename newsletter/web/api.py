@@ -21,6 +21,7 @@ from mailer.render import RenderError, render_issue
 from mailer.store import find_issue, issues_page, save_issue
 from newsletter.auth import Principal
 from newsletter.web.deps import api_admin, api_user, db_session
+from newsletter.web.embed import json_router
 from subscribers import audience, queries, service
 from subscribers.models import ConsentSource, MailingList, Subscriber, SubscriptionStatus, SuppressionReason
 from subscribers.queries import ListOrder
@@ -146,6 +147,9 @@ class Problem(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 401, 403, 404, 409, 422)}
 api_app = FastAPI(title="Newsletter API", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json", responses=ERRORS)
+
+
+api_app.include_router(json_router)
 
 
 @api_app.exception_handler(StarletteHTTPException)

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from newsletter.web import admin, apidocs, archive, preview, public, tracking, webhooks
+from newsletter.web import admin, apidocs, archive, embed, preview, public, tracking, webhooks
 from newsletter.web.api import api_app
 from newsletter.web.bodylimit import BodyLimitMiddleware
 from newsletter.web.csrf import CSRFCookieMiddleware
@@ -45,6 +45,7 @@ def create_app() -> FastAPI:
         return Response(str(exc.detail), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     app.include_router(public.router)
+    app.include_router(embed.router)
     app.include_router(archive.router)
     app.include_router(preview.router)
     app.include_router(webhooks.router)

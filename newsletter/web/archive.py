@@ -7,21 +7,28 @@ from html import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from mailer.models import IssueRecord
 from mailer.settings import get_settings
 from newsletter.web.deps import db_session
 from newsletter.web.templating import render_page
+from subscribers.models import MailingList
 from worker.models import Send, SendStatus
 
 router = APIRouter(include_in_schema=False)
 _SENT = (SendStatus.RUNNING, SendStatus.DONE, SendStatus.PAUSED)
 
 
+def _public_sends() -> Select[tuple[int]]:
+    """Issues sent to at least one list whose archive is public (a private list's issues stay private)."""
+    return (select(Send.issue_id).join(MailingList, MailingList.id == Send.list_id)
+            .where(Send.status.in_(_SENT), MailingList.archive_private.is_(False)))
+
+
 def _published(session: Session, limit: int = 100) -> list[IssueRecord]:
-    sent = select(Send.issue_id).where(Send.status.in_(_SENT))
+    sent = _public_sends()
     return list(session.scalars(select(IssueRecord).where(IssueRecord.id.in_(sent), IssueRecord.web_html.is_not(None))
                                 .order_by(IssueRecord.published_at.desc(), IssueRecord.id.desc()).limit(limit)))
 
@@ -50,7 +57,7 @@ def feed(session: Session = db_session) -> Response:
 
 @router.get("/archive/{slug}", response_class=HTMLResponse)
 def archived_issue(slug: str, session: Session = db_session) -> HTMLResponse:
-    sent = select(Send.issue_id).where(Send.status.in_(_SENT))
+    sent = _public_sends()
     issue = session.scalar(select(IssueRecord).where(IssueRecord.slug == slug, IssueRecord.id.in_(sent)))
     if issue is None or issue.web_html is None:
         return HTMLResponse("<h1>Not found</h1><p>No sent issue has this address.</p>", status_code=404)

@@ -16,21 +16,21 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from mailer.settings import get_settings
+from newsletter.web import signup
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, form_data
-from newsletter.web.ratelimit import limiter
+from newsletter.web.signup import Result, captcha_widget
 from newsletter.web.templating import render_page
 from subscribers import service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, SubscriptionStatus
-from subscribers.service import InvalidEmail, NotSubscribed, ServiceError
+from subscribers.service import NotSubscribed, ServiceError
 from subscribers.tokens import Purpose, TokenError, link, read_token
 from worker.notifications import notify_after_commit
 
 router = APIRouter()
 
 
-def _client(request: Request) -> tuple[str | None, str | None]:
-    return (request.client.host if request.client else None), request.headers.get("user-agent")
+_client = signup.client_of
 
 
 def _message(request: Request, heading: str, *paragraphs: str, status_code: int = 200,
@@ -68,7 +68,37 @@ def subscribe_form(request: Request, slug: str, session: Session = db_session) -
     mailing_list = _list_or_404(session, slug)
     if mailing_list is None:
         return _message(request, "No such list", "Check the address of this page.", status_code=404)
-    return render_page(request, "public/subscribe.html", {"mailing_list": mailing_list})
+    return render_page(request, "public/subscribe.html", {"mailing_list": mailing_list,
+                                                          "captcha": captcha_widget(get_settings())})
+
+
+def signup_answer(request: Request, mailing_list: MailingList, result: signup.Attempt, *, email: str = "",
+                  name: str = "") -> HTMLResponse:
+    """The page a person sees after any sign-up form, hosted or embedded: never a bare error."""
+    hosted = f"/lists/{mailing_list.slug}/subscribe"
+    match result.result:
+        case Result.ACCEPTED:
+            return _message(request, "Check your inbox",
+                            f"If {mailing_list.name} can send to that address, an email is on its way. "
+                            "Open it and press the button to confirm.",
+                            "Nothing arrived after a few minutes? Look in your spam folder.")
+        case Result.SUBSCRIBED:
+            return _message(request, "You're subscribed", f"Welcome to {mailing_list.name}.")
+        case Result.INVALID_EMAIL:
+            return render_page(request, "public/subscribe.html",
+                               {"mailing_list": mailing_list, "error": result.message, "email": email, "name": name,
+                                "captcha": captcha_widget(get_settings())}, status_code=400)
+        case Result.RATE_LIMITED:
+            return _message(request, "Too many attempts", "Please wait a while before trying again.",
+                            status_code=429)
+        case Result.CAPTCHA_FAILED:
+            return _message(request, "Please try again",
+                            "We could not check that a person sent this form. Sign up on our page instead.",
+                            status_code=400, action_url=hosted, action_label=f"Sign up to {mailing_list.name}")
+    # NOT_EMBEDDABLE, ORIGIN_REFUSED: the form sits on a page that may not sign people up to this list.
+    return _message(request, f"Sign up to {mailing_list.name} here",
+                    "This sign-up form cannot be used from the page you were on. Our own page works.",
+                    status_code=403, action_url=hosted, action_label=f"Sign up to {mailing_list.name}")
 
 
 @router.post("/lists/{slug}/subscribe", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
@@ -78,32 +108,12 @@ def subscribe(request: Request, slug: str, form: FormData = Depends(form_data),
     if mailing_list is None:
         return _message(request, "No such list", "Check the address of this page.", status_code=404)
     email, name = str(form.get("email", "")), str(form.get("name", ""))
-    ip, user_agent = _client(request)
-    settings = get_settings()
-    check_inbox = _message(request, "Check your inbox",
-                           f"If {mailing_list.name} can send to that address, an email is on its way. "
-                           "Open it and press the button to confirm.",
-                           "Nothing arrived after a few minutes? Look in your spam folder.")
-    if str(form.get("website", "")).strip():  # the honeypot: only bots fill a field nobody can see
-        return check_inbox
-    if not limiter().hit(f"sub:ip:{ip}", settings.subscribe_rate_per_ip, settings.subscribe_rate_window_s):
-        return _message(request, "Too many attempts", "Please wait a while before trying again.", status_code=429)
-    try:
-        address = service.normalise_email(email)
-        service.check_local_part(address, mailing_list.allow_international)
-    except InvalidEmail as exc:
-        return render_page(request, "public/subscribe.html",
-                           {"mailing_list": mailing_list, "error": str(exc), "email": email, "name": name},
-                           status_code=400)
-    if not limiter().hit(f"sub:addr:{address}", settings.subscribe_rate_per_email, settings.subscribe_rate_window_s):
-        return _message(request, "Too many attempts", "Please wait a while before trying again.", status_code=429)
-    outcome = service.subscribe(session, mailing_list, address, name, source=ConsentSource.FORM, ip=ip,
-                                user_agent=user_agent)
-    notify_after_commit(session, outcome.notify)
+    widget = captcha_widget(get_settings())
+    result = signup.attempt(session, request, mailing_list, email=email, name=name,
+                            honeypot=str(form.get(signup.HONEYPOT, "")),
+                            captcha_token=str(form.get(widget["field"], "")) if widget else None, embedded=False)
     session.commit()
-    if not mailing_list.double_opt_in:
-        return _message(request, "You're subscribed", f"Welcome to {mailing_list.name}.")
-    return check_inbox
+    return signup_answer(request, mailing_list, result, email=email, name=name)
 
 
 # Confirm ------------------------------------------------------------------------------------------------------

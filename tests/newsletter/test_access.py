@@ -23,6 +23,7 @@ from tests.support.mailbox import outbox_messages
 PASSWORD = "correct horse battery staple"
 PUBLIC_PREFIXES = ("/lists/", "/confirm/", "/unsubscribe/", "/preferences/", "/archive", "/healthz", "/webhooks/",
                    "/api/docs",
+                   "/api/v1/public/",
                    "/admin/login")
 
 

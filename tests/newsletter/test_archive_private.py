@@ -1,0 +1,45 @@
+"""A list whose archive is private: its issues never appear in the public web archive or the RSS feed."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from fastapi.testclient import TestClient
+
+from mailer.db import session_scope
+from mailer.models import IssueRecord
+from newsletter.web.app import create_app
+from subscribers import service
+from tests.support.audience import make_audience
+from worker.models import Send, SendStatus
+
+
+def _sent_to(list_slugs: list[str], issue_id: int) -> None:
+    with session_scope() as session:
+        for slug in list_slugs:
+            session.add(Send(issue_id=issue_id, list_id=service.get_list(session, slug).id, status=SendStatus.DONE,
+                             transport="outbox"))
+
+
+def _public_view(slug: str) -> tuple[int, bool, bool]:
+    public = TestClient(create_app())
+    feed = ET.fromstring(public.get("/archive.rss").content)
+    in_feed = any((item.findtext("link") or "").endswith(f"/archive/{slug}") for item in feed.iter("item"))
+    return public.get(f"/archive/{slug}").status_code, f"/archive/{slug}" in public.get("/archive").text, in_feed
+
+
+def test_private_list_issues_stay_out_of_archive_and_rss(db_url: str) -> None:
+    audience = make_audience(1, pending=0, unsubscribed=0, suppressed=0)
+    with session_scope() as session:
+        service.create_list(session, "members", "Members only")
+        service.configure_signup(service.get_list(session, "members"), archive_private=True)
+        issue = session.get(IssueRecord, audience.issue_id)
+        assert issue is not None and issue.web_html
+        slug = issue.slug
+    _sent_to(["members"], audience.issue_id)
+    assert _public_view(slug) == (404, False, False)
+    _sent_to(["weekly"], audience.issue_id)  # the same issue also went to a public list: now it is public
+    assert _public_view(slug) == (200, True, True)
+    with session_scope() as session:
+        service.configure_signup(service.get_list(session, "weekly"), archive_private=True)
+    assert _public_view(slug) == (404, False, False)
