@@ -21,7 +21,7 @@ router = APIRouter(include_in_schema=False)
 _SENT = (SendStatus.RUNNING, SendStatus.DONE, SendStatus.PAUSED)
 
 
-def _public_sends() -> Select[tuple[int]]:
+def _public_sends() -> Select[int]:
     """Issues sent to at least one list whose archive is public (a private list's issues stay private)."""
     return (select(Send.issue_id).join(MailingList, MailingList.id == Send.list_id)
             .where(Send.status.in_(_SENT), MailingList.archive_private.is_(False)))

@@ -37,10 +37,9 @@ class CSRFCookieMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = _cookie(scope)
-        fresh = not token or len(token) < 32
-        if fresh:
-            token = secrets.token_urlsafe(32)
+        sent = _cookie(scope)
+        fresh = not sent or len(sent) < 32
+        token = secrets.token_urlsafe(32) if fresh or sent is None else sent
         scope.setdefault("state", {})["csrf_token"] = token
 
         async def send_with_cookie(message: Message) -> None:
