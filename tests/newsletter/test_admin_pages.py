@@ -72,14 +72,26 @@ def test_list_edit_and_snippet(admin: TestClient) -> None:
     token = csrf(admin, "/admin/lists/weekly")
     saved = admin.post("/admin/lists/weekly", data={"csrf_token": token, "name": "Weekly Digest",
                                                     "from_name": "The Desk", "from_email": "desk@example.com",
-                                                    "double_opt_in": "1", "welcome_enabled": "1"})
+                                                    "double_opt_in": "1", "welcome_enabled": "1",
+                                                    "embeddable": "1", "embed_origins": "https://Blog.example.org/",
+                                                    "thank_you_url": "https://blog.example.org/thanks",
+                                                    "archive_private": "1"})
     assert saved.status_code == 200 and "Saved" in saved.text
-    assert 'action="http://testserver/lists/weekly/subscribe"' in saved.text.replace("&#34;", '"').replace(
-        "&quot;", '"')
+    shown = saved.text.replace("&#34;", '"').replace("&quot;", '"')
+    assert shown.count('action="http://testserver/lists/weekly/embed"') == 2  # the plain and the script snippets
+    assert "/api/v1/public/lists/weekly/subscribe" in shown
     with session_scope() as session:
         weekly = session.scalar(select(MailingList).where(MailingList.slug == "weekly"))
         assert weekly is not None and weekly.from_email == "desk@example.com" and weekly.double_opt_in
         assert weekly.welcome_enabled and weekly.name == "Weekly Digest"
+        assert weekly.embeddable and weekly.allowed_origins == ["https://blog.example.org"]
+        assert weekly.thank_you_url == "https://blog.example.org/thanks" and weekly.archive_private
+    bad_origin = admin.post("/admin/lists/weekly", data={"csrf_token": token, "name": "Weekly Digest",
+                                                         "embed_origins": "https://blog.example.org/some/page"})
+    assert bad_origin.status_code == 400 and "no path" in bad_origin.text
+    with session_scope() as session:
+        weekly = session.scalar(select(MailingList).where(MailingList.slug == "weekly"))
+        assert weekly is not None and weekly.embeddable and weekly.allowed_origins == ["https://blog.example.org"]
     refused = admin.post("/admin/lists/weekly", data={"csrf_token": token, "name": "X", "from_email": "not mail"})
     assert refused.status_code == 400 and "from_email" in refused.text
     with session_scope() as session:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from mailer.settings import get_settings
 from newsletter.auth import Principal
+from newsletter.web import embed
 from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
@@ -30,13 +29,8 @@ def _lists_page(request: Request, user: Principal, session: Session, flash: str,
                 status_code=status_code)
 
 
-def _snippet(mailing_list: MailingList) -> str:
-    base = get_settings().base_url.rstrip("/")
-    return (f'<form method="post" action="{base}/lists/{mailing_list.slug}/subscribe">\n'
-            f'  <label>Email <input type="email" name="email" required></label>\n'
-            f'  <label>Name <input type="text" name="name"></label>\n'
-            f'  <button type="submit">Subscribe to {escape(mailing_list.name)}</button>\n</form>\n'
-            f"<!-- Cross-site posts get a page asking to confirm, so a CSRF token is not needed here. -->")
+def _snippet(mailing_list: MailingList) -> dict[str, str]:
+    return embed.snippets(mailing_list)
 
 
 def _list_page(request: Request, user: Principal, session: Session, mailing_list: MailingList,
@@ -87,7 +81,12 @@ async def edit_list(request: Request, slug: str, user: Principal = Depends(page_
                             from_email=str(form.get("from_email") or ""), reply_to=str(form.get("reply_to") or ""),
                             double_opt_in=form.get("double_opt_in") == "1",
                             welcome_enabled=form.get("welcome_enabled") == "1")
-    except service.InvalidEmail as exc:
+        service.configure_signup(mailing_list, embeddable=form.get("embeddable") == "1",
+                                 origins=str(form.get("embed_origins") or "").split(),
+                                 thank_you_url=str(form.get("thank_you_url") or ""),
+                                 archive_private=form.get("archive_private") == "1")
+    except (service.InvalidEmail, service.ServiceError) as exc:
+        session.rollback()
         return _list_page(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
     session.commit()
     return redirect(f"/admin/lists/{slug}", "Saved")
