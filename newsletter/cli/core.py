@@ -25,9 +25,15 @@ def db_downgrade(revision: str = typer.Argument(...)) -> None:
 
 
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
-          reload: bool = typer.Option(False)) -> None:
+          workers: int = typer.Option(1, min=1, help="Processes serving requests (one per core is a good start)."),
+          access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+                                          help="A line per request on stdout (a proxy in front often logs them)."),
+          reload: bool = typer.Option(False, help="Restart on code changes (development; one process).")) -> None:
     """Serve the web app (public pages, admin, API, webhooks) under uvicorn."""
-    uvicorn.run("newsletter.web.app:create_app", factory=True, host=host, port=port, reload=reload)
+    if reload and workers > 1:
+        raise typer.BadParameter("--reload runs one process; drop --workers")
+    uvicorn.run("newsletter.web.app:create_app", factory=True, host=host, port=port, reload=reload,
+                workers=workers, access_log=access_log)
 
 
 def register(app: typer.Typer) -> None:
