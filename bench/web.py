@@ -1,0 +1,257 @@
+"""Public pages under a crowd: wrk against a real `newsletter serve` on PostgreSQL and Redis, 20,000 subscribers.
+
+Run: .venv/bin/python -m bench.web [--workers 2] [--seconds 10] [--connections 100] [--redis redis://127.0.0.1:6379/7]
+
+Routes: GET the hosted subscribe page, POST the embedded sign-up form (a new address each request), POST confirm
+(distinct tokens, with the CSRF cookie and field a browser sends), POST one-click unsubscribe (distinct tokens),
+GET the archive. Each wrk script spreads tokens over its threads so no two requests share one. After every route
+the bench checks the server answers a page at once and no connection of the app is left in a transaction.
+Loopback only; each route runs for --seconds. The Redis database given is flushed before and after (use your own).
+The sign-up rate limits are raised (they would answer 429 after 10 posts from the one client address) but still
+counted in Redis on every post, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import redis
+
+from bench.report import write_section
+from mailer.db import dispose_engines, session_scope
+from mailer.settings import reset_settings
+from mailer.store import save_issue
+from newsletter.migrate import upgrade
+from subscribers import service
+from subscribers.tokens import LinkMaker, Purpose
+from worker.models import Send, SendStatus
+
+ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-bench-secret-bench-secret"
+CSRF = "b" * 43
+SUBSCRIBERS = 20_000
+
+DONE_LUA = """
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCH {"requests": %d, "seconds": %.3f, "p50_ms": %.2f, "p99_ms": %.2f, '
+    .. '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def populate(url: str) -> dict[str, list[str] | str]:
+    """A list of 20,000 confirmed readers, 20,000 pending sign-ups on a second list, one sent issue."""
+    os.environ["NEWSLETTER_DATABASE_URL"] = url
+    reset_settings()
+    dispose_engines()
+    upgrade(url)
+    with session_scope() as session:
+        weekly = service.create_list(session, "weekly", "Digital Digest Weekly")
+        pending = service.create_list(session, "pending", "Pending")
+        issue = save_issue(session, (ROOT / "examples/issues/2023-09-22-digital-digest.md").read_text())
+        session.flush()
+        session.add(Send(issue_id=issue.id, list_id=weekly.id, status=SendStatus.DONE, transport="outbox"))
+        weekly_id, pending_id = weekly.id, pending.id
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO subscribers (email, name, attributes, created_at) "
+                     "SELECT 'r' || g || '@example' || (g %% 97) || '.com', 'Reader ' || g, '{}', now() "
+                     "FROM generate_series(1, %s) g", (SUBSCRIBERS,))
+        conn.execute("INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, confirmed_at) "
+                     "SELECT id, %s, 'confirmed', 'bench', now(), now() FROM subscribers", (weekly_id,))
+        conn.execute("INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at) "
+                     "SELECT id, %s, 'pending', 'bench', now() - interval '1 hour' FROM subscribers", (pending_id,))
+        ids = [row[0] for row in conn.execute("SELECT id FROM subscribers ORDER BY id")]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    unsubscribe, confirm = LinkMaker(Purpose.UNSUBSCRIBE), LinkMaker(Purpose.CONFIRM)
+    return {"unsubscribe": [urlsplit(unsubscribe(i, weekly_id)).path for i in ids],
+            "confirm": [urlsplit(confirm(i, pending_id)).path for i in ids], "archive": "/archive"}
+
+
+def lua_paths(name: str, paths: list[str], method: str, body: str, headers: dict[str, str], workdir: Path) -> Path:
+    """A wrk script walking `paths`, each thread its own slice, so no token is used twice during a run."""
+    lines = ["paths = {" + ",".join(json.dumps(p) for p in paths) + "}",
+             "local threads = {}",
+             "function setup(thread) thread:set('id', #threads); table.insert(threads, thread) end",
+             "function init(args) id = tonumber(id) or 0; n = 0 end",
+             f"headers = {{{', '.join(f'[{json.dumps(k)}] = {json.dumps(v)}' for k, v in headers.items())}}}",
+             "request = function()",
+             "  local i = (id * 10007 + n) % #paths + 1",
+             "  n = n + 1",
+             f"  return wrk.format({json.dumps(method)}, paths[i], headers, {json.dumps(body) if body else 'nil'})",
+             "end", DONE_LUA]
+    path = workdir / f"{name}.lua"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def lua_signup(workdir: Path) -> Path:
+    """Embedded-form posts from another site, a new address each request (per-thread prefix and counter)."""
+    script = """
+local threads = {}
+function setup(thread) thread:set('id', #threads); table.insert(threads, thread) end
+function init(args) id = tonumber(id) or 0; n = 0; run = tostring(os.time()) end
+request = function()
+  n = n + 1
+  local body = "email=s" .. run .. "-" .. id .. "-" .. n .. "%40example.org&name=&website="
+  return wrk.format("POST", "/lists/weekly/embed", {["Content-Type"] = "application/x-www-form-urlencoded",
+    ["Origin"] = "https://blog.example.org"}, body)
+end
+""" + DONE_LUA
+    path = workdir / "signup.lua"
+    path.write_text(script)
+    return path
+
+
+def lua_get(name: str, workdir: Path) -> Path:
+    path = workdir / f"{name}.lua"
+    path.write_text(DONE_LUA)
+    return path
+
+
+def wrk(base: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script),
+                          base + "/lists/weekly/subscribe"], capture_output=True, text=True, timeout=seconds + 60)
+    match = re.search(r"BENCH (\{.*\})", out.stdout)
+    if not match:
+        raise RuntimeError(f"wrk said: {out.stdout}\n{out.stderr}")
+    figures: dict[str, float] = json.loads(match.group(1))
+    figures["rps"] = figures["requests"] / figures["seconds"]
+    figures["errors"] = sum(figures[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return figures
+
+
+def after_burst(base: str, url: str) -> tuple[float, int]:
+    """Seconds a page takes right after the burst, and the app's connections still in a transaction once the server
+    has finished what it had accepted (polled for up to 10 s): 0 means nothing is stuck."""
+    started = time.perf_counter()
+    with urllib.request.urlopen(base + "/lists/weekly/subscribe", timeout=30) as response:
+        response.read()
+    took = time.perf_counter() - started
+    name = url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 10
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                               "AND state = 'idle in transaction'", (name,)).fetchone()
+            stuck = int(row[0]) if row else 0
+            if stuck == 0 or time.monotonic() > deadline:
+                return took, stuck
+            time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--redis", default=os.environ.get("NEWSLETTER_BENCH_REDIS", "redis://127.0.0.1:6379/7"))
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--server-root", type=Path, default=None,
+                        help="serve the code of another checkout (a 'before' figure; its serve has no --workers)")
+    args = parser.parse_args()
+
+    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    redis.Redis.from_url(args.redis).flushdb()
+    workdir = Path(tempfile.mkdtemp())
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ) | {
+        "NEWSLETTER_DATABASE_URL": url, "NEWSLETTER_BROKER_URL": args.redis, "NEWSLETTER_DATA_DIR": str(workdir),
+        "NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_BASE_URL": base, "NEWSLETTER_ENV": "production",
+        "NEWSLETTER_SUBSCRIBE_RATE_PER_IP": "1000000000", "NEWSLETTER_SUBSCRIBE_RATE_PER_EMAIL": "1000000000"}
+    os.environ.update({k: v for k, v in env.items() if k.startswith("NEWSLETTER_")})
+    server = None
+    load_before = os.getloadavg()
+    try:
+        data = populate(url)
+        command = [sys.executable, "-m", "newsletter.cli.run", "serve", "--port", str(port)]
+        if args.server_root is None:
+            command += ["--workers", str(args.workers), "--no-access-log"]
+        else:
+            env["PYTHONPATH"] = str(args.server_root)
+        server = subprocess.Popen(command, cwd=args.server_root or ROOT, env=env,
+                                  stdout=(workdir / "serve.log").open("wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.3)
+        cookie = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"nl_csrf={CSRF}"}
+        routes = [
+            ("GET /lists/{slug}/subscribe", lua_get("subscribe_page", workdir)),
+            ("POST /lists/{slug}/embed (embedded form)", lua_signup(workdir)),
+            ("POST /confirm/{token}", lua_paths("confirm", data["confirm"], "POST",  # type: ignore[arg-type]
+                                                f"csrf_token={CSRF}", cookie, workdir)),
+            ("POST /unsubscribe/{token} (one-click)",
+             lua_paths("unsubscribe", data["unsubscribe"], "POST", "List-Unsubscribe=One-Click",  # type: ignore[arg-type]
+                       {"Content-Type": "application/x-www-form-urlencoded"}, workdir)),
+            ("GET /archive", lua_paths("archive", ["/archive"], "GET", "", {}, workdir)),
+        ]
+        rows = []
+        for label, script in routes:
+            figures = wrk(base, script, args.seconds, args.connections)
+            took, stuck = after_burst(base, url)
+            rows.append((label, figures, took, stuck))
+            print(f"{label:<45} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:7.1f} ms  "
+                  f"p99 {figures['p99_ms']:7.1f} ms  errors {figures['errors']:.0f}  "
+                  f"then a page in {took * 1000:.0f} ms, {stuck} idle in transaction", flush=True)
+        load_after = os.getloadavg()
+        log = (workdir / "serve.log").read_text(errors="replace")
+        tracebacks = log.count("Traceback")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        dispose_engines()
+        redis.Redis.from_url(args.redis).flushdb()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f}; tracebacks in the server log: "
+          f"{tracebacks}")
+    if args.no_write:
+        return
+    table = ["| route | requests/s | p50 | p99 | errors | next page after the burst |", "|---|---|---|---|---|---|"]
+    for label, figures, took, stuck in rows:
+        table.append(f"| {label} | {figures['rps']:.0f} | {figures['p50_ms']:.1f} ms | {figures['p99_ms']:.1f} ms | "
+                     f"{figures['errors']:.0f} | {took * 1000:.0f} ms, {stuck} idle in transaction |")
+    body = (f"### Public pages under load (`bench/web.py`)\n\n"
+            f"`.venv/bin/python -m bench.web --workers {args.workers} --seconds {args.seconds} "
+            f"--connections {args.connections}`: wrk -t2 -c{args.connections} for {args.seconds} s a route against "
+            f"`newsletter serve --workers {args.workers}` on PostgreSQL and Redis (rate limits counted in Redis), "
+            f"{SUBSCRIBERS:,} subscribers, wrk, server, PostgreSQL and Redis all on the same machine. Load average "
+            f"(1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after (the machine is shared).\n\n"
+            + "\n".join(table))
+    write_section("web", body)
+
+
+if __name__ == "__main__":
+    main()
