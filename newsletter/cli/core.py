@@ -32,8 +32,10 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
     """Serve the web app (public pages, admin, API, webhooks) under uvicorn."""
     if reload and workers > 1:
         raise typer.BadParameter("--reload runs one process; drop --workers")
+    # A worker that is busy (a burst, a loaded host) answers the supervisor's health ping late; uvicorn's default of
+    # 5 s killed and restarted workers in a loop on a busy machine, starting them no faster than they were killed.
     uvicorn.run("newsletter.web.app:create_app", factory=True, host=host, port=port, reload=reload,
-                workers=workers, access_log=access_log)
+                workers=workers, access_log=access_log, timeout_worker_healthcheck=60)
 
 
 def register(app: typer.Typer) -> None:
