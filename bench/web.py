@@ -243,7 +243,7 @@ def main() -> None:
     for label, figures, took, stuck in rows:
         table.append(f"| {label} | {figures['rps']:.0f} | {figures['p50_ms']:.1f} ms | {figures['p99_ms']:.1f} ms | "
                      f"{figures['errors']:.0f} | {took * 1000:.0f} ms, {stuck} idle in transaction |")
-    body = (f"### Public pages under load (`bench/web.py`)\n\n"
+    body = (f"## Public pages under load (`python -m bench.web`)\n\n"
             f"`.venv/bin/python -m bench.web --workers {args.workers} --seconds {args.seconds} "
             f"--connections {args.connections}`: wrk -t2 -c{args.connections} for {args.seconds} s a route against "
             f"`newsletter serve --workers {args.workers}` on PostgreSQL and Redis (rate limits counted in Redis), "
