@@ -118,7 +118,7 @@ def attempt(session: Session, request: Request, mailing_list: MailingList, *, em
         return Attempt(Result.INVALID_EMAIL, str(exc))
     if not limiter().hit(f"sub:addr:{address}", settings.subscribe_rate_per_email, settings.subscribe_rate_window_s):
         return Attempt(Result.RATE_LIMITED)
-    source_detail = request_origin(request) if embedded else None
+    source_detail = (request_origin(request) or "")[:200] if embedded else None
     outcome = service.subscribe(session, mailing_list, address, name, source=ConsentSource.FORM, ip=ip,
                                 user_agent=user_agent,
                                 consent_note=f"embedded form on {source_detail}" if source_detail else "")
