@@ -1,7 +1,7 @@
 """lists: embeddable sign-up (allowed origins, thank-you URL) and private archives
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-25 14:00:00
 
 Existing lists become embeddable (the admin already offered them a snippet to embed) and keep a public archive
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
