@@ -65,7 +65,7 @@ def tree_rss_mb(pid: int) -> float:
     return peak / 1024
 
 
-def populate(url: str, size: int) -> tuple[int, int]:
+def populate(url: str, size: int, tracked: bool = True) -> tuple[int, int]:
     os.environ["NEWSLETTER_DATABASE_URL"] = url
 
     reset_settings()
@@ -74,6 +74,7 @@ def populate(url: str, size: int) -> tuple[int, int]:
 
     with session_scope() as session:
         mailing_list = service.create_list(session, "bench", "Bench", double_opt_in=False)
+        service.set_list_tracking(session, mailing_list, clicks=tracked, opens=tracked)
         issue = save_issue(session, (ROOT / "examples/issues/2023-09-22-digital-digest.md").read_text())
         list_id, issue_id = mailing_list.id, issue.id
     with psycopg.connect(url) as conn:
@@ -112,7 +113,7 @@ def dkim_algorithms() -> str:
     return " + ".join(key.algorithm for key in signer.keys) if signer else "none"
 
 
-def run(size: int, path: str, batch_size: int = 1000) -> dict[str, float | str]:
+def run(size: int, path: str, batch_size: int = 1000, tracked: bool = True) -> dict[str, float | str]:
     name = f"nl_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -140,7 +141,7 @@ def run(size: int, path: str, batch_size: int = 1000) -> dict[str, float | str]:
     workers = []
     try:
         os.environ.update({k: v for k, v in env.items() if k.startswith("NEWSLETTER_")})
-        list_id, issue_id = populate(url, size)
+        list_id, issue_id = populate(url, size, tracked)
         for index in range(2):
             workers.append(subprocess.Popen(
                 [sys.executable, "-m", "newsletter.cli.run", "worker", "--concurrency=1", f"--hostname=bench{index}@%h",
@@ -191,6 +192,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--paths", nargs="*", default=["sendgrid", "smtp"])
+    parser.add_argument("--untracked", action="store_true",
+                        help="Lists without click and open tracking (what tracking costs: compare with a plain run).")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[],
                         help="Only measure throughput at these batch sizes (printed, nothing written).")
     args = parser.parse_args()
@@ -206,7 +209,8 @@ def main() -> None:
     known = {f"{r['path']}:{r['size']}": r for r in (json.loads(store.read_text()) if store.exists() else [])}
     for path in args.paths:
         for size in args.sizes:
-            known[f"{path}:{size}"] = run(size, path) | {"path": path}
+            label = f"{path}, untracked" if args.untracked else path
+            known[f"{label}:{size}"] = run(size, path, tracked=not args.untracked) | {"path": label}
     store.write_text(json.dumps(sorted(known.values(), key=lambda r: (r["path"], r["size"])), indent=1))
     results = sorted(known.values(), key=lambda r: (r["path"], r["size"]))
     lines = ["## Sending (`python -m bench.send`)", "",
@@ -215,7 +219,8 @@ def main() -> None:
              "process); SMTP path: Postfix's `smtp-sink`. Time is from the send's start to the last row marked. "
              "Received: what the stand-in accepted, or the DATA commands smtp-sink completed. DKIM: the "
              "signatures each message carries (`smtp-dkim-*`: fresh RSA-2048 and Ed25519 keys, relaxed/relaxed). "
-             "Load: the machine's 1-minute load average when the send started (2 cores, shared).", "",
+             "Load: the machine's 1-minute load average when the send started (2 cores, shared). Lists track clicks "
+             "and opens (links rewritten, a pixel, one more value per recipient) unless the path says untracked.", "",
              "| path | recipients | seconds | recipients/s | worker peak RSS | sent (ledger) | received (peer) "
              "| DKIM | load |",
              "|---|---|---|---|---|---|---|---|---|"]
