@@ -91,7 +91,13 @@ def create(session: Session, issue_id: int, list_id: int, options: SendOptions =
         if scheduled_at <= utcnow():
             raise SendError(f"The schedule time {scheduled_at.isoformat()} is in the past; "
                             "send now instead, or choose a later time.")
-    transport = TransportName(options.transport or get_settings().transport)
+    settings = get_settings()
+    link_problem = settings.base_url_problem()
+    if link_problem and settings.production:
+        raise SendError(link_problem)
+    if link_problem:
+        log.warning("send of issue %s to list %s: %s", issue.slug, mailing_list.slug, link_problem)
+    transport = TransportName(options.transport or settings.transport)
     try:
         segment = audience.get_segment(session, list_id, options.segment) if options.segment else None
     except ServiceError as exc:

@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.orm import Session
 
-from newsletter.cli.common import console, db
+from newsletter.cli.common import console, db, fail
 from subscribers import queries, service
+from subscribers.models import MailingList
 
 lists_app = typer.Typer(help="Mailing lists.", no_args_is_help=True)
+
+
+_LANGUAGE = typer.Option(None, "--language", help="Language of the email chrome and the list's pages (en, de, "
+                                                     "zh-Hans, ...).")
+_BRAND_NAME = typer.Option(None, "--brand-name", help="Name shown on the list's pages and as the logo's text.")
+_LOGO = typer.Option(None, "--logo", help="An https:// URL, or an image file (PNG, JPEG, GIF; <= 256 KB) the app "
+                                          "serves; '' removes it.")
+_ACCENT = typer.Option(None, "--accent", help="Accent colour (#rrggbb) for links and buttons; refused below 4.5:1 "
+                                              "contrast.")
+_POSTAL = typer.Option(None, "--postal-address", help="Footer address (default: NEWSLETTER_POSTAL_ADDRESS).")
+
+
+def _look(session: Session, mailing_list: MailingList, language: str | None, brand_name: str | None,
+          logo: str | None, accent: str | None, postal_address: str | None) -> None:
+    is_url = logo is None or logo == "" or logo.startswith(("https:", "http:"))
+    service.apply_look(mailing_list, service.ListLook(
+        language=language, brand_name=brand_name, logo_url=logo if is_url else "", accent_colour=accent,
+        postal_address=postal_address))
+    if logo is not None and not is_url:
+        try:
+            data = Path(logo).read_bytes()
+        except OSError as exc:
+            raise fail(f"--logo {logo}: {exc.strerror or exc}") from exc
+        service.set_logo_image(mailing_list, data)
+    elif logo is not None:
+        service.set_logo_image(mailing_list, None)
+    session.flush()
 
 
 @lists_app.command("create")
@@ -20,14 +51,32 @@ def create(slug: str, name: str = typer.Option(..., "--name", help="Name shown t
            reply_to: str = typer.Option(None), welcome: bool = typer.Option(False, help="Send a welcome email."),
            description: str = typer.Option(""),
            allow_international: bool = typer.Option(
-               False, help="Accept addresses whose local part mixes alphabets (refused by default: look-alikes).")
-           ) -> None:
+               False, help="Accept addresses whose local part mixes alphabets (refused by default: look-alikes)."),
+           language: str = _LANGUAGE, brand_name: str = _BRAND_NAME, logo: str = _LOGO, accent: str = _ACCENT,
+           postal_address: str = _POSTAL) -> None:
     """Create a list."""
     with db() as session:
         created = service.create_list(session, slug, name, double_opt_in=double_opt_in, from_name=from_name,
                                       from_email=from_email, reply_to=reply_to, welcome=welcome,
                                       description=description, allow_international=allow_international)
-        console.print(f"created list {created.slug} ({'double opt-in' if double_opt_in else 'single opt-in'})")
+        _look(session, created, language, brand_name, logo, accent, postal_address)
+        console.print(f"created list {created.slug} ({'double opt-in' if double_opt_in else 'single opt-in'}, "
+                      f"language {created.language})")
+
+
+@lists_app.command("set")
+def set_(slug: str, language: str = _LANGUAGE, brand_name: str = _BRAND_NAME, logo: str = _LOGO,
+         accent: str = _ACCENT, postal_address: str = _POSTAL,
+         reply_to: str = typer.Option(None, help="Reply-To for the list's mail ('' for the default).")) -> None:
+    """Change a list's language, brand or Reply-To. Sends already created keep what they were rendered with."""
+    with db() as session:
+        mailing_list = service.get_list(session, slug)
+        _look(session, mailing_list, language, brand_name, logo, accent, postal_address)
+        if reply_to is not None:
+            if reply_to:
+                service.normalise_email(reply_to, check_deliverability=False)
+            mailing_list.reply_to = reply_to or None
+        console.print(f"updated list {mailing_list.slug}")
 
 
 @lists_app.command("ls")
@@ -49,6 +98,10 @@ def show(slug: str) -> None:
         mailing_list = service.get_list(session, slug)
         counts = service.list_counts(session, mailing_list.id)
         console.print(Text.assemble((mailing_list.name, "bold"), f" ({mailing_list.slug})"), highlight=False)
+        console.print(f"language: {mailing_list.language}  brand: {mailing_list.brand_name or '-'}  accent: "
+                      f"{mailing_list.accent_colour or 'default'}  logo: "
+                      f"{'uploaded' if mailing_list.logo_type else mailing_list.logo_url or '-'}", markup=False,
+                      highlight=False)
         console.print(f"from: {mailing_list.from_name or '-'} <{mailing_list.from_email or 'default'}>  "
                       f"double opt-in: {'yes' if mailing_list.double_opt_in else 'no'}  "
                       f"welcome: {'yes' if mailing_list.welcome_enabled else 'no'}", highlight=False)
