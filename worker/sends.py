@@ -233,7 +233,11 @@ def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | 
                                        (settings.from_name, settings.from_email, settings.reply_to))
     address = normalise_email(to_email, check_deliverability=False)
     base = settings.base_url.rstrip("/")
-    content = Content(subject=f"[TEST] {issue.subject}", html=issue.html, text=issue.text, from_email=from_email,
+    frozen = Send(subject=issue.subject, html=issue.html, text=issue.text)
+    if mailing_list is not None:  # as the list will get it: its language and brand
+        campaigns.freeze(frozen, issue, mailing_list, settings)
+    assert frozen.subject is not None and frozen.html is not None and frozen.text is not None
+    content = Content(subject=f"[TEST] {frozen.subject}", html=frozen.html, text=frozen.text, from_email=from_email,
                       from_name=from_name, reply_to=reply_to, category="test")
     recipient = Recipient(email=address, values={
         Key.NAME: "there", Key.EMAIL: address, Key.UNSUBSCRIBE_URL: f"{base}/unsubscribe/test-message",

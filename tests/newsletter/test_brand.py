@@ -18,6 +18,8 @@ from newsletter.cli import app
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
 from subscribers import service
+from tests.newsletter.test_admin_pages import admin  # noqa: F401 - the signed-in admin client fixture
+from tests.newsletter.test_admin_pages import csrf as admin_csrf
 from tests.support.mailbox import messages_to
 
 runner = CliRunner()
@@ -118,3 +120,25 @@ def test_branded_pages_keep_their_contrast_in_both_modes(branded: TestClient, br
     assert runs and {run.scheme for run in runs} == {"light", "dark"}
     low = [str(run) for run in runs if not run.ok]
     assert not low, "\n".join(low)
+
+
+def test_admin_list_form_sets_language_and_brand_and_refuses_unreadable_accent(admin: TestClient) -> None:  # noqa: F811
+    page = admin.get("/admin/lists/weekly")
+    assert 'name="language"' in page.text and '<option value="zh-Hans"' in page.text
+    token = admin_csrf(admin, "/admin/lists/weekly")
+    form = {"csrf_token": token, "name": "Weekly", "language": "de", "brand_name": "Weekly Press",
+            "accent_colour": "#ff0000", "postal_address": "1 Quay Road"}
+    refused = admin.post("/admin/lists/weekly", data=form)
+    assert refused.status_code == 400 and "4.00:1" in refused.text
+    with session_scope() as session:
+        assert service.get_list(session, "weekly").language == "en"  # nothing of the refused form was kept
+    saved = admin.post("/admin/lists/weekly", data=form | {"accent_colour": "#7c2d12"},
+                       files={"logo_file": ("logo.png", png(), "image/png")}, follow_redirects=True)
+    assert saved.status_code == 200
+    with session_scope() as session:
+        weekly = service.get_list(session, "weekly")
+        assert (weekly.language, weekly.brand_name, weekly.accent_colour, weekly.postal_address, weekly.logo_type) == (
+            "de", "Weekly Press", "#7c2d12", "1 Quay Road", "image/png")
+    svg = admin.post("/admin/lists/weekly", data=form | {"accent_colour": "#7c2d12"},
+                     files={"logo_file": ("x.svg", b"<svg><script>alert(1)</script></svg>", "image/svg+xml")})
+    assert svg.status_code == 400 and "PNG, JPEG or GIF" in svg.text
