@@ -25,6 +25,7 @@ from mailer.message import encode_message, personalize
 from mailer.quality import SPAM_GOAL, spam_score, spamassassin_path, text_runs
 from mailer.render import render_issue
 from mailer.settings import get_settings
+from mailer.transports.sendgrid import SendGridTransport
 from subscribers.models import MailingList
 from worker import campaigns
 from worker.models import Send
@@ -209,3 +210,13 @@ def test_brand_is_in_the_mail(public_base: None) -> None:
     assert Brand(accent="#7c2d12").accent_dark in html and "#7c2d12" in html and "#1d4ed8" not in html
     assert 'src="https://cdn.example.com/wochenblatt.png"' in html and 'alt="Wochenblatt"' in html
     assert "Wochenblatt GmbH, Hafenstraße 1" in text
+
+
+def test_sendgrid_requests_carry_feedback_id_and_list_headers(public_base: None) -> None:
+    """SendGrid builds the MIME itself: the shared headers travel in the request body."""
+    _name, issue, german = DOCUMENTS[-1]
+    content, recipient = _sample(issue, german)
+    body = SendGridTransport("SG.test", host="http://127.0.0.1:9", timeout_s=1).payload(content, [recipient])
+    assert body["headers"] == {"List-Id": "Das Wochenblatt <wochenblatt.news.example.com>",
+                               "Feedback-ID": "send42:wochenblatt:news.example.com"}
+    assert body["personalizations"][0]["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
