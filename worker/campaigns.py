@@ -33,6 +33,7 @@ from mailer.i18n import DEFAULT_LANGUAGE, translations
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import Settings, TransportName, get_settings
+from mailer.tracking import add_tracking
 from mailer.transports import get_transport
 from mailer.transports.base import Transport
 from mailer.verp import verp_address
@@ -299,14 +300,23 @@ def web_url(slug: str, settings: Settings) -> str:
 
 def sample(send: Send, mailing_list: MailingList, slug: str, settings: Settings, *,
            email: str = "reader@example.com", name: str = "Sample Reader") -> tuple[Content, Recipient]:
-    """What a batch of this send would hand its transport for one subscriber, made by the calls a batch makes
-    (`newsletter render` writes its message.eml and filled email.html from it).
+    """What a batch of this send would hand its transport for one subscriber, made by the calls a send makes
+    (`newsletter render` writes its message.eml and filled email.html from it): the list's tracking applied as
+    the plan applies it (engagement.freeze_links, without numbering links in the database), then the batch's
+    recipient values and headers.
 
     The send and the list need not be stored: ids that are None sign as 0, so the sample's links are well formed
     but open no real subscription.
     """
+    clicks, opens = bool(mailing_list.track_clicks), bool(mailing_list.track_opens)
+    tracked = (clicks or opens) and send.html is not None and send.text is not None
+    if tracked:
+        assert send.html is not None and send.text is not None
+        rewritten = add_tracking(send.html, send.text, settings.base_url, clicks=clicks, opens=opens)
+        send.html, send.text, send.track_clicks, send.track_opens = rewritten.html, rewritten.text, clicks, opens
     row = _Row(delivery_id=0, subscriber_id=0, email=email, name=name, reason=None)
     recipient = recipients_for([row], mailing_list.id or 0, web_url(slug, settings), settings, verp=False,
+                               track_send_id=(send.id or 0) if tracked else None,
                                language=send.language or mailing_list.language or DEFAULT_LANGUAGE)[0]
     return content_for(send, mailing_list, settings), recipient
 

@@ -94,10 +94,12 @@ GENERATED = {
 
 
 def _documents() -> list[tuple[str, Issue, MailingList]]:
-    plain = MailingList(slug="weekly", name="Digital Digest Weekly", language="en")
+    # Click and open tracking on, as lists have it by default: the links and pixel a real send carries.
+    plain = MailingList(slug="weekly", name="Digital Digest Weekly", language="en", track_clicks=True,
+                        track_opens=True)
     german = MailingList(slug="wochenblatt", name="Das Wochenblatt", language="de", brand_name="Wochenblatt",
                          accent_colour="#7c2d12", postal_address="Wochenblatt GmbH, Hafenstraße 1, 20457 Hamburg",
-                         logo_url="https://cdn.example.com/wochenblatt.png")
+                         logo_url="https://cdn.example.com/wochenblatt.png", track_clicks=True, track_opens=True)
     documents = [(path.stem, load_issue(path), plain) for path in EXAMPLES]
     documents += [(name, parse_issue(source, f"{name}.md"), plain) for name, source in GENERATED.items()]
     documents.append(("german-brand", load_issue(EXAMPLES[0]), german))
