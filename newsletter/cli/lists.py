@@ -68,7 +68,7 @@ def create(slug: str, name: str = typer.Option(..., "--name", help="Name shown t
 def set_(slug: str, language: str = _LANGUAGE, brand_name: str = _BRAND_NAME, logo: str = _LOGO,
          accent: str = _ACCENT, postal_address: str = _POSTAL,
          reply_to: str = typer.Option(None, help="Reply-To for the list's mail ('' for the default).")) -> None:
-    """Change a list's language, brand or Reply-To. Sends already created keep what they were rendered with."""
+    """Change a list's language, brand or Reply-To. Sends already planned keep what they were rendered with."""
     with db() as session:
         mailing_list = service.get_list(session, slug)
         _look(session, mailing_list, language, brand_name, logo, accent, postal_address)
