@@ -25,6 +25,7 @@ class Content:
     list_id: str | None = None  # List-Id header value, e.g. "Digital Digest <weekly.lists.example.com>"
     send_id: int | None = None
     category: str = "newsletter"
+    feedback_id: str | None = None  # Feedback-ID header (Gmail's feedback loop): "campaign:list:sender"
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class Issue:
     preheader: str
     date: dt.date | None
     title: str
-    lang: str
+    lang: str | None  # from the front matter; None means the language of the list it goes to
     list_slug: str | None
     from_name: str | None
     cta: CallToAction | None
@@ -157,8 +157,8 @@ def parse_issue(source: str, filename: str = "<issue>") -> Issue:
     preheader = _string(data.get("preheader"))
     date = _date(data.get("date"), meta_problem)
     cta = _cta(data.get("cta"), meta_problem)
-    lang = _string(data.get("lang")) or "en"
-    if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", lang):
+    lang = _string(data.get("lang")) or None  # None: the list's language
+    if lang is not None and not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", lang):
         meta_problem("lang", f"lang '{lang}' is not a language tag such as 'en' or 'pt-BR'")
     outro_heading = _string(data.get("outro_heading")) or DEFAULT_OUTRO
 

@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
@@ -24,6 +25,7 @@ from mailer.dkim_signing import DkimSigner, body_hash, relaxed_lines
 from mailer.placeholders import fill, substitutions
 
 _NEWLINES = re.compile(r"[\r\n]+")
+_HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 field name: printable ASCII but ":"
 
 
 class HeaderInjectionError(ValueError):
@@ -53,10 +55,6 @@ def list_unsubscribe(recipient: Recipient) -> str | None:
     return ", ".join(f"<{u}>" for u in uris) or None
 
 
-def make_message_id(domain: str) -> str:
-    return f"<{uuid.uuid4().hex}@{domain}>"
-
-
 def personalize(content: Content, recipient: Recipient) -> tuple[str, str]:
     """Fill one recipient's placeholders into the HTML and text parts (plain substitution: no re-rendering)."""
     table = substitutions(recipient.values)
@@ -64,33 +62,17 @@ def personalize(content: Content, recipient: Recipient) -> tuple[str, str]:
 
 
 def build_message(content: Content, recipient: Recipient, *, message_id_domain: str) -> EmailMessage:
-    html, text = personalize(content, recipient)
-    # A local part that is not ASCII can only be written as UTF-8 (RFC 6532); it goes out only with SMTPUTF8.
-    msg = EmailMessage(policy=SMTP if wire_address(recipient.email).isascii() else SMTPUTF8)
-    msg["From"] = _address(content.from_name, content.from_email)
-    msg["To"] = _address("", recipient.email)
-    if content.reply_to:
-        msg["Reply-To"] = _address("", content.reply_to)
-    msg["Subject"] = clean_header(content.subject)
-    msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = make_message_id(message_id_domain)
-    msg["MIME-Version"] = "1.0"
-    if content.list_id:
-        msg["List-Id"] = clean_header(content.list_id)
-    unsubscribe = list_unsubscribe(recipient)
-    if unsubscribe:
-        msg["List-Unsubscribe"] = unsubscribe
-    if recipient.unsubscribe_url:
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    for name, value in recipient.headers.items():
-        msg[clean_header(name)] = clean_header(value)
-    msg.set_content(text, subtype="plain", cte="quoted-printable")
-    msg.add_alternative(html, subtype="html", cte="quoted-printable")
-    return msg
+    """The message as an EmailMessage, for code that inspects headers: parsed from encode_message's bytes, so
+    there is still one builder."""
+    message = message_from_bytes(encode_message(content, recipient, message_id_domain=message_id_domain)[0],
+                                 policy=SMTPUTF8)
+    assert isinstance(message, EmailMessage)
+    return message
 
 
-# The fast path for SMTP and the outbox: the same message, serialised directly. The email package spends ~10 ms
-# per 40 KB message (pure-Python quoted-printable and generator); here the per-send headers are encoded once, and
+# The one builder, for every message that leaves (SMTP, the outbox, test sends, confirmations) and for the sample
+# `newsletter render` writes. The email package spends ~10 ms per 40 KB message (pure-Python quoted-printable and
+# generator) and writes 78-character lines; here the per-send headers are folded by the email package once, and
 # each body is quoted-printable encoded once per document (see _compile), so a recipient only pays for encoding
 # their own placeholder values and joining bytes.
 
@@ -101,7 +83,8 @@ _EQUALS = ord("=")
 
 
 @lru_cache(maxsize=8)
-def _send_headers(from_name: str, from_email: str, reply_to: str | None, subject: str, list_id: str | None) -> bytes:
+def _send_headers(from_name: str, from_email: str, reply_to: str | None, subject: str, list_id: str | None,
+                  feedback_id: str | None) -> bytes:
     """Headers shared by every recipient of a send, folded and encoded by the email package once."""
     template = EmailMessage(policy=SMTP)
     template["From"] = _address(from_name, from_email)
@@ -111,6 +94,8 @@ def _send_headers(from_name: str, from_email: str, reply_to: str | None, subject
     template["MIME-Version"] = "1.0"
     if list_id:
         template["List-Id"] = clean_header(list_id)
+    if feedback_id:
+        template["Feedback-ID"] = clean_header(feedback_id)
     return b"".join(SMTP.fold_binary(name, value) for name, value in template.items())
 
 
@@ -227,16 +212,44 @@ def _ascii_header(name: str, value: str) -> bytes:
     return f"{name}: {value}\r\n".encode()
 
 
+def _list_unsubscribe_header(value: str) -> bytes:
+    """Folded between its URIs (a URI itself cannot be folded), so the line stays short when a mailto: follows."""
+    if not value.isascii() or _NEWLINES.search(value):
+        return SMTP.fold_binary("List-Unsubscribe", clean_header(value))
+    folded = value.replace(", <", ",\r\n <")
+    return f"List-Unsubscribe: {folded}\r\n".encode()
+
+
+def _to_header(email: str) -> bytes:
+    """The To: line, the one place that spells a recipient's address: the domain in IDNA form; a local part that
+    is not ASCII as UTF-8 (RFC 6532), never an encoded word (it goes out only with SMTPUTF8)."""
+    address = _address("", email)
+    if address.addr_spec.isascii():
+        return f"To: {address.addr_spec}\r\n".encode()
+    header = EmailMessage(policy=SMTPUTF8)
+    header["To"] = address
+    return SMTPUTF8.fold_binary("To", header["To"])
+
+
+def _extra_header(name: str, value: str) -> bytes:
+    if not _HEADER_NAME.fullmatch(name):
+        raise HeaderInjectionError(f"not a header name: {name!r}")
+    return _ascii_header(name, clean_header(value))
+
+
 def _recipient_headers(content: Content, recipient: Recipient, message_id: str, boundary: str) -> list[bytes]:
-    head = [_send_headers(content.from_name, content.from_email, content.reply_to, content.subject, content.list_id),
-            _ascii_header("To", _address("", recipient.email).addr_spec),
+    head = [_send_headers(content.from_name, content.from_email, content.reply_to, content.subject, content.list_id,
+                          content.feedback_id),
+            _to_header(recipient.email),
             f"Date: {format_datetime(utcnow())}\r\nMessage-ID: {message_id}\r\n".encode()]
     unsubscribe = list_unsubscribe(recipient)
     if unsubscribe:
-        head.append(_ascii_header("List-Unsubscribe", unsubscribe))
+        head.append(_list_unsubscribe_header(unsubscribe))
     if recipient.unsubscribe_url:
         head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
-    head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode())
+    for name, value in recipient.headers.items():
+        head.append(_extra_header(name, value))
+    head.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode())
     return head
 
 
@@ -265,14 +278,15 @@ def _bodies(content: Content, recipient: Recipient, boundary: str, canonical: li
 
 def encode_message(content: Content, recipient: Recipient, *, message_id_domain: str,
                    dkim: DkimSigner | None = None) -> tuple[bytes, str]:
-    """(RFC 5322 bytes, Message-ID) for one recipient: what build_message produces, made fast for bulk sends.
-    With a signer, the message starts with its DKIM-Signature header(s)."""
-    if not wire_address(recipient.email).isascii() or recipient.headers:
-        message = build_message(content, recipient, message_id_domain=message_id_domain)
-        data = message.as_bytes()
-        return (dkim.sign(data) if dkim else data), str(message["Message-ID"]).strip("<>")
-    message_id = make_message_id(message_id_domain)
-    boundary = _BOUNDARY_PREFIX + uuid.uuid4().hex
+    """(RFC 5322 bytes, Message-ID) for one recipient: the only way a message is built. With a signer, the message
+    starts with its DKIM-Signature header(s).
+
+    The boundary is derived from the Message-ID, so two copies of a send differ only in the recipient's own values,
+    the Message-ID and the Date (what tests/newsletter/test_sample_message.py holds `newsletter render` to).
+    """
+    token = uuid.uuid4().hex
+    message_id = f"<{token}@{message_id_domain}>"
+    boundary = _BOUNDARY_PREFIX + token
     head = b"".join(_recipient_headers(content, recipient, message_id, boundary))
     canonical: list[bytes] | None = None if dkim is None else []
     body = b"".join(_bodies(content, recipient, boundary, canonical))

@@ -21,6 +21,8 @@ from markupsafe import Markup
 from premailer import Premailer
 
 import templates as templates_pkg
+from mailer.brand import DEFAULT_ACCENT, Audience, dark_tint
+from mailer.i18n import DEFAULT_LANGUAGE, long_date, translations
 from mailer.issue import Issue
 from mailer.settings import Settings, get_settings
 
@@ -117,26 +119,42 @@ def render_text_template(name: str, context: dict[str, Any]) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-def _base_context(settings: Settings) -> dict[str, Any]:
-    return {"postal_address": settings.postal_address, "masthead": settings.from_name, "dateline": "",
-            "preheader": "", "list_name": "", "web": False}
+def _base_context(settings: Settings, audience: Audience, lang: str) -> dict[str, Any]:
+    brand = audience.brand
+    accent = brand.accent or DEFAULT_ACCENT
+    return {"postal_address": brand.postal_address or settings.postal_address,
+            "brand_name": brand.name, "logo_url": brand.logo_url, "accent": accent, "accent_dark": dark_tint(accent),
+            "masthead": brand.name or settings.from_name, "dateline": "", "preheader": "",
+            "list_name": audience.list_name, "web": False, "lang": lang, "_": translations(lang).gettext}
 
 
-def render_email(name: str, context: dict[str, Any], *, lang: str = "en",
+def render_email(name: str, context: dict[str, Any], *, audience: Audience | None = None,
                  settings: Settings | None = None) -> RenderedEmail:
     """Render a transactional email pair (templates/email/{name}.mjml.j2 and .txt.j2) in the shared layout."""
-    ctx = _base_context(settings or get_settings()) | {"lang": lang} | context
-    html = _MARKERS.sub("", render_mjml_template(name, ctx, lang))
+    audience = audience or Audience()
+    ctx = _base_context(settings or get_settings(), audience, audience.lang) | context
+    html = _MARKERS.sub("", render_mjml_template(name, ctx, audience.lang))
     return RenderedEmail(html=html, text=render_text_template(name, ctx))
 
 
-def issue_context(issue: Issue, settings: Settings, *, web: bool) -> dict[str, Any]:
-    return _base_context(settings) | {
-        "lang": issue.lang,
+def why_sentence(masthead: str, list_name: str, lang: str) -> str:
+    """The footer's reason for the email, in both parts (a text-only reader is owed it as much)."""
+    _ = translations(lang).gettext
+    if list_name and list_name != masthead:
+        return _("You are receiving %(masthead)s because you subscribed to %(list)s.") % {
+            "masthead": masthead, "list": list_name}
+    return _("You are receiving %(masthead)s because you subscribed.") % {"masthead": masthead}
+
+
+def issue_context(issue: Issue, settings: Settings, *, web: bool, audience: Audience | None = None) -> dict[str, Any]:
+    audience = audience or Audience()
+    lang = issue.lang or audience.lang or DEFAULT_LANGUAGE
+    return _base_context(settings, audience, lang) | {
         "subject": issue.subject,
         "preheader": issue.preheader,
         "masthead": issue.title,
-        "dateline": issue.date.strftime("%-d %B %Y") if issue.date else "",
+        "why_sentence": why_sentence(issue.title, audience.list_name, lang),
+        "dateline": long_date(issue.date, lang) if issue.date else "",
         "intro_html": Markup(issue.intro.html),  # noqa: S704 - markdown-it output with raw HTML disabled
         "intro_text": issue.intro.text,
         "stories": [{"number": s.number, "headline": s.headline, "html": Markup(s.body.html),  # noqa: S704
@@ -149,16 +167,19 @@ def issue_context(issue: Issue, settings: Settings, *, web: bool) -> dict[str, A
     }
 
 
-def issue_mjml(issue: Issue, settings: Settings | None = None, *, web: bool = False) -> str:
+def issue_mjml(issue: Issue, settings: Settings | None = None, *, web: bool = False,
+               audience: Audience | None = None) -> str:
     """The MJML document for an issue (what mjml-python compiles; tests validate it with the reference compiler)."""
-    context = issue_context(issue, settings or get_settings(), web=web)
+    context = issue_context(issue, settings or get_settings(), web=web, audience=audience)
     return _environment().get_template("issue.mjml.j2").render(**context)
 
 
-def render_issue(issue: Issue, settings: Settings | None = None, *, force: bool = False) -> RenderedIssue:
+def render_issue(issue: Issue, settings: Settings | None = None, *, force: bool = False,
+                 audience: Audience | None = None) -> RenderedIssue:
+    """The issue as mailed to an audience (a list's name, language and brand; the service's when None)."""
     settings = settings or get_settings()
-    email_ctx = issue_context(issue, settings, web=False)
-    marked = render_mjml_template("issue", email_ctx, issue.lang)  # MJML and premailer: once
+    email_ctx = issue_context(issue, settings, web=False, audience=audience)
+    marked = render_mjml_template("issue", email_ctx, email_ctx["lang"])  # MJML and premailer: once
     html, web_html = _MARKERS.sub("", marked), web_variant(marked)
     text = render_text_template("issue", email_ctx)
     size = len(html.encode())

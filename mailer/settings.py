@@ -11,11 +11,13 @@ event would be refused). Each refusal names the variable to set, all of them at 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +57,7 @@ class Settings(BaseSettings):
     from_email: str = "newsletter@example.com"
     reply_to: str | None = None
     postal_address: str = "Digital Digest, 1 Example Street, Springfield"
+    language: str = "en"  # pages that belong to no list (the archive); a list has its own
     message_id_domain: str | None = None
 
     # Rendering.
@@ -194,6 +197,31 @@ class Settings(BaseSettings):
         assert self.secret_key is not None
         return self.secret_key.get_secret_value()
 
+    def base_url_problem(self) -> str | None:
+        """Why base_url is unfit for links in real mail, or None.
+
+        Every unsubscribe, preferences and archive link carries it: an http link leaks the subscriber's token on
+        the wire, a local host (the default, localhost:8000) is a dead link in every inbox, and a port number is
+        something spam filters score (WEIRD_PORT).
+        """
+        parts = urlsplit(self.base_url)
+        host = (parts.hostname or "").lower().rstrip(".")
+        reasons = []
+        if parts.scheme != "https":
+            reasons.append("not https")
+        if _local_host(host):
+            reasons.append("on a local host")
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if port is not None and port != 443:
+            reasons.append(f"on port {parts.port if port != -1 else '?'}")
+        if not reasons:
+            return None
+        return (f"NEWSLETTER_BASE_URL {self.base_url!r} is {', '.join(reasons)}: every link mailed (unsubscribe "
+                "included) would use it. Set it to the public https address of this service.")
+
     @property
     def mail_domain(self) -> str:
         return self.message_id_domain or self.from_email.rpartition("@")[2]
@@ -251,6 +279,16 @@ def make_private_dir(path: Path) -> None:
 def create_private_file(path: Path) -> None:
     """Create an empty file readable only by its owner, unless it exists; its content comes later."""
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".test", ".invalid")
+
+
+def _local_host(host: str) -> bool:
+    """A name or address no subscriber's mail client can reach."""
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_global
+    except ValueError:
+        pass
+    return not host or host == "localhost" or host.endswith(_LOCAL_SUFFIXES) or "." not in host  # e.g. "web"
 
 
 def _local_secret(data_dir: Path) -> str:

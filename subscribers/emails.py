@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Recipient
+from mailer.i18n import translations
 from mailer.placeholders import Key
 from mailer.render import render_email
 from mailer.settings import Settings, get_settings
@@ -40,21 +41,25 @@ def build_notification(session: Session, kind: NotificationKind, subscription_id
     # the public form (a "name" could be a phishing pitch mailed to anyone): only staff-written text and our links.
     # The welcome follows the person's own confirmation, so it may greet them by the name on file.
     name = subscriber.name if kind is NotificationKind.WELCOME else ""
+    audience = mailing_list.audience(settings)
+    _ = translations(audience.lang).gettext
     context = {
         "name": name, "list_name": mailing_list.name, "description": mailing_list.description,
-        "masthead": mailing_list.name, "valid_days": settings.confirm_token_max_age_days,
+        "masthead": audience.brand.name or mailing_list.name, "valid_days": settings.confirm_token_max_age_days,
         "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url,
+        "greeting": _("Hi %(name)s,") % {"name": name or _("there")},
     }
     if kind is NotificationKind.CONFIRM:
-        subject = f"Please confirm your subscription to {mailing_list.name}"
+        subject = _("Please confirm your subscription to %(list)s") % {"list": mailing_list.name}
         context |= {"confirm_url": link(Purpose.CONFIRM, subscriber.id, mailing_list.id, settings),
-                    "preheader": "One click and you're in.", "subject": subject}
+                    "preheader": _("One click and you're in."), "subject": subject}
     else:
-        subject = f"Welcome to {mailing_list.name}"
-        context |= {"preheader": "Thanks for confirming.", "subject": subject}
-    rendered = render_email(kind, context, settings=settings)
+        subject = _("Welcome to %(list)s") % {"list": mailing_list.name}
+        context |= {"preheader": _("Thanks for confirming."), "subject": subject}
+    rendered = render_email(kind, context, audience=audience, settings=settings)
     content = Content(subject=subject, html=rendered.html, text=rendered.text, from_email=from_email,
-                      from_name=from_name, reply_to=reply_to, category=kind)
+                      from_name=from_name, reply_to=reply_to, category=kind,
+                      feedback_id=mailing_list.feedback_id(kind, settings))
     recipient = Recipient(email=subscriber.email, values={Key.NAME: name, Key.EMAIL: subscriber.email},
                           unsubscribe_url=unsubscribe_url if kind is NotificationKind.WELCOME else None)
     return content, recipient

@@ -6,9 +6,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, false, true
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from mailer.brand import Audience, Brand
 from mailer.db import Base, BigId, enum_column, utcnow
 from mailer.settings import Settings
 
@@ -83,11 +96,43 @@ class MailingList(Base):
     @property
     def allowed_origins(self) -> list[str]:
         return [line.strip().rstrip("/").lower() for line in self.embed_origins.split() if line.strip()]
+    # Language of the email chrome and the list's pages (a BCP 47 tag with a catalog, see mailer/i18n.py).
+    language: Mapped[str] = mapped_column(String(35), default="en", server_default="en")
+    # Brand: empty fields fall back to the service-wide identity. A logo is an https URL or an uploaded image
+    # (served by the app at /lists/<slug>/logo); the accent was checked for contrast (mailer.brand).
+    brand_name: Mapped[str | None] = mapped_column(String(200))
+    logo_url: Mapped[str | None] = mapped_column(String(2000))
+    logo_image: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    logo_type: Mapped[str | None] = mapped_column(String(50))
+    logo_digest: Mapped[str | None] = mapped_column(String(16))  # in the logo's URL: a new upload is a new URL
+    accent_colour: Mapped[str | None] = mapped_column(String(7))
+    postal_address: Mapped[str | None] = mapped_column(String(500))
 
     def sender(self, settings: Settings) -> tuple[str, str, str | None]:
         """(from name, from email, reply-to) of the list, falling back to the service-wide defaults."""
         return (self.from_name or settings.from_name, self.from_email or settings.from_email,
                 self.reply_to or settings.reply_to)
+
+    def logo_link(self, settings: Settings) -> str:
+        """Where mail and pages load the logo from: the uploaded image (versioned, so a new upload is not hidden
+        by caches) or the https URL."""
+        if self.logo_type:
+            return f"{settings.base_url.rstrip('/')}/lists/{self.slug}/logo?v={self.logo_digest}"
+        return self.logo_url or ""
+
+    def audience(self, settings: Settings) -> Audience:
+        brand = Brand(name=self.brand_name or "", logo_url=self.logo_link(settings),
+                      accent=self.accent_colour or Brand().accent, postal_address=self.postal_address or "")
+        return Audience(list_name=self.name, lang=self.language or "en", brand=brand)
+
+    def feedback_id(self, campaign: str, settings: Settings) -> str:
+        """Feedback-ID (Gmail's feedback loop: complaint rates per identifier) as campaign:list:sender.
+
+        The sender is the domain of the From address: the identity a mailbox provider keeps a reputation for.
+        Colons would shift the fields, so none survive in a part.
+        """
+        sender = self.sender(settings)[1].rpartition("@")[2]
+        return ":".join(part.replace(":", "-") for part in (campaign, self.slug, sender))
 
 
 class Segment(Base):

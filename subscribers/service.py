@@ -7,6 +7,7 @@ never imports the worker, and the caller enqueues after its commit.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.addresses import mixes_scripts
+from mailer.brand import BrandError, normalise_accent
 from mailer.db import email_hash, rowcount, utcnow
+from mailer.i18n import DEFAULT_LANGUAGE, catalog_for, supported_languages
+from mailer.message import clean_header
 from mailer.settings import get_settings
 from subscribers import queries
 from subscribers.models import (
@@ -119,7 +123,8 @@ def check_local_part(address: str, allow_international: bool) -> None:
 
 def create_list(session: Session, slug: str, name: str, *, double_opt_in: bool = True, from_name: str | None = None,
                 from_email: str | None = None, reply_to: str | None = None, welcome: bool = False,
-                description: str = "", allow_international: bool = False) -> MailingList:
+                description: str = "", allow_international: bool = False,
+                look: ListLook | None = None) -> MailingList:
     slug = slug.strip().lower()
     if not slug or not slug.replace("-", "").replace("_", "").isalnum():
         raise ServiceError("A list slug uses letters, digits, '-' and '_' only.")
@@ -131,7 +136,8 @@ def create_list(session: Session, slug: str, name: str, *, double_opt_in: bool =
     mailing_list = MailingList(slug=slug, name=name.strip() or slug, double_opt_in=double_opt_in,
                                from_name=from_name, from_email=from_email, reply_to=reply_to,
                                welcome_enabled=welcome, description=description,
-                               allow_international=allow_international)
+                               allow_international=allow_international, language=DEFAULT_LANGUAGE)
+    apply_look(mailing_list, look or ListLook())
     session.add(mailing_list)
     session.flush()
     return mailing_list
@@ -161,6 +167,64 @@ def configure_signup(mailing_list: MailingList, *, embeddable: bool | None = Non
         mailing_list.embeddable = embeddable
     if archive_private is not None:
         mailing_list.archive_private = archive_private
+@dataclass(frozen=True)
+class ListLook:
+    """A list's language and brand as staff set them. None leaves a field as it is; "" clears it (back to the
+    service-wide default)."""
+
+    language: str | None = None
+    brand_name: str | None = None
+    logo_url: str | None = None
+    accent_colour: str | None = None
+    postal_address: str | None = None
+
+
+LOGO_MAX_BYTES = 256 * 1024
+_IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
+                (b"GIF89a", "image/gif"))
+
+
+def apply_look(mailing_list: MailingList, look: ListLook) -> None:
+    """Validate every field first, then set them: a refused field changes nothing."""
+    values: dict[str, str | None] = {}
+    if look.language is not None:
+        language = look.language.strip() or DEFAULT_LANGUAGE
+        if catalog_for(language) is None and language.lower().split("-")[0] != DEFAULT_LANGUAGE:
+            raise ServiceError(f"No translation for language '{language}'. Available: "
+                               f"{', '.join(supported_languages())} (docs/languages.md adds one).")
+        values["language"] = language
+    if look.brand_name is not None:
+        values["brand_name"] = look.brand_name.strip()[:200] or None
+    if look.logo_url is not None:
+        url = look.logo_url.strip()
+        parts = urlsplit(url)
+        if url and (parts.scheme != "https" or not parts.hostname or any(c in url for c in "\"'<> ")):
+            raise ServiceError(f"A logo URL must be an absolute https:// address, not {url!r}.")
+        values["logo_url"] = url or None
+    if look.accent_colour is not None:
+        try:
+            values["accent_colour"] = normalise_accent(look.accent_colour) if look.accent_colour.strip() else None
+        except BrandError as exc:
+            raise ServiceError(str(exc)) from exc
+    if look.postal_address is not None:
+        values["postal_address"] = clean_header(look.postal_address)[:500] or None
+    for name, value in values.items():
+        setattr(mailing_list, name, value)
+
+
+def set_logo_image(mailing_list: MailingList, data: bytes | None) -> None:
+    """An uploaded logo (PNG, JPEG or GIF, at most 256 KB), served by the app; None removes it. SVG is refused:
+    it can carry script, and many mail clients do not show it."""
+    if data is None:
+        mailing_list.logo_image = mailing_list.logo_type = mailing_list.logo_digest = None
+        return
+    if len(data) > LOGO_MAX_BYTES:
+        raise ServiceError(f"The logo is {len(data) // 1024} KB; the limit is {LOGO_MAX_BYTES // 1024} KB.")
+    kind = next((mime for magic, mime in _IMAGE_TYPES if data.startswith(magic)), None)
+    if kind is None:
+        raise ServiceError("A logo must be a PNG, JPEG or GIF image.")
+    mailing_list.logo_image, mailing_list.logo_type = data, kind
+    mailing_list.logo_digest = hashlib.sha256(data).hexdigest()[:16]
 
 
 def get_list(session: Session, slug: str) -> MailingList:

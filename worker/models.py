@@ -53,6 +53,7 @@ class Send(Base):
     subject: Mapped[str | None] = mapped_column(String(998))
     html: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(35))  # of the frozen parts: the issue's, else the list's
     planned: Mapped[int] = mapped_column(BigId, default=0)
     # Whether this send's links and pixel were rewritten for tracking (decided at plan time from the list).
     track_clicks: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -91,7 +91,13 @@ def create(session: Session, issue_id: int, list_id: int, options: SendOptions =
         if scheduled_at <= utcnow():
             raise SendError(f"The schedule time {scheduled_at.isoformat()} is in the past; "
                             "send now instead, or choose a later time.")
-    transport = TransportName(options.transport or get_settings().transport)
+    settings = get_settings()
+    link_problem = settings.base_url_problem()
+    if link_problem and settings.production:
+        raise SendError(link_problem)
+    if link_problem:
+        log.warning("send of issue %s to list %s: %s", issue.slug, mailing_list.slug, link_problem)
+    transport = TransportName(options.transport or settings.transport)
     try:
         segment = audience.get_segment(session, list_id, options.segment) if options.segment else None
     except ServiceError as exc:
@@ -227,7 +233,11 @@ def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | 
                                        (settings.from_name, settings.from_email, settings.reply_to))
     address = normalise_email(to_email, check_deliverability=False)
     base = settings.base_url.rstrip("/")
-    content = Content(subject=f"[TEST] {issue.subject}", html=issue.html, text=issue.text, from_email=from_email,
+    frozen = Send(subject=issue.subject, html=issue.html, text=issue.text)
+    if mailing_list is not None:  # as the list will get it: its language and brand
+        campaigns.freeze(frozen, issue, mailing_list, settings)
+    assert frozen.subject is not None and frozen.html is not None and frozen.text is not None
+    content = Content(subject=f"[TEST] {frozen.subject}", html=frozen.html, text=frozen.text, from_email=from_email,
                       from_name=from_name, reply_to=reply_to, category="test")
     recipient = Recipient(email=address, values={
         Key.NAME: "there", Key.EMAIL: address, Key.UNSUBSCRIBE_URL: f"{base}/unsubscribe/test-message",

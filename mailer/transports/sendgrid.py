@@ -86,8 +86,9 @@ class SendGridTransport:
             body["custom_args"] = {"send_id": str(content.send_id)}
         if content.reply_to:
             body["reply_to"] = {"email": wire_address(content.reply_to)}
-        if content.list_id:
-            body["headers"] = {"List-Id": _clean(content.list_id)}
+        shared = {"List-Id": content.list_id, "Feedback-ID": content.feedback_id}
+        if any(shared.values()):
+            body["headers"] = {name: _clean(value) for name, value in shared.items() if value}
         return body
 
     def send(self, content: Content, recipients: Sequence[Recipient]) -> list[Result]:

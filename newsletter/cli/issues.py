@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import typer
 import uvicorn
 from rich.text import Text
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.batch import Content, Recipient
+from mailer.db import session_scope
 from mailer.issue import Issue, IssueError, load_issue
-from mailer.message import build_message
-from mailer.placeholders import Key
+from mailer.message import encode_message, personalize
+from mailer.quality import SPAM_GOAL, measure_contrast, spam_score
 from mailer.render import RenderedIssue, RenderError, render_issue
 from mailer.settings import get_settings
 from newsletter.cli.common import console, err
 from newsletter.web.preview import preview_app
+from subscribers.models import MailingList
+from worker import campaigns
+from worker.models import Send
 
 
 def _load_and_render(path: Path, force: bool) -> tuple[Issue, RenderedIssue]:
@@ -33,19 +40,31 @@ def _load_and_render(path: Path, force: bool) -> tuple[Issue, RenderedIssue]:
     raise typer.Exit(1)
 
 
-def sample_message(issue: Issue, rendered: RenderedIssue) -> bytes:
-    """The message one sample subscriber would receive, with every header a real send sets."""
+def _known_list(slug: str | None) -> MailingList | None:
+    """The issue's list from the database, when there is one (a fresh checkout renders without any)."""
+    if not slug:
+        return None
+    try:
+        with session_scope() as session:
+            found = session.scalar(select(MailingList).where(MailingList.slug == slug))
+            if found is not None:
+                session.expunge(found)
+            return found
+    except SQLAlchemyError:
+        return None
+
+
+def sample(issue: Issue, rendered: RenderedIssue) -> tuple[Content, Recipient]:
+    """One sample subscriber's copy of the issue as its list would send it, made by the send path's own calls (the
+    same rendering for the list, headers and bytes as a send; only the personal values, Date and Message-ID differ).
+    """
     settings = get_settings()
-    base = settings.base_url.rstrip("/")
-    content = Content(subject=rendered.subject, html=rendered.html, text=rendered.text,
-                      from_email=settings.from_email, from_name=issue.from_name or settings.from_name,
-                      reply_to=settings.reply_to, list_id=f"{issue.title} <{issue.list_slug or 'sample'}."
-                                                          f"{settings.mail_domain}>")
-    unsubscribe = f"{base}/unsubscribe/SAMPLE-TOKEN"
-    recipient = Recipient(email="reader@example.com", unsubscribe_url=unsubscribe, values={
-        Key.NAME: "Sample Reader", Key.EMAIL: "reader@example.com", Key.UNSUBSCRIBE_URL: unsubscribe,
-        Key.PREFERENCES_URL: f"{base}/preferences/SAMPLE-TOKEN", Key.WEB_URL: f"{base}/archive/{issue.slug}"})
-    return build_message(content, recipient, message_id_domain=settings.mail_domain).as_bytes()
+    mailing_list = _known_list(issue.list_slug) or MailingList(slug=issue.list_slug or "sample", name=issue.title,
+                                                               language="en")
+    send = Send()
+    campaigns.freeze_rendered(send, issue, render_issue(issue, settings, force=True,
+                                                        audience=mailing_list.audience(settings)), mailing_list)
+    return campaigns.sample(send, mailing_list, issue.slug, settings)
 
 
 def render(issue_path: Path = typer.Argument(..., help="The issue's Markdown file."),
@@ -55,11 +74,13 @@ def render(issue_path: Path = typer.Argument(..., help="The issue's Markdown fil
     """Render an issue to files and print their sizes."""
     issue, rendered = _load_and_render(issue_path, force)
     out.mkdir(parents=True, exist_ok=True)
+    content, recipient = sample(issue, rendered)
+    html, text = personalize(content, recipient)
     files = {
-        "email.html": rendered.html.encode(),
-        "email.txt": rendered.text.encode(),
+        "email.html": html.encode(),
+        "email.txt": text.encode(),
         "web.html": rendered.web_html.encode(),
-        "message.eml": sample_message(issue, rendered),
+        "message.eml": encode_message(content, recipient, message_id_domain=get_settings().mail_domain)[0],
     }
     for name, data in files.items():
         (out / name).write_bytes(data)
@@ -69,16 +90,58 @@ def render(issue_path: Path = typer.Argument(..., help="The issue's Markdown fil
     console.print(f"{len(issue.stories)} stories, subject: {issue.subject}", highlight=False)
 
 
-def check(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.")) -> None:
-    """Lint an issue (format, links, alt text, size budget) without writing anything."""
+def check(issue_path: Path = typer.Argument(..., help="The issue's Markdown file."),
+          measure: bool = typer.Option(True, help="Run SpamAssassin and the Chromium contrast check when present.")
+          ) -> None:
+    """Lint an issue (format, links, alt text, size against Gmail's clip, the links' base URL) and measure what a
+    subscriber's copy scores: SpamAssassin local rules and the lowest text contrast in light and dark mode."""
     issue, rendered = _load_and_render(issue_path, force=True)
+    settings = get_settings()
+    failed = any("clips" in w for w in rendered.warnings)
     for warning in rendered.warnings:
         err.print(f"warning: {warning}", style="yellow", highlight=False)
+    link_problem = settings.base_url_problem()
+    if link_problem:
+        failed = failed or settings.production
+        label = "error" if settings.production else "warning"
+        err.print(f"{label}: {link_problem}", style="red" if settings.production else "yellow", highlight=False)
     console.print(Text.assemble(("ok", "green"), f" {issue_path}: {len(issue.stories)} stories, "
-                                f"{len(issue.links)} links, HTML {rendered.html_bytes / 1024:.1f} KB"),
-                  highlight=False)
-    if any("clips" in w for w in rendered.warnings):
+                                f"{len(issue.links)} links, HTML {rendered.html_bytes / 1024:.1f} KB of Gmail's "
+                                f"{settings.html_max_bytes / 1024:.0f} KB clip"), highlight=False)
+    if measure:
+        failed = _measure(issue, rendered) or failed
+    if failed:
         raise typer.Exit(1)
+
+
+def _measure(issue: Issue, rendered: RenderedIssue) -> bool:
+    """Print the spam score and the lowest contrast of a sample subscriber's copy; True when one fails its goal."""
+    content, recipient = sample(issue, rendered)
+    failed = False
+    report = spam_score(encode_message(content, recipient, message_id_domain=get_settings().mail_domain)[0])
+    if report is None:
+        console.print("spam score: skipped (spamassassin is not installed)")
+    else:
+        failed = report.score > SPAM_GOAL
+        colour = "red" if failed else "green"
+        console.print(Text.assemble("spam score: ", (f"{report.score:.1f}", colour),
+                                    f" (SpamAssassin local rules, goal <= {SPAM_GOAL}): "
+                                    f"{', '.join(report.rules) or 'no rules hit'}"), highlight=False)
+    with tempfile.TemporaryDirectory() as workdir:
+        runs = measure_contrast(personalize(content, recipient)[0], Path(workdir))
+    if runs is None:
+        console.print("contrast: skipped (needs Chromium and Playwright)")
+    elif runs:
+        low = [run for run in runs if not run.ok]
+        worst = min(runs, key=lambda run: run.ratio / run.required)
+        colour = "red" if low else "green"
+        console.print(Text.assemble("contrast: lowest ", (f"{worst.ratio:.2f}:1", colour),
+                                    f" over {len(runs)} text runs (light and dark, 375 and 1024 px)"),
+                      highlight=False)
+        for run in sorted(low, key=lambda run: run.ratio)[:10]:
+            err.print(f"  {run}", style="red", highlight=False)
+        failed = failed or bool(low)
+    return failed
 
 
 def preview(issue_path: Path = typer.Argument(..., help="The issue's Markdown file."),

@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.orm import Session
 
-from newsletter.cli.common import console, db
+from newsletter.cli.common import console, db, fail
 from subscribers import queries, service
 from subscribers.models import MailingList
 
 lists_app = typer.Typer(help="Mailing lists.", no_args_is_help=True)
+
+
+_LANGUAGE = typer.Option(None, "--language", help="Language of the email chrome and the list's pages (en, de, "
+                                                     "zh-Hans, ...).")
+_BRAND_NAME = typer.Option(None, "--brand-name", help="Name shown on the list's pages and as the logo's text.")
+_LOGO = typer.Option(None, "--logo", help="An https:// URL, or an image file (PNG, JPEG, GIF; <= 256 KB) the app "
+                                          "serves; '' removes it.")
+_ACCENT = typer.Option(None, "--accent", help="Accent colour (#rrggbb) for links and buttons; refused below 4.5:1 "
+                                              "contrast.")
+_POSTAL = typer.Option(None, "--postal-address", help="Footer address (default: NEWSLETTER_POSTAL_ADDRESS).")
+
+
+def _look(session: Session, mailing_list: MailingList, language: str | None, brand_name: str | None,
+          logo: str | None, accent: str | None, postal_address: str | None) -> None:
+    is_url = logo is None or logo == "" or logo.startswith(("https:", "http:"))
+    service.apply_look(mailing_list, service.ListLook(
+        language=language, brand_name=brand_name, logo_url=logo if is_url else "", accent_colour=accent,
+        postal_address=postal_address))
+    if logo is not None and not is_url:
+        try:
+            data = Path(logo).read_bytes()
+        except OSError as exc:
+            raise fail(f"--logo {logo}: {exc.strerror or exc}") from exc
+        service.set_logo_image(mailing_list, data)
+    elif logo is not None:
+        service.set_logo_image(mailing_list, None)
+    session.flush()
 
 
 @lists_app.command("create")
@@ -28,8 +58,9 @@ def create(slug: str, name: str = typer.Option(..., "--name", help="Name shown t
                                                   help="Only this site may embed the form (repeatable)."),
            thank_you_url: str = typer.Option("", help="Where an embedded form sends people after signing up."),
            archive_private: bool = typer.Option(False, "--archive-private/--archive-public",
-                                                help="Keep this list's issues out of the public archive and RSS.")
-           ) -> None:
+                                                help="Keep this list's issues out of the public archive and RSS."),
+           language: str = _LANGUAGE, brand_name: str = _BRAND_NAME, logo: str = _LOGO, accent: str = _ACCENT,
+           postal_address: str = _POSTAL) -> None:
     """Create a list."""
     with db() as session:
         created = service.create_list(session, slug, name, double_opt_in=double_opt_in, from_name=from_name,
@@ -37,7 +68,9 @@ def create(slug: str, name: str = typer.Option(..., "--name", help="Name shown t
                                       description=description, allow_international=allow_international)
         service.configure_signup(created, embeddable=embeddable, origins=embed_origin, thank_you_url=thank_you_url,
                                  archive_private=archive_private)
-        console.print(f"created list {created.slug} ({'double opt-in' if double_opt_in else 'single opt-in'})")
+        _look(session, created, language, brand_name, logo, accent, postal_address)
+        console.print(f"created list {created.slug} ({'double opt-in' if double_opt_in else 'single opt-in'}, "
+                      f"language {created.language})")
 
 
 @lists_app.command("set")
@@ -52,8 +85,13 @@ def set_options(slug: str,
                                                                     "our own page)."),
                 archive_private: bool | None = typer.Option(None, "--archive-private/--archive-public",
                                                             help="Keep this list's issues out of the public "
-                                                                 "archive and RSS.")) -> None:
-    """Change how a list takes sign-ups from other sites, and whether its archive is public."""
+                                                                 "archive and RSS."),
+                language: str = _LANGUAGE, brand_name: str = _BRAND_NAME, logo: str = _LOGO, accent: str = _ACCENT,
+                postal_address: str = _POSTAL,
+                reply_to: str = typer.Option(None, help="Reply-To for the list's mail ('' for the default).")
+                ) -> None:
+    """Change a list: sign-ups from other sites, a private archive, language, brand, Reply-To. Sends already
+    planned keep what they were planned with."""
     if any_origin and embed_origin:
         raise typer.BadParameter("--any-origin and --embed-origin contradict each other")
     with db() as session:
@@ -61,6 +99,11 @@ def set_options(slug: str,
         service.configure_signup(mailing_list, embeddable=embeddable,
                                  origins=[] if any_origin else embed_origin or None,
                                  thank_you_url=thank_you_url, archive_private=archive_private)
+        _look(session, mailing_list, language, brand_name, logo, accent, postal_address)
+        if reply_to is not None:
+            if reply_to:
+                service.normalise_email(reply_to, check_deliverability=False)
+            mailing_list.reply_to = reply_to or None
         _print_signup(mailing_list)
 
 
@@ -90,6 +133,10 @@ def show(slug: str) -> None:
         mailing_list = service.get_list(session, slug)
         counts = service.list_counts(session, mailing_list.id)
         console.print(Text.assemble((mailing_list.name, "bold"), f" ({mailing_list.slug})"), highlight=False)
+        console.print(f"language: {mailing_list.language}  brand: {mailing_list.brand_name or '-'}  accent: "
+                      f"{mailing_list.accent_colour or 'default'}  logo: "
+                      f"{'uploaded' if mailing_list.logo_type else mailing_list.logo_url or '-'}", markup=False,
+                      highlight=False)
         console.print(f"from: {mailing_list.from_name or '-'} <{mailing_list.from_email or 'default'}>  "
                       f"double opt-in: {'yes' if mailing_list.double_opt_in else 'no'}  "
                       f"welcome: {'yes' if mailing_list.welcome_enabled else 'no'}", highlight=False)

@@ -19,7 +19,7 @@ from mailer.issue import IssueError, parse_issue
 from mailer.render import RenderError
 from mailer.settings import get_settings
 from mailer.store import save_issue
-from newsletter.cli.common import console, db, description_column, fail
+from newsletter.cli.common import console, db, description_column, err, fail
 from subscribers import service
 from worker import reports, sends
 from worker.app import celery_app, is_inline
@@ -81,6 +81,9 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
         raise fail("Say which list: --list SLUG (or `list:` in the issue's front matter).")
     options = sends.SendOptions(allow_resend=allow_resend, scheduled_at=scheduled_at,
                                 created_by="cli", segment=segment)
+    link_problem = get_settings().base_url_problem()
+    if link_problem and not get_settings().production:  # production refuses in sends.create, with this message
+        err.print(f"[yellow]warning: {link_problem}[/yellow]", highlight=False)
     with _progress() as progress:
         bar = progress.add_task("send", total=None, visible=False)
 

@@ -10,10 +10,11 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from mailer.i18n import long_date
 from mailer.models import IssueRecord
 from mailer.settings import get_settings
 from newsletter.web.deps import db_session
-from newsletter.web.templating import render_page
+from newsletter.web.templating import gettext_for, render_page
 from subscribers.models import MailingList
 from worker.models import Send, SendStatus
 
@@ -35,12 +36,13 @@ def _published(session: Session, limit: int = 100) -> list[IssueRecord]:
 
 @router.get("/archive", response_class=HTMLResponse)
 def archive(request: Request, session: Session = db_session) -> HTMLResponse:
-    return render_page(request, "archive/index.html", {"issues": _published(session)})
+    return render_page(request, "archive/index.html", {"issues": _published(session), "long_date": long_date})
 
 
 @router.get("/archive.rss")
 def feed(session: Session = db_session) -> Response:
     settings = get_settings()
+    _ = gettext_for(None)
     base = settings.base_url.rstrip("/")
     items = []
     for issue in _published(session, 50):
@@ -50,8 +52,9 @@ def feed(session: Session = db_session) -> Response:
                      f"<pubDate>{format_datetime(when)}</pubDate><description>{escape(issue.preheader)}</description>"
                      "</item>")
     body = (f'<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>{escape(settings.from_name)}'
-            f"</title><link>{base}/archive</link><description>Past issues of {escape(settings.from_name)}"
-            f"</description>{''.join(items)}</channel></rss>")
+            f"</title><link>{base}/archive</link><description>"
+            f"{escape(_('Past issues of %(name)s') % {'name': settings.from_name})}</description>"
+            f"{''.join(items)}</channel></rss>")
     return Response(body, media_type="application/rss+xml")
 
 

@@ -20,7 +20,7 @@ from newsletter.web import signup
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, form_data
 from newsletter.web.signup import Result, captcha_widget
-from newsletter.web.templating import render_page
+from newsletter.web.templating import gettext_for, render_page
 from subscribers import service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import NotSubscribed, ServiceError
@@ -34,31 +34,54 @@ _client = signup.client_of
 
 
 def _message(request: Request, heading: str, *paragraphs: str, status_code: int = 200,
-             action_url: str | None = None, action_label: str = "") -> HTMLResponse:
+             action_url: str | None = None, action_label: str = "",
+             mailing_list: MailingList | None = None) -> HTMLResponse:
+    """A one-message page. Callers pass text already translated (gettext_for(mailing_list))."""
     return render_page(request, "public/message.html", {"heading": heading, "paragraphs": paragraphs,
                                                         "action_url": action_url, "action_label": action_label},
-                       status_code=status_code)
+                       status_code=status_code, mailing_list=mailing_list)
 
 
 def _token_problem(request: Request, exc: TokenError, session: Session, list_id: int | None = None) -> HTMLResponse:
     """Tampered and expired links get a page that says so and offers the way forward."""
     action_url = None
-    if list_id is not None:
-        mailing_list = session.get(MailingList, list_id)
-        action_url = f"/lists/{mailing_list.slug}/subscribe" if mailing_list else None
+    mailing_list = session.get(MailingList, list_id) if list_id is not None else None
+    action_url = f"/lists/{mailing_list.slug}/subscribe" if mailing_list else None
+    _ = gettext_for(mailing_list)
     if exc.expired:
-        return _message(request, "This link has expired",
-                        "For your security, links in our emails stop working after a while.",
-                        "Sign up again and we'll email you a fresh link.",
-                        status_code=410, action_url=action_url, action_label="Get a fresh link")
-    return _message(request, "This link is not valid",
-                    "It may have been cut short or changed. Open the link straight from the email, "
-                    "or sign up again to get a new one.", status_code=400, action_url=action_url,
-                    action_label="Sign up again")
+        return _message(request, _("This link has expired"),
+                        _("For your security, links in our emails stop working after a while."),
+                        _("Sign up again and we'll email you a fresh link."),
+                        status_code=410, action_url=action_url, action_label=_("Get a fresh link"),
+                        mailing_list=mailing_list)
+    return _message(request, _("This link is not valid"),
+                    _("It may have been cut short or changed. Open the link straight from the email, "
+                      "or sign up again to get a new one."), status_code=400, action_url=action_url,
+                    action_label=_("Sign up again"), mailing_list=mailing_list)
+
+
+def _no_such_list(request: Request) -> HTMLResponse:
+    _ = gettext_for(None)
+    return _message(request, _("No such list"), _("Check the address of this page."), status_code=404)
 
 
 def _list_or_404(session: Session, slug: str) -> MailingList | None:
     return session.scalar(select(MailingList).where(MailingList.slug == slug.lower()))
+
+
+# Brand --------------------------------------------------------------------------------------------------------
+
+@router.get("/lists/{slug}/logo")
+def logo(slug: str, session: Session = Depends(db_session)) -> Response:
+    """A list's uploaded logo, for its emails and pages. The URL carries the image's digest, so it is cached for
+    good; nosniff and a sandboxing CSP keep the bytes an image whatever they contain (the upload was checked to
+    be PNG, JPEG or GIF)."""
+    mailing_list = _list_or_404(session, slug)
+    if mailing_list is None or not mailing_list.logo_type or mailing_list.logo_image is None:
+        return Response("No logo.", status_code=404, media_type="text/plain")
+    return Response(mailing_list.logo_image, media_type=mailing_list.logo_type, headers={
+        "Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox"})
 
 
 # Subscribe ----------------------------------------------------------------------------------------------------
@@ -67,38 +90,49 @@ def _list_or_404(session: Session, slug: str) -> MailingList | None:
 def subscribe_form(request: Request, slug: str, session: Session = db_session) -> HTMLResponse:
     mailing_list = _list_or_404(session, slug)
     if mailing_list is None:
-        return _message(request, "No such list", "Check the address of this page.", status_code=404)
+        return _no_such_list(request)
     return render_page(request, "public/subscribe.html", {"mailing_list": mailing_list,
-                                                          "captcha": captcha_widget(get_settings())})
+                                                          "captcha": captcha_widget(get_settings())},
+                       mailing_list=mailing_list)
 
 
 def signup_answer(request: Request, mailing_list: MailingList, result: signup.Attempt, *, email: str = "",
                   name: str = "") -> HTMLResponse:
-    """The page a person sees after any sign-up form, hosted or embedded: never a bare error."""
+    """The page a person sees after any sign-up form, hosted or embedded, in the list's language: never a bare
+    error."""
+    _ = gettext_for(mailing_list)
     hosted = f"/lists/{mailing_list.slug}/subscribe"
+    names = {"list": mailing_list.name}
     match result.result:
         case Result.ACCEPTED:
-            return _message(request, "Check your inbox",
-                            f"If {mailing_list.name} can send to that address, an email is on its way. "
-                            "Open it and press the button to confirm.",
-                            "Nothing arrived after a few minutes? Look in your spam folder.")
+            return _message(request, _("Check your inbox"),
+                            _("If %(list)s can send to that address, an email is on its way. "
+                              "Open it and press the button to confirm.") % names,
+                            _("Nothing arrived after a few minutes? Look in your spam folder."),
+                            mailing_list=mailing_list)
         case Result.SUBSCRIBED:
-            return _message(request, "You're subscribed", f"Welcome to {mailing_list.name}.")
+            return _message(request, _("You're subscribed"), _("Welcome to %(list)s.") % names,
+                            mailing_list=mailing_list)
         case Result.INVALID_EMAIL:
             return render_page(request, "public/subscribe.html",
-                               {"mailing_list": mailing_list, "error": result.message, "email": email, "name": name,
-                                "captcha": captcha_widget(get_settings())}, status_code=400)
+                               {"mailing_list": mailing_list,
+                                "error": _("That does not look like an email address we can deliver to: "
+                                           "%(reason)s") % {"reason": result.message},
+                                "email": email, "name": name, "captcha": captcha_widget(get_settings())},
+                               status_code=400, mailing_list=mailing_list)
         case Result.RATE_LIMITED:
-            return _message(request, "Too many attempts", "Please wait a while before trying again.",
-                            status_code=429)
+            return _message(request, _("Too many attempts"), _("Please wait a while before trying again."),
+                            status_code=429, mailing_list=mailing_list)
         case Result.CAPTCHA_FAILED:
-            return _message(request, "Please try again",
-                            "We could not check that a person sent this form. Sign up on our page instead.",
-                            status_code=400, action_url=hosted, action_label=f"Sign up to {mailing_list.name}")
+            return _message(request, _("Please try again"),
+                            _("We could not check that a person sent this form. Sign up on our page instead."),
+                            status_code=400, action_url=hosted, action_label=_("Sign up to %(list)s") % names,
+                            mailing_list=mailing_list)
     # NOT_EMBEDDABLE, ORIGIN_REFUSED: the form sits on a page that may not sign people up to this list.
-    return _message(request, f"Sign up to {mailing_list.name} here",
-                    "This sign-up form cannot be used from the page you were on. Our own page works.",
-                    status_code=403, action_url=hosted, action_label=f"Sign up to {mailing_list.name}")
+    return _message(request, _("Sign up to %(list)s here") % names,
+                    _("This sign-up form cannot be used from the page you were on. Our own page works."),
+                    status_code=403, action_url=hosted, action_label=_("Sign up to %(list)s") % names,
+                    mailing_list=mailing_list)
 
 
 @router.post("/lists/{slug}/subscribe", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
@@ -106,7 +140,7 @@ def subscribe(request: Request, slug: str, form: FormData = Depends(form_data),
               session: Session = db_session) -> HTMLResponse:
     mailing_list = _list_or_404(session, slug)
     if mailing_list is None:
-        return _message(request, "No such list", "Check the address of this page.", status_code=404)
+        return _no_such_list(request)
     email, name = str(form.get("email", "")), str(form.get("name", ""))
     widget = captcha_widget(get_settings())
     result = signup.attempt(session, request, mailing_list, email=email, name=name,
@@ -135,10 +169,12 @@ def confirm_page(request: Request, token: str, session: Session = db_session) ->
         subscriber, mailing_list, subscription = _confirm_target(session, token)
     except TokenError as exc:
         return _token_problem(request, exc, session, exc.list_id if exc.expired else None)
+    _ = gettext_for(mailing_list)
     if subscription is not None and subscription.status is SubscriptionStatus.CONFIRMED:
-        return _message(request, "You're already subscribed", f"{mailing_list.name} is on its way to "
-                                                               f"{subscriber.email}.")
-    return render_page(request, "public/confirm.html", {"mailing_list": mailing_list, "email": subscriber.email})
+        return _message(request, _("You're already subscribed"), _("%(list)s is on its way to %(email)s.") % {
+            "list": mailing_list.name, "email": subscriber.email}, mailing_list=mailing_list)
+    return render_page(request, "public/confirm.html", {"mailing_list": mailing_list, "email": subscriber.email},
+                       mailing_list=mailing_list)
 
 
 @router.post("/confirm/{token}", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
@@ -149,16 +185,20 @@ def confirm(request: Request, token: str, session: Session = db_session) -> HTML
         outcome = service.confirm(session, subscriber.id, mailing_list.id, ip=ip, user_agent=user_agent)
     except TokenError as exc:
         return _token_problem(request, exc, session, exc.list_id if exc.expired else None)
-    except ServiceError as exc:
-        return _message(request, "Nothing to confirm", str(exc), status_code=410)
+    except ServiceError:
+        _ = gettext_for(None)
+        return _message(request, _("Nothing to confirm"),
+                        _("This subscription no longer exists. Sign up again if you still want it."),
+                        status_code=410)
     notify_after_commit(session, outcome.notify)
     session.commit()
+    _ = gettext_for(mailing_list)
     if outcome.refused:
-        return _message(request, "We can't send to this address",
-                        "Mail to this address was refused before, so we don't send to it. Contact us if that's "
-                        "a mistake.")
-    return _message(request, "You're subscribed", f"Thanks for confirming. {mailing_list.name} will arrive at "
-                                                   f"{subscriber.email}.")
+        return _message(request, _("We can't send to this address"),
+                        _("Mail to this address was refused before, so we don't send to it. Contact us if that's "
+                          "a mistake."), mailing_list=mailing_list)
+    return _message(request, _("You're subscribed"), _("Thanks for confirming. %(list)s will arrive at %(email)s.")
+                    % {"list": mailing_list.name, "email": subscriber.email}, mailing_list=mailing_list)
 
 
 # Unsubscribe (page + RFC 8058 one-click) ----------------------------------------------------------------------
@@ -170,12 +210,14 @@ def unsubscribe_page(request: Request, token: str, session: Session = db_session
     except TokenError as exc:
         return _token_problem(request, exc, session)
     subscriber = session.get(Subscriber, data.subscriber_id)
-    if subscriber is None or subscriber.erased_at is not None:
-        return _message(request, "You're unsubscribed", "We hold no subscription for this link any more.")
     mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
+    if subscriber is None or subscriber.erased_at is not None:
+        _ = gettext_for(mailing_list)
+        return _message(request, _("You're unsubscribed"), _("We hold no subscription for this link any more."),
+                        mailing_list=mailing_list)
     return render_page(request, "public/unsubscribe.html", {
         "mailing_list": mailing_list, "email": subscriber.email,
-        "preferences_url": link(Purpose.PREFERENCES, subscriber.id)})
+        "preferences_url": link(Purpose.PREFERENCES, subscriber.id)}, mailing_list=mailing_list)
 
 
 @router.post("/unsubscribe/{token}")
@@ -201,10 +243,13 @@ def unsubscribe(request: Request, token: str, form: FormData = Depends(form_data
     if one_click:
         return Response("Unsubscribed.", status_code=200, media_type="text/plain")
     mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
-    what = "any of our lists" if scope_all or mailing_list is None else mailing_list.name
-    return _message(request, "You're unsubscribed", f"You won't receive {what} any more.",
-                    "Changed your mind? You can subscribe again from your preferences.",
-                    action_url=link(Purpose.PREFERENCES, data.subscriber_id), action_label="Preferences")
+    _ = gettext_for(mailing_list)
+    gone = (_("You won't receive any of our lists any more.") if scope_all or mailing_list is None else
+            _("You won't receive %(list)s any more.") % {"list": mailing_list.name})
+    return _message(request, _("You're unsubscribed"), gone,
+                    _("Changed your mind? You can subscribe again from your preferences."),
+                    action_url=link(Purpose.PREFERENCES, data.subscriber_id), action_label=_("Preferences"),
+                    mailing_list=mailing_list)
 
 
 # Preferences --------------------------------------------------------------------------------------------------
@@ -217,7 +262,13 @@ def _preferences_page(request: Request, session: Session, subscriber: Subscriber
         "email": subscriber.email, "name": subscriber.name, "notice": notice,
         "tracking": not subscriber.tracking_opt_out,
         "rows": [{"list": mailing_list, "status": sub.status.value} for sub, mailing_list in rows],
-        "export_url": f"/preferences/{token}/export"})
+        "export_url": f"/preferences/{token}/export"}, mailing_list=_home_list(session, subscriber))
+
+
+def _home_list(session: Session, subscriber: Subscriber) -> MailingList | None:
+    """Whose language and brand a subscriber's own pages wear: their earliest subscription's list."""
+    return session.scalar(select(MailingList).join(Subscription).where(Subscription.subscriber_id == subscriber.id)
+                          .order_by(Subscription.created_at, Subscription.id).limit(1))
 
 
 def _preferences_subscriber(session: Session, token: str) -> Subscriber:
@@ -256,36 +307,39 @@ def update_preferences(request: Request, token: str, form: FormData = Depends(fo
     except TokenError as exc:
         return _token_problem(request, exc, session)
     action = str(form.get("action", ""))
+    _ = gettext_for(_home_list(session, subscriber))
     ip, user_agent = _client(request)
     list_id = int(str(form.get("list_id") or 0)) if str(form.get("list_id") or "0").isdigit() else 0
     notice = ""
     if action == "name":
         service.update_preferences(session, subscriber.id, name=str(form.get("name", "")), ip=ip,
                                    user_agent=user_agent)
-        notice = "Saved."
+        notice = _("Saved.")
     elif action == "tracking":
         service.update_preferences(session, subscriber.id, tracking=form.get("tracking") == "on", ip=ip,
                                    user_agent=user_agent)
-        notice = "Saved."
+        notice = _("Saved.")
     elif action == "unsubscribe" and list_id:
         service.unsubscribe(session, subscriber.id, list_id, source=ConsentSource.FORM, ip=ip, user_agent=user_agent,
                             detail={"method": "preferences"})
-        notice = "Unsubscribed."
+        notice = _("Unsubscribed.")
     elif action == "resubscribe":
         try:
             outcome = service.resubscribe(session, subscriber.id, list_id, source=ConsentSource.FORM, ip=ip,
                                           user_agent=user_agent)
         except NotSubscribed:
-            return _message(request, "No such subscription", "You can only subscribe again to a list you were on.",
-                            status_code=404)
-        notice = "We can't send to this address." if outcome.refused else "Subscribed again."
+            return _message(request, _("No such subscription"),
+                            _("You can only subscribe again to a list you were on."), status_code=404)
+        notice = _("We can't send to this address.") if outcome.refused else _("Subscribed again.")
     elif action == "erase":
         if form.get("confirm_erase") != "yes":
-            return _preferences_page(request, session, subscriber, token, "Tick the box to confirm erasure.")
+            return _preferences_page(request, session, subscriber, token, _("Tick the box to confirm erasure."))
+        home = _home_list(session, subscriber)
         service.erase(session, subscriber.id, source=ConsentSource.FORM)
         session.commit()
-        return _message(request, "Your data is erased",
-                        "We deleted your address and everything we knew about you. We keep only a one-way "
-                        "fingerprint of the address so that it is never added again by mistake.")
+        return _message(request, _("Your data is erased"),
+                        _("We deleted your address and everything we knew about you. We keep only a one-way "
+                          "fingerprint of the address so that it is never added again by mistake."),
+                        mailing_list=home)
     session.commit()
     return _preferences_page(request, session, subscriber, token, notice)

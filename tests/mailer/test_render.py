@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import email
 import os
 import re
 import shutil
 import subprocess
-from email import policy
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from mailer import render as render_module
 from mailer.batch import Content, Recipient
 from mailer.issue import load_issue, parse_issue
-from mailer.message import build_message, encode_message, personalize
+from mailer.message import personalize
 from mailer.placeholders import Key
 from mailer.render import RenderError, issue_mjml, render_email, render_issue
 from tests.mailer.test_issue import EXAMPLE, GOOD
@@ -114,25 +112,3 @@ def test_reference_mjml_validates_our_mjml_strictly(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=60)
     assert failing.returncode != 0 and "illegal" in failing.stderr  # the check can fail
 
-
-def test_fast_encoder_matches_the_email_package(rendered) -> None:
-    """encode_message (used for bulk sends) and build_message give the same message once parsed."""
-
-    content = Content(subject="Héllo wörld:\r\nBcc: x@example.com", html=rendered.html, text=rendered.text,
-                      from_email="digest@news.example.com", from_name="Dïgest", reply_to="r@example.com",
-                      list_id="Weekly <weekly.news.example.com>")
-    recipient = Recipient(email="ann@example.com", unsubscribe_url="https://news.example.com/unsubscribe/t",
-                          unsubscribe_mailto="unsubscribe@news.example.com",
-                          values={Key.NAME: "Ann <b>", Key.UNSUBSCRIBE_URL: "https://news.example.com/unsubscribe/t"})
-    data, message_id = encode_message(content, recipient, message_id_domain="news.example.com")
-    fast = email.message_from_bytes(data, policy=policy.default)
-    slow = email.message_from_bytes(build_message(content, recipient, message_id_domain="news.example.com")
-                                    .as_bytes(), policy=policy.default)
-    for name in ("From", "To", "Reply-To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post"):
-        assert str(fast[name]).strip() == str(slow[name]).strip(), name
-    assert str(fast["List-Unsubscribe"]) == ("<https://news.example.com/unsubscribe/t>, "
-                                             "<mailto:unsubscribe@news.example.com>")
-    assert fast["Bcc"] is None and fast["Message-ID"] == f"<{message_id}>"
-    for kind in ("plain", "html"):
-        assert fast.get_body((kind,)).get_content() == slow.get_body((kind,)).get_content()
-    assert all(len(line) <= 998 for line in data.split(b"\r\n"))

@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
 
+from mailer.i18n import supported_languages
 from newsletter.auth import Principal
 from newsletter.web import embed
 from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
@@ -36,7 +38,20 @@ def _snippet(mailing_list: MailingList) -> dict[str, str]:
 def _list_page(request: Request, user: Principal, session: Session, mailing_list: MailingList,
                **context: Any) -> HTMLResponse:
     return page(request, "list.html", user, "lists", mailing_list=mailing_list, snippet=_snippet(mailing_list),
-                counts=service.list_counts(session, mailing_list.id), **context)
+                counts=service.list_counts(session, mailing_list.id), languages=supported_languages(), **context)
+
+
+async def _apply_look(mailing_list: MailingList, form: dict[str, Any]) -> None:
+    """Language and brand from the list form; a refused field (accent contrast, logo type) changes nothing."""
+    service.apply_look(mailing_list, service.ListLook(
+        language=str(form.get("language") or "en"), brand_name=str(form.get("brand_name") or ""),
+        logo_url=str(form.get("logo_url") or ""), accent_colour=str(form.get("accent_colour") or ""),
+        postal_address=str(form.get("postal_address") or "")))
+    upload = form.get("logo_file")
+    if isinstance(upload, UploadFile) and upload.filename:
+        service.set_logo_image(mailing_list, await upload.read(service.LOGO_MAX_BYTES + 1))
+    elif form.get("logo_remove") == "1":
+        service.set_logo_image(mailing_list, None)
 
 
 @router.get("/lists", response_class=HTMLResponse)
@@ -76,6 +91,11 @@ async def edit_list(request: Request, slug: str, user: Principal = Depends(page_
     except service.ServiceError as exc:
         return _lists_page(request, user, session, str(exc), 404)
     form = await read_form(request)
+    try:
+        await _apply_look(mailing_list, form)
+    except service.ServiceError as exc:
+        session.rollback()
+        return _list_page(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
     try:
         service.update_list(mailing_list, name=str(form.get("name") or ""), from_name=str(form.get("from_name") or ""),
                             from_email=str(form.get("from_email") or ""), reply_to=str(form.get("reply_to") or ""),
