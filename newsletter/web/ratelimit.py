@@ -1,12 +1,15 @@
 """Fixed-window rate limits shared by all web processes (Redis) or kept in-process when there is no Redis.
 
-Used to stop subscription bombing (per IP and per address) and password guessing (per IP and account).
+Used to stop subscription bombing (per IP and per address) and password guessing (per client address and account
+pair, with a looser cap per client address).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 
 import redis
@@ -22,15 +25,19 @@ class RateLimiter:
 
     def hit(self, key: str, limit: int, window_s: int) -> bool:
         """Count one attempt; True while the key is within `limit` attempts in the current window."""
+        return self.count(key, limit, window_s).allowed
+
+    def count(self, key: str, limit: int, window_s: int) -> Counted:
+        """Count one attempt and say whether it is within `limit`; what it returns can be refunded."""
         if limit <= 0:
-            return True
+            return Counted(True, "")
         if self._redis is not None:
             bucket = f"nl:rl:{key}:{int(time.time() // window_s)}"
             pipe = self._redis.pipeline()
             pipe.incr(bucket)
             pipe.expire(bucket, window_s + 1)
             count = int(pipe.execute()[0])
-            return count <= limit
+            return Counted(count <= limit, bucket, window_s)
         now = time.monotonic()
         with self._lock:
             count, start = self._local.get(key, (0, now))
@@ -40,7 +47,57 @@ class RateLimiter:
             self._local[key] = (count, start)
             if len(self._local) > 100_000:  # keep memory bounded under a flood of distinct keys
                 self._local = {k: v for k, v in self._local.items() if now - v[1] < window_s}
-            return count <= limit
+            return Counted(count <= limit, key, window_s, start)
+
+    def refund(self, counted: Counted) -> None:
+        """Take back an attempt that turned out not to count (a successful sign-in). Counting first and refunding
+        after, rather than checking first and counting failures after, keeps parallel guesses within the limit."""
+        if not counted.bucket:
+            return
+        if self._redis is not None:
+            pipe = self._redis.pipeline()
+            pipe.decr(counted.bucket)
+            pipe.expire(counted.bucket, counted.window_s + 1)  # a bucket that expired meanwhile must not live on
+            pipe.execute()
+            return
+        with self._lock:
+            count, start = self._local.get(counted.bucket, (0, 0.0))
+            if start == counted.started and count > 0:  # the same window: a new one owes nothing
+                self._local[counted.bucket] = (count - 1, start)
+
+
+@dataclass(frozen=True)
+class Counted:
+    allowed: bool
+    bucket: str
+    window_s: int = 0
+    started: float = 0.0
+
+
+LOGIN_WINDOW_S = 900
+ADDRESS_FACTOR = 3  # one client address may fail this many times the per-account limit, across all accounts
+
+
+class LoginThrottle:
+    """Password guessing is limited per (client address, account) pair, so a guesser elsewhere cannot lock the
+    owner out, and per client address across accounts, so one address cannot spray many accounts. Only failures
+    count: a correct password refunds its attempt."""
+
+    def __init__(self, client_address: str, email: str, limit: int) -> None:
+        account = hashlib.sha256(email.encode()).hexdigest()[:32]  # bounded keys, and no addresses in Redis
+        self._keys = [(f"login:pair:{client_address}:{account}", limit),
+                      (f"login:addr:{client_address}", limit * ADDRESS_FACTOR)]
+        self._counted: list[Counted] = []
+
+    def allowed(self) -> bool:
+        """Counts this attempt against both limits; False when either is spent."""
+        self._counted = [limiter().count(key, limit, LOGIN_WINDOW_S) for key, limit in self._keys]
+        return all(counted.allowed for counted in self._counted)
+
+    def succeeded(self) -> None:
+        for counted in self._counted:
+            limiter().refund(counted)
+        self._counted = []
 
 
 @lru_cache(maxsize=4)

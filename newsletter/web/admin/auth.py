@@ -11,7 +11,7 @@ from newsletter.auth import SESSION_COOKIE, authenticate, session_cookie
 from newsletter.web.admin.common import admin_router, page, read_form
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session
-from newsletter.web.ratelimit import limiter
+from newsletter.web.ratelimit import LoginThrottle
 
 router = admin_router()
 
@@ -33,14 +33,14 @@ async def login(request: Request, session: Session = db_session) -> Response:
     target = _safe_target(str(form.get("next") or "/admin"))
     ip = request.client.host if request.client else "?"
     settings = get_settings()
-    allowed = (limiter().hit(f"login:ip:{ip}", settings.login_attempts_per_window * 3, 900)
-               and limiter().hit(f"login:acct:{email}", settings.login_attempts_per_window, 900))
-    if not allowed:
+    throttle = LoginThrottle(ip, email, settings.login_attempts_per_window)
+    if not throttle.allowed():
         return page(request, "login.html", None, error="Too many attempts. Wait 15 minutes and try again.",
                     next=target, status_code=429)
     user = authenticate(session, email, password)
     if user is None:
         return page(request, "login.html", None, error="Wrong email or password.", next=target, status_code=401)
+    throttle.succeeded()
     session.commit()
     response = RedirectResponse(target, status_code=303)
     secure = settings.session_cookie_secure
