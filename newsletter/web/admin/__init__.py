@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from newsletter.web.admin import (
+    account,
     auth,
     dashboard,
     imports,
@@ -23,5 +24,5 @@ from newsletter.web.admin import (
 )
 
 router = APIRouter()
-for _resource in (auth, dashboard, lists, subscribers, imports, suppressions, issues, sends, tokens):
+for _resource in (auth, dashboard, lists, subscribers, imports, suppressions, issues, sends, tokens, account):
     router.include_router(_resource.router)
