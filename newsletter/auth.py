@@ -223,10 +223,11 @@ def create_token_for(session: Session, user_id: int, name: str) -> str:
     return create_api_token(session, user, name)
 
 
-def revoke_token(session: Session, token_id: int, owner_id: int) -> ApiToken:
-    """Revoke one of `owner_id`'s tokens; another user's token is as unknown as one that does not exist."""
+def revoke_token(session: Session, token_id: int, owner_id: int | None) -> ApiToken:
+    """Revoke one of `owner_id`'s tokens; another user's token is as unknown as one that does not exist. With no
+    owner (an operator at the CLI, who names a token by id) any user's token."""
     token = session.get(ApiToken, token_id) if 0 < token_id < MAX_ID else None
-    if token is None or token.user_id != owner_id:
+    if token is None or (owner_id is not None and token.user_id != owner_id):
         raise AuthError("No such token.")
     token.revoked_at = token.revoked_at or utcnow()
     return token

@@ -21,8 +21,9 @@ from newsletter.web.admin import (
     subscribers,
     suppressions,
     tokens,
+    users,
 )
 
 router = APIRouter()
-for _resource in (auth, dashboard, lists, subscribers, imports, suppressions, issues, sends, tokens, account):
+for _resource in (auth, dashboard, lists, subscribers, imports, suppressions, issues, sends, tokens, account, users):
     router.include_router(_resource.router)
