@@ -1,5 +1,8 @@
 """Fixed-window rate limits shared by all web processes (Redis) or kept in-process when there is no Redis.
 
+A window starts at a key's first attempt, in both stores. (Windows aligned to the clock let a burst straddle a
+boundary at twice the limit, and made the same sequence of attempts pass or fail by the second it ran at.)
+
 Used to stop subscription bombing (per IP and per address) and password guessing (per client address and account
 pair, with a looser cap per client address).
 """
@@ -16,10 +19,27 @@ import redis
 
 from mailer.settings import get_settings
 
+# Count, and start the window at the first attempt. A key found without a TTL (it cannot be made here, but would
+# otherwise refuse forever) gets one.
+_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+# Refund into the window still open, if any: never create a key, never extend one.
+_REFUND = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
 
 class RateLimiter:
     def __init__(self, redis_url: str | None) -> None:
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=2) if redis_url else None
+        if self._redis is not None:
+            self._count_script = self._redis.register_script(_COUNT)
+            self._refund_script = self._redis.register_script(_REFUND)
         self._local: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
@@ -32,12 +52,9 @@ class RateLimiter:
         if limit <= 0:
             return Counted(True, "")
         if self._redis is not None:
-            bucket = f"nl:rl:{key}:{int(time.time() // window_s)}"
-            pipe = self._redis.pipeline()
-            pipe.incr(bucket)
-            pipe.expire(bucket, window_s + 1)
-            count = int(pipe.execute()[0])
-            return Counted(count <= limit, bucket, window_s)
+            bucket = f"nl:rl:{key}"
+            count = int(self._count_script(keys=[bucket], args=[window_s]))
+            return Counted(count <= limit, bucket)
         now = time.monotonic()
         with self._lock:
             count, start = self._local.get(key, (0, now))
@@ -47,7 +64,7 @@ class RateLimiter:
             self._local[key] = (count, start)
             if len(self._local) > 100_000:  # keep memory bounded under a flood of distinct keys
                 self._local = {k: v for k, v in self._local.items() if now - v[1] < window_s}
-            return Counted(count <= limit, key, window_s, start)
+            return Counted(count <= limit, key, start)
 
     def refund(self, counted: Counted) -> None:
         """Take back an attempt that turned out not to count (a successful sign-in). Counting first and refunding
@@ -55,10 +72,7 @@ class RateLimiter:
         if not counted.bucket:
             return
         if self._redis is not None:
-            pipe = self._redis.pipeline()
-            pipe.decr(counted.bucket)
-            pipe.expire(counted.bucket, counted.window_s + 1)  # a bucket that expired meanwhile must not live on
-            pipe.execute()
+            self._refund_script(keys=[counted.bucket])
             return
         with self._lock:
             count, start = self._local.get(counted.bucket, (0, 0.0))
@@ -70,7 +84,6 @@ class RateLimiter:
 class Counted:
     allowed: bool
     bucket: str
-    window_s: int = 0
     started: float = 0.0
 
 

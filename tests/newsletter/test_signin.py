@@ -18,7 +18,7 @@ from mailer.db import session_scope
 from newsletter.auth import create_user
 from newsletter.models import Role, User
 from newsletter.web.app import create_app
-from newsletter.web.ratelimit import reset
+from newsletter.web.ratelimit import RateLimiter, reset
 
 PASSWORD = "correct horse battery staple"
 
@@ -143,3 +143,20 @@ def test_parallel_guesses_stay_within_the_limit(user: str, settings, redis_url: 
     with ThreadPoolExecutor(len(clients)) as pool:
         codes = sorted(pool.map(guess, range(len(clients))))
     assert codes.count(401) == 3 and codes.count(429) == 9
+
+
+def test_redis_window_starts_at_first_attempt_and_refunds_never_extend_it(redis_url: str) -> None:
+    store = redis.Redis.from_url(redis_url)
+    limiter = RateLimiter(redis_url)
+    first = limiter.count("probe", 2, 900)
+    assert first.allowed and store.ttl("nl:rl:probe") == 900  # no clock-aligned window: the whole 900 s
+    store.expire("nl:rl:probe", 5)
+    limiter.refund(first)
+    assert store.ttl("nl:rl:probe") <= 5 and int(store.get("nl:rl:probe") or 0) == 0  # refunded, not extended
+    limiter.refund(first)
+    assert int(store.get("nl:rl:probe") or 0) == 0  # never below zero
+    store.delete("nl:rl:probe")
+    limiter.refund(first)
+    assert not store.exists("nl:rl:probe")  # a refund never creates a key (it would have no TTL)
+    store.set("nl:rl:stuck", 99)  # a key that somehow lost its TTL would refuse forever: the next count heals it
+    assert not limiter.count("stuck", 2, 900).allowed and store.ttl("nl:rl:stuck") == 900
