@@ -6,6 +6,7 @@ account loses every credential at once) hold whichever way an operator comes in.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -30,22 +31,29 @@ def get_user(session: Session, user_id: int) -> User:
     return user
 
 
-def _keep_an_admin(session: Session, user: User) -> None:
-    """Refuse to leave the installation with no active admin. The active admins' rows are locked first
-    (PostgreSQL), so two admins demoting each other at the same moment cannot both succeed; SQLite lets one writer
-    at a time through anyway."""
-    if user.role is not Role.ADMIN or not user.active:
-        return
-    admins = session.scalars(select(User.id).where(User.role == Role.ADMIN, User.active.is_(True))
-                             .order_by(User.id).with_for_update()).all()
-    if list(admins) == [user.id]:
+def _keeping_an_admin(session: Session, user: User, change: Callable[[], None]) -> None:
+    """Apply a change that may take an admin away, refusing it if no active admin would be left.
+
+    Two admins demoting each other at the same moment must not both succeed. On PostgreSQL the active admins' rows
+    are locked first, so the second waits and then sees the first's change. On SQLite (whose driver starts a
+    transaction only at the first write) the change is written before counting: the write takes the database's
+    one write lock, so the second writer waits for the first to commit and then counts what it left."""
+    was_admin = user.role is Role.ADMIN and user.active
+    if was_admin:
+        session.scalars(select(User.id).where(User.role == Role.ADMIN, User.active.is_(True))
+                        .order_by(User.id).with_for_update()).all()
+    change()
+    session.flush()
+    if was_admin and not session.scalar(select(func.count()).select_from(User).where(
+            User.role == Role.ADMIN, User.active.is_(True))):
         raise AuthError(f"{user.email} is the last active admin: make another admin first.")
 
 
 def deactivate(session: Session, user: User) -> None:
     """Ends every session and API token of the account at once, so nothing the person holds still works."""
-    _keep_an_admin(session, user)
-    user.active = False
+    def change() -> None:
+        user.active = False
+    _keeping_an_admin(session, user, change)
     revoke_sessions(session, user.id, "deactivated")
     session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
                     .values(revoked_at=utcnow()))
@@ -57,9 +65,9 @@ def activate(session: Session, user: User) -> None:
 
 
 def set_role(session: Session, user: User, role: Role) -> None:
-    if role is not Role.ADMIN:
-        _keep_an_admin(session, user)
-    user.role = role
+    def change() -> None:
+        user.role = role
+    _keeping_an_admin(session, user, change)
 
 
 def reset_password(session: Session, user: User, password: str | None = None) -> str | None:

@@ -4,13 +4,15 @@ everywhere under /admin/users; the last active admin cannot be deactivated or de
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from mailer.db import session_scope
-from newsletter.auth import create_api_token, create_user
+from newsletter import accounts
+from newsletter.auth import AuthError, create_api_token, create_user
 from newsletter.models import ApiToken, Role, User
 from newsletter.web.admin import users as users_pages
 from newsletter.web.app import create_app
@@ -139,3 +141,42 @@ def test_admin_ends_another_users_sessions(people: dict[str, int | str]) -> None
     assert not opens_admin(first) and opens_admin(second)
     admin.post(f"{url}/signout", data={"csrf_token": csrf(admin, url)})
     assert not opens_admin(second) and admin.get("/admin").status_code == 200
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one(db_url: str) -> None:
+    """The first demotion holds its transaction open while the second runs: the second must wait and refuse, not
+    read the admins as they were and leave the installation with none."""
+    with session_scope() as session:
+        first = create_user(session, "first@example.com", PASSWORD, Role.ADMIN).id
+        second = create_user(session, "second@example.com", PASSWORD, Role.ADMIN).id
+    written, release = threading.Event(), threading.Event()
+    outcome: dict[str, str] = {}
+
+    def demote_first() -> None:
+        with session_scope() as session:
+            accounts.set_role(session, accounts.get_user(session, first), Role.STAFF)
+            written.set()
+            release.wait(10)
+        outcome["first"] = "done"
+
+    def demote_second() -> None:
+        try:
+            with session_scope() as session:
+                accounts.set_role(session, accounts.get_user(session, second), Role.STAFF)
+            outcome["second"] = "done"
+        except AuthError as exc:
+            outcome["second"] = str(exc)
+
+    one = threading.Thread(target=demote_first)
+    one.start()
+    assert written.wait(10)
+    two = threading.Thread(target=demote_second)
+    two.start()
+    two.join(0.5)
+    release.set()
+    one.join(10)
+    two.join(40)
+    assert outcome["first"] == "done" and "last active admin" in outcome["second"]
+    with session_scope() as session:
+        assert session.scalars(select(User.email).where(User.role == Role.ADMIN, User.active.is_(True))).all() == [
+            "second@example.com"]
