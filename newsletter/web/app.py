@@ -28,7 +28,7 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(LoginRequired)
     async def login_required(_request: Request, exc: LoginRequired) -> Response:
-        return RedirectResponse(f"/admin/login?next={exc.next_path}", status_code=303)
+        return RedirectResponse(exc.location, status_code=303)
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:

@@ -17,6 +17,18 @@ class LoginRequired(Exception):
 
     def __init__(self, next_path: str) -> None:
         self.next_path = next_path
+        self.location = f"/admin/login?next={next_path}"
+
+
+class PasswordChangeRequired(LoginRequired):
+    """Signed in with a one-time password: every page but the one that sets a new password redirects there."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.location = ACCOUNT_PAGE
+
+
+ACCOUNT_PAGE = "/admin/account"
 
 
 def _db_session() -> Iterator[Session]:
@@ -46,6 +58,9 @@ def page_user(request: Request, session: Session = db_session) -> Principal:
     user = principal_from_cookie(session, request.cookies.get(SESSION_COOKIE))
     if user is None:
         raise LoginRequired(request.url.path)
+    session.commit()  # last_seen_at
+    if user.must_change_password and request.url.path not in (ACCOUNT_PAGE, ACCOUNT_PAGE + "/password"):
+        raise PasswordChangeRequired(request.url.path)
     request.state.user = user
     return user
 

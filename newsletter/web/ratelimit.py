@@ -1,36 +1,60 @@
 """Fixed-window rate limits shared by all web processes (Redis) or kept in-process when there is no Redis.
 
-Used to stop subscription bombing (per IP and per address) and password guessing (per IP and account).
+A window starts at a key's first attempt, in both stores. (Windows aligned to the clock let a burst straddle a
+boundary at twice the limit, and made the same sequence of attempts pass or fail by the second it ran at.)
+
+Used to stop subscription bombing (per IP and per address) and password guessing (per client address and account
+pair, with a looser cap per client address).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 
 import redis
 
 from mailer.settings import get_settings
 
+# Count, and start the window at the first attempt. A key found without a TTL (it cannot be made here, but would
+# otherwise refuse forever) gets one.
+_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+# Refund into the window still open, if any: never create a key, never extend one.
+_REFUND = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
 
 class RateLimiter:
     def __init__(self, redis_url: str | None) -> None:
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=2) if redis_url else None
+        if self._redis is not None:
+            self._count_script = self._redis.register_script(_COUNT)
+            self._refund_script = self._redis.register_script(_REFUND)
         self._local: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
     def hit(self, key: str, limit: int, window_s: int) -> bool:
         """Count one attempt; True while the key is within `limit` attempts in the current window."""
+        return self.count(key, limit, window_s).allowed
+
+    def count(self, key: str, limit: int, window_s: int) -> Counted:
+        """Count one attempt and say whether it is within `limit`; what it returns can be refunded."""
         if limit <= 0:
-            return True
+            return Counted(True, "")
         if self._redis is not None:
-            bucket = f"nl:rl:{key}:{int(time.time() // window_s)}"
-            pipe = self._redis.pipeline()
-            pipe.incr(bucket)
-            pipe.expire(bucket, window_s + 1)
-            count = int(pipe.execute()[0])
-            return count <= limit
+            bucket = f"nl:rl:{key}"
+            count = int(self._count_script(keys=[bucket], args=[window_s]))
+            return Counted(count <= limit, bucket)
         now = time.monotonic()
         with self._lock:
             count, start = self._local.get(key, (0, now))
@@ -40,7 +64,53 @@ class RateLimiter:
             self._local[key] = (count, start)
             if len(self._local) > 100_000:  # keep memory bounded under a flood of distinct keys
                 self._local = {k: v for k, v in self._local.items() if now - v[1] < window_s}
-            return count <= limit
+            return Counted(count <= limit, key, start)
+
+    def refund(self, counted: Counted) -> None:
+        """Take back an attempt that turned out not to count (a successful sign-in). Counting first and refunding
+        after, rather than checking first and counting failures after, keeps parallel guesses within the limit."""
+        if not counted.bucket:
+            return
+        if self._redis is not None:
+            self._refund_script(keys=[counted.bucket])
+            return
+        with self._lock:
+            count, start = self._local.get(counted.bucket, (0, 0.0))
+            if start == counted.started and count > 0:  # the same window: a new one owes nothing
+                self._local[counted.bucket] = (count - 1, start)
+
+
+@dataclass(frozen=True)
+class Counted:
+    allowed: bool
+    bucket: str
+    started: float = 0.0
+
+
+LOGIN_WINDOW_S = 900
+ADDRESS_FACTOR = 3  # one client address may fail this many times the per-account limit, across all accounts
+
+
+class LoginThrottle:
+    """Password guessing is limited per (client address, account) pair, so a guesser elsewhere cannot lock the
+    owner out, and per client address across accounts, so one address cannot spray many accounts. Only failures
+    count: a correct password refunds its attempt."""
+
+    def __init__(self, client_address: str, email: str, limit: int) -> None:
+        account = hashlib.sha256(email.encode()).hexdigest()[:32]  # bounded keys, and no addresses in Redis
+        self._keys = [(f"login:pair:{client_address}:{account}", limit),
+                      (f"login:addr:{client_address}", limit * ADDRESS_FACTOR)]
+        self._counted: list[Counted] = []
+
+    def allowed(self) -> bool:
+        """Counts this attempt against both limits; False when either is spent."""
+        self._counted = [limiter().count(key, limit, LOGIN_WINDOW_S) for key, limit in self._keys]
+        return all(counted.allowed for counted in self._counted)
+
+    def succeeded(self) -> None:
+        for counted in self._counted:
+            limiter().refund(counted)
+        self._counted = []
 
 
 @lru_cache(maxsize=4)

@@ -20,8 +20,13 @@ PASSWORD = "correct horse battery staple"
 def test_every_admin_route_survives_odd_input(pg_url: str) -> None:
     reset()
     with session_scope() as session:
+        # Someone else is user 1 and holds session 1, so the walk's "1" ids end their session, not the walker's.
+        create_user(session, "other@example.com", PASSWORD, Role.STAFF)
         create_user(session, "admin@example.com", PASSWORD, Role.ADMIN)
     app = create_app()
+    other = TestClient(app)
+    other.post("/admin/login", data={"email": "other@example.com", "password": PASSWORD, "csrf_token": re.search(
+        r'name="csrf_token" value="([^"]+)"', other.get("/admin/login").text).group(1)})  # type: ignore[union-attr]
     client = TestClient(app, raise_server_exceptions=False)
     token = re.search(r'name="csrf_token" value="([^"]+)"',  # type: ignore[union-attr]
                       client.get("/admin/login").text).group(1)

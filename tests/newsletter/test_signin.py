@@ -3,7 +3,10 @@ redirect after sign-in, and a password change that signs old sessions out."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -15,7 +18,7 @@ from mailer.db import session_scope
 from newsletter.auth import create_user
 from newsletter.models import Role, User
 from newsletter.web.app import create_app
-from newsletter.web.ratelimit import reset
+from newsletter.web.ratelimit import RateLimiter, reset
 
 PASSWORD = "correct horse battery staple"
 
@@ -45,7 +48,8 @@ def test_throttle_is_shared_by_processes_through_redis(user: str, settings, redi
     assert attempt(second, "wrong password 2") == 401
     assert attempt(first, PASSWORD) == 429  # even the right password waits now: no oracle for the guesser
     keys = redis.Redis.from_url(redis_url).keys("nl:rl:login:*")
-    assert any(b"admin@example.com" in k for k in keys)
+    account = hashlib.sha256(b"admin@example.com").hexdigest()[:32].encode()  # keys name no address
+    assert any(b":pair:" in k and account in k for k in keys) and not any(b"@" in k for k in keys)
     assert attempt(second, PASSWORD, email="other@example.com") == 401  # another account is not locked
 
 
@@ -79,3 +83,80 @@ def test_password_change_signs_old_sessions_out(user: str) -> None:
         assert account is not None
         account.password_hash = PasswordHasher().hash("a brand new passphrase")
     assert client.get("/admin", follow_redirects=False).status_code == 303
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def limiter_backend(request: pytest.FixtureRequest, settings) -> str:
+    """The throttle on both of its stores: in-process (no broker) and Redis (shared by web processes)."""
+    if request.param == "redis":
+        settings.redis_url = request.getfixturevalue("redis_url")
+    reset()
+    return str(request.param)
+
+
+def from_address(address: str) -> TestClient:
+    return TestClient(create_app(), client=(address, 40000))
+
+
+def test_guesser_elsewhere_cannot_lock_the_owner_out(user: str, settings, limiter_backend: str) -> None:
+    settings.login_attempts_per_window = 3
+    guesser = from_address("203.0.113.66")
+    assert [attempt(guesser, f"guess number {n}") for n in range(4)] == [401, 401, 401, 429]
+    assert attempt(guesser, PASSWORD) == 429  # no oracle for the guesser, even with the right password
+    owner = from_address("198.51.100.7")
+    assert attempt(owner, PASSWORD) == 303  # a correct password from a clean address still works
+    assert attempt(from_address("198.51.100.8"), "owner mistyped it") == 401  # clean addresses keep their own tries
+
+
+def test_successes_do_not_count(user: str, settings, limiter_backend: str) -> None:
+    settings.login_attempts_per_window = 2
+    owner = from_address("198.51.100.7")
+    assert [attempt(owner, PASSWORD) for _ in range(7)] == [303] * 7
+    assert [attempt(owner, "mistyped password") for _ in range(3)] == [401, 401, 429]
+
+
+def test_one_address_cannot_spray_many_accounts(user: str, settings, limiter_backend: str) -> None:
+    settings.login_attempts_per_window = 2  # per address: 3x across accounts
+    sprayer = from_address("203.0.113.66")
+    codes = [attempt(sprayer, "Winter2026!!", email=f"user{n}@example.com") for n in range(7)]
+    assert codes == [401] * 6 + [429]
+    assert attempt(sprayer, PASSWORD) == 429
+    assert attempt(from_address("198.51.100.7"), PASSWORD) == 303
+
+
+def test_parallel_guesses_stay_within_the_limit(user: str, settings, redis_url: str) -> None:
+    """Counting before the password check (and refunding successes) means a burst of simultaneous guesses cannot
+    all slip past a limit that is only checked."""
+    settings.redis_url = redis_url
+    settings.login_attempts_per_window = 3
+    reset()
+    clients = [from_address("203.0.113.66") for _ in range(12)]
+    tokens = [re.search(r'name="csrf_token" value="([^"]+)"', c.get("/admin/login").text).group(1)  # type: ignore[union-attr]
+              for c in clients]
+    barrier = threading.Barrier(len(clients))
+
+    def guess(index: int) -> int:
+        barrier.wait()
+        return clients[index].post("/admin/login", data={"email": user, "password": f"parallel guess {index}",
+                                                         "csrf_token": tokens[index]}).status_code
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        codes = sorted(pool.map(guess, range(len(clients))))
+    assert codes.count(401) == 3 and codes.count(429) == 9
+
+
+def test_redis_window_starts_at_first_attempt_and_refunds_never_extend_it(redis_url: str) -> None:
+    store = redis.Redis.from_url(redis_url)
+    limiter = RateLimiter(redis_url)
+    first = limiter.count("probe", 2, 900)
+    assert first.allowed and store.ttl("nl:rl:probe") == 900  # no clock-aligned window: the whole 900 s
+    store.expire("nl:rl:probe", 5)
+    limiter.refund(first)
+    assert store.ttl("nl:rl:probe") <= 5 and int(store.get("nl:rl:probe") or 0) == 0  # refunded, not extended
+    limiter.refund(first)
+    assert int(store.get("nl:rl:probe") or 0) == 0  # never below zero
+    store.delete("nl:rl:probe")
+    limiter.refund(first)
+    assert not store.exists("nl:rl:probe")  # a refund never creates a key (it would have no TTL)
+    store.set("nl:rl:stuck", 99)  # a key that somehow lost its TTL would refuse forever: the next count heals it
+    assert not limiter.count("stuck", 2, 900).allowed and store.ttl("nl:rl:stuck") == 900

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from newsletter.web.admin import (
+    account,
     auth,
     dashboard,
     imports,
@@ -20,8 +21,9 @@ from newsletter.web.admin import (
     subscribers,
     suppressions,
     tokens,
+    users,
 )
 
 router = APIRouter()
-for _resource in (auth, dashboard, lists, subscribers, imports, suppressions, issues, sends, tokens):
+for _resource in (auth, dashboard, lists, subscribers, imports, suppressions, issues, sends, tokens, account, users):
     router.include_router(_resource.router)

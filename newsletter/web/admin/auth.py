@@ -1,4 +1,5 @@
-"""Signing in and out of the admin: a throttled password check, then a signed session cookie."""
+"""Signing in and out of the admin: a throttled password check, then a server-side session named by a signed
+cookie; signing out ends the session."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from mailer.settings import get_settings
-from newsletter.auth import SESSION_COOKIE, authenticate, session_cookie
+from newsletter.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, authenticate, end_session, start_session
 from newsletter.web.admin.common import admin_router, page, read_form
 from newsletter.web.csrf import verify_csrf
-from newsletter.web.deps import db_session
-from newsletter.web.ratelimit import limiter
+from newsletter.web.deps import ACCOUNT_PAGE, db_session
+from newsletter.web.ratelimit import LoginThrottle
 
 router = admin_router()
 
@@ -33,26 +34,36 @@ async def login(request: Request, session: Session = db_session) -> Response:
     target = _safe_target(str(form.get("next") or "/admin"))
     ip = request.client.host if request.client else "?"
     settings = get_settings()
-    allowed = (limiter().hit(f"login:ip:{ip}", settings.login_attempts_per_window * 3, 900)
-               and limiter().hit(f"login:acct:{email}", settings.login_attempts_per_window, 900))
-    if not allowed:
+    throttle = LoginThrottle(ip, email, settings.login_attempts_per_window)
+    if not throttle.allowed():
         return page(request, "login.html", None, error="Too many attempts. Wait 15 minutes and try again.",
                     next=target, status_code=429)
     user = authenticate(session, email, password)
     if user is None:
         return page(request, "login.html", None, error="Wrong email or password.", next=target, status_code=401)
+    throttle.succeeded()
+    cookie = start_session(session, user, ip, request.headers.get("user-agent"))
     session.commit()
+    return session_response(target if not user.must_change_password else ACCOUNT_PAGE, cookie)
+
+
+def session_response(target: str, cookie: str) -> RedirectResponse:
+    """A redirect that hands the browser its session cookie (at sign-in and after a password change)."""
+    settings = get_settings()
     response = RedirectResponse(target, status_code=303)
     secure = settings.session_cookie_secure
     if secure is None:
         secure = settings.base_url.startswith("https://")
-    response.set_cookie(SESSION_COOKIE, session_cookie(user), httponly=True, samesite="lax", secure=secure,
-                        max_age=12 * 3600, path="/")
+    response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="lax", secure=secure,
+                        max_age=SESSION_MAX_AGE_S, path="/")
     return response
 
 
 @router.post("/logout", dependencies=[Depends(verify_csrf)])
-def logout() -> Response:
+def logout(request: Request, session: Session = db_session) -> Response:
+    """Ends the session's row, so a copy of the cookie kept anywhere stops working too."""
+    end_session(session, request.cookies.get(SESSION_COOKIE))
+    session.commit()
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
