@@ -72,7 +72,7 @@ def _list_or_404(session: Session, slug: str) -> MailingList | None:
 # Brand --------------------------------------------------------------------------------------------------------
 
 @router.get("/lists/{slug}/logo")
-def logo(slug: str, session: Session = Depends(db_session)) -> Response:
+def logo(slug: str, session: Session = db_session) -> Response:
     """A list's uploaded logo, for its emails and pages. The URL carries the image's digest, so it is cached for
     good; nosniff and a sandboxing CSP keep the bytes an image whatever they contain (the upload was checked to
     be PNG, JPEG or GIF)."""

@@ -1,7 +1,7 @@
 """user_sessions: server-side browser sessions; users.must_change_password
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-25 13:40:00
 
 Sessions were stateless signed cookies, so signing out only asked the browser to forget the cookie: a copy of it
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
