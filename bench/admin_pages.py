@@ -13,11 +13,11 @@ import re
 import statistics
 import tempfile
 import time
-import uuid
 
 import psycopg
 from fastapi.testclient import TestClient
 
+from bench.database import ADMIN_URL, create_database
 from bench.report import write_section
 from mailer.db import dispose_engines, session_scope
 from newsletter.auth import create_user
@@ -26,7 +26,6 @@ from newsletter.models import Role
 from newsletter.web.app import create_app
 from subscribers import service
 
-ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 PASSWORD = "bench password 123"
 
 
@@ -64,10 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subscribers", type=int, default=1_000_000)
     args = parser.parse_args()
-    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    name, url = create_database()
     os.environ["NEWSLETTER_DATABASE_URL"] = url
     os.environ.setdefault("NEWSLETTER_SECRET_KEY", "bench-secret-bench-secret-bench-secret")
     os.environ["NEWSLETTER_DATA_DIR"] = tempfile.mkdtemp()

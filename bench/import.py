@@ -14,17 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
 
+from bench.database import ADMIN_URL, create_database
 from bench.report import write_section
 from mailer.db import new_session, session_scope
 from newsletter.migrate import upgrade
 from subscribers import importer, service
-
-ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 
 
 def generate(path: Path, rows: int) -> None:
@@ -51,11 +49,8 @@ def child(csv_path: str, url: str) -> None:
 def run(rows: int, workdir: Path) -> dict[str, float]:
     csv_path = workdir / f"people-{rows}.csv"
     generate(csv_path, rows)
-    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    name, url = create_database()
     try:
-        url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
         out = subprocess.run([sys.executable, "-m", "bench.import", "--child", str(csv_path), url],
                              check=True, capture_output=True, text=True)
         figures = json.loads(out.stdout.strip().splitlines()[-1])

@@ -12,12 +12,11 @@ import argparse
 import os
 import statistics
 import time
-import uuid
 
 import psycopg
 
+from bench.database import create_database
 from bench.report import write_section
-from bench.send import ADMIN_URL
 from mailer.db import dispose_engines, session_scope
 from mailer.settings import reset_settings
 from newsletter.migrate import upgrade
@@ -33,10 +32,7 @@ EXPRESSIONS = [
 
 
 def populate(size: int) -> tuple[str, int]:
-    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    _name, url = create_database()
     os.environ["NEWSLETTER_DATABASE_URL"] = url
     reset_settings()
     dispose_engines()

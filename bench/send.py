@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -26,6 +25,7 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from bench.database import ADMIN_URL, create_database
 from bench.report import write_section
 from mailer.db import dispose_engines, session_scope
 from mailer.dkim_signing import signer_from_settings
@@ -37,7 +37,6 @@ from worker import sends
 from worker.app import reconfigure
 from worker.stats import send_counters
 
-ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 # NEWSLETTER_BENCH_BROKER (or NEWSLETTER_BENCH_REDIS): the Redis db the bench flushes and uses as broker.
 BROKER = os.environ.get("NEWSLETTER_BENCH_BROKER") or os.environ.get("NEWSLETTER_BENCH_REDIS",
                                                                      "redis://127.0.0.1:6379/13")
@@ -114,10 +113,7 @@ def dkim_algorithms() -> str:
 
 
 def run(size: int, path: str, batch_size: int = 1000, tracked: bool = True) -> dict[str, float | str]:
-    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    name, url = create_database()
     redis.Redis.from_url(BROKER).flushdb()
     tmp = Path(tempfile.mkdtemp())
     port = free_port()

@@ -16,15 +16,14 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
 from sqlalchemy import select
 
+from bench.database import create_database
 from bench.report import write_section
-from bench.send import ADMIN_URL, ROOT, free_port, populate
+from bench.send import ROOT, free_port, populate
 from mailer.db import session_scope, utcnow
 from subscribers.tokens import TrackTokens
 from worker import campaigns, sends
@@ -50,10 +49,7 @@ end
 
 def prepare(messages: int) -> tuple[str, list[str], list[str]]:
     """A database with one planned send of `messages` deliveries; its click and pixel paths."""
-    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    _name, url = create_database()
     os.environ.update({"NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_BASE_URL": "https://news.example.com"})
     list_id, issue_id = populate(url, messages)
     with session_scope() as session:

@@ -23,13 +23,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 import redis
 
+from bench.database import ADMIN_URL, create_database
 from bench.report import write_section
 from mailer.db import dispose_engines, session_scope
 from mailer.settings import reset_settings
@@ -39,7 +39,6 @@ from subscribers import service
 from subscribers.tokens import LinkMaker, Purpose
 from worker.models import Send, SendStatus
 
-ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-bench-secret-bench-secret"
 CSRF = "b" * 43
@@ -174,10 +173,7 @@ def main() -> None:
                         help="serve the code of another checkout (a 'before' figure; its serve has no --workers)")
     args = parser.parse_args()
 
-    name = f"nl_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    name, url = create_database()
     redis.Redis.from_url(args.redis).flushdb()
     workdir = Path(tempfile.mkdtemp())
     port = free_port()
