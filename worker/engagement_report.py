@@ -17,6 +17,7 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from subscribers.models import Subscriber
+from subscribers.segments import email_domain_of
 from worker.engagement import EngagementKind, Verdict
 from worker.models import Delivery, DeliveryStatus, EngagementHit, Send, SendLink
 
@@ -81,8 +82,7 @@ def _timeline(session: Session, send: Send) -> list[dict[str, int]]:
 
 def _domains(session: Session, send_id: int) -> list[dict[str, Any]]:
     """The biggest mailbox domains of the send with their delivered, people who opened, and people who clicked."""
-    domain = func.substr(Subscriber.email, func.instr(Subscriber.email, "@") + 1) \
-        if session.get_bind().dialect.name == "sqlite" else func.split_part(Subscriber.email, "@", 2)
+    domain = email_domain_of(Subscriber.email)
     rows = session.execute(
         select(domain.label("domain"), func.count(),
                func.sum(case((or_(Delivery.opens > 0, Delivery.clicks > 0), 1), else_=0)),

@@ -21,7 +21,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailer.db import session_scope, utcnow
-from mailer.settings import get_settings
 from mailer.tracking import TRAP_POSITION
 from subscribers.tokens import TrackTokens
 from worker.engagement import EngagementKind, Hit, send_links, store_hits, truncate_address
@@ -113,18 +112,6 @@ def _load_links(send_id: int) -> dict[int, str]:
 recorder = HitRecorder()
 links = LinkCache()
 clock: Callable[[], datetime] = utcnow  # when a hit happened; tests set it instead of sleeping
-_tokens: dict[str, TrackTokens] = {}
-
-
-def _reader() -> TrackTokens:
-    """One token reader per process and secret (the key derivation is the slow part)."""
-    secret = get_settings().secret
-    reader = _tokens.get(secret)
-    if reader is None:
-        reader = _tokens[secret] = TrackTokens()
-    return reader
-
-
 def _hit(request: Request, send_id: int, delivery_id: int, kind: EngagementKind, position: int | None,
          source: str, at: datetime) -> Hit:
     return Hit(send_id, delivery_id, kind, position, source, request.method, at,
@@ -139,7 +126,7 @@ def _gone() -> HTMLResponse:
 
 
 async def click(request: Request, token: str, position: int) -> Response:
-    data = _reader().read(token)
+    data = TrackTokens().read(token)
     if data is None or not 0 <= position < 10_000:
         return _gone()
     at = clock()
@@ -157,7 +144,7 @@ async def click(request: Request, token: str, position: int) -> Response:
 
 
 async def pixel(request: Request, token: str) -> Response:
-    data = _reader().read(token)
+    data = TrackTokens().read(token)
     if data is not None and data.record:
         recorder.record(_hit(request, data.send_id, data.delivery_id, EngagementKind.OPEN, None, "pixel", clock()))
     # Always the image: a broken image in a message looks like a broken message.

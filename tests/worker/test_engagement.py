@@ -144,6 +144,9 @@ def test_person_gateway_and_apple_proxy_are_told_apart(db_url: str, clock: Clock
                                 "rate": round(1 / 3, 4), "click_to_open": 1.0}
     assert report["opens"]["human"] == 0 and report["opens"]["machine"] == 2
     assert report["opens"]["unique_human"] == 1  # the person's click proves an open
+    domains = {row["domain"]: row for row in report["domains"]}
+    assert sum(row["delivered"] for row in domains.values()) == 3
+    assert domains[person.split("@")[1]]["unique_human_clicks"] == 1
     assert report["links"][0] | {} == {"position": 1, "url": "https://example.com/passkeys", "human": 1,
                                        "machine": 2, "unique_human": 1}
 
