@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
 from subscribers.models import MailingList, Segment, Subscriber, Subscription, SubscriptionStatus, Suppression
-from subscribers.segments import SegmentError, compile_segment
+from subscribers.segments import compile_segment
 from subscribers.service import ServiceError
 
 MAX_SEGMENT_NAME = 100
@@ -65,5 +65,3 @@ def segments_of(session: Session, list_id: int | None = None) -> list[tuple[Segm
         query = query.where(Segment.list_id == list_id)
     return [(segment, slug) for segment, slug in session.execute(query)]
 
-
-__all__ = ["SegmentError", "conditions", "count", "create_segment", "get_segment", "segments_of"]

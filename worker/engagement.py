@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -262,9 +262,3 @@ def purge_raw(session: Session, keep_days: int, now: datetime | None = None) -> 
     cutoff = (now or utcnow()) - timedelta(days=keep_days)
     return rowcount(session.execute(delete(EngagementHit).where(EngagementHit.at < cutoff,
                                                                  EngagementHit.verdict.is_not(None))))
-
-
-def hits_of(session: Session, delivery_ids: Iterable[int]) -> list[EngagementHit]:
-    ids = list(delivery_ids)
-    return list(session.scalars(select(EngagementHit).where(
-        id_in(EngagementHit.delivery_id, ids, session.get_bind().dialect.name)).order_by(EngagementHit.id)))
