@@ -159,3 +159,8 @@ def table_of(model: type[Base]) -> Table:
 def rowcount(result: Result[Any]) -> int:
     """Rows a DML statement changed (Session.execute is typed as returning a plain Result, not a cursor's)."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; every one we store is UTC, so compare them as such."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -19,7 +19,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from mailer.db import utcnow
+from mailer.db import as_utc, utcnow
 from mailer.settings import get_settings
 from newsletter.models import ApiToken, Role, User, UserSession
 
@@ -96,10 +96,6 @@ def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without a zone; every one we store is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
 
 def start_session(session: Session, user: User, client_address: str | None, user_agent: str | None) -> str:
     """Record a sign-in and return its cookie value. The cookie is signed (forgeries cost no database read) and
@@ -145,7 +141,7 @@ def principal_from_cookie(session: Session, cookie: str | None) -> Principal | N
         return None
     row, user = found
     now = utcnow()
-    if now - _aware(row.last_seen_at) > LAST_SEEN_EVERY:
+    if now - as_utc(row.last_seen_at) > LAST_SEEN_EVERY:
         row.last_seen_at = now
     return Principal(user.id, user.email, user.role, session_id=row.id,
                      must_change_password=user.must_change_password)

@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from mailer.addresses import mixes_scripts
 from mailer.brand import BrandError, normalise_accent
-from mailer.db import email_hash, rowcount, utcnow
+from mailer.db import as_utc, email_hash, rowcount, utcnow
 from mailer.i18n import DEFAULT_LANGUAGE, catalog_for, supported_languages
 from mailer.message import clean_header
 from mailer.settings import get_settings
@@ -389,7 +389,7 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
     if subscription.status is SubscriptionStatus.CONFIRMED:
         return Outcome(subscription)
     if (not direct and subscription.status is SubscriptionStatus.PENDING and subscription.created_at is not None
-            and _aware(subscription.created_at) > now - REQUEST_AGAIN_AFTER):
+            and as_utc(subscription.created_at) > now - REQUEST_AGAIN_AFTER):
         return Outcome(subscription)  # a confirmation just went out: a double click or a replay gets no second one
     if direct:
         was = subscription.status
@@ -404,10 +404,6 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
     event(ConsentKind.REQUESTED)
     return Outcome(subscription, [Notify(NotificationKind.CONFIRM, subscription.id)], changed=True)
 
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; every one we store is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _welcome(mailing_list: MailingList, subscription: Subscription, source: ConsentSource) -> list[Notify]:

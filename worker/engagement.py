@@ -22,7 +22,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from mailer.db import id_in, rowcount, table_of, utcnow
+from mailer.db import as_utc, id_in, rowcount, table_of, utcnow
 from mailer.tracking import TRAP_POSITION, add_tracking
 from subscribers.models import MailingList, Subscriber
 from worker.models import Delivery, EngagementHit, Send, SendLink
@@ -170,32 +170,28 @@ def machine_signatures(path: Path = MACHINES_FILE) -> MachineSignatures:
         tuple((ipaddress.ip_network(e["cidr"]), e["label"], kinds(e)) for e in data["networks"]))
 
 
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes (stored as UTC); compare everything as aware UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
 
 def judge(hit: EngagementHit, neighbours: Sequence[EngagementHit], delivered_at: datetime | None,
           signatures: MachineSignatures) -> tuple[Verdict, str]:
     """The verdict on one hit, given every hit of the same message (neighbours, itself included)."""
-    at = _utc(hit.at)
+    at = as_utc(hit.at)
     if hit.reason:
         return Verdict.MACHINE, hit.reason
     if hit.kind == EngagementKind.CLICK and hit.position == TRAP_POSITION:
         return Verdict.MACHINE, "fetched the hidden link"
     if any(n.kind == EngagementKind.CLICK and n.position == TRAP_POSITION
-           and abs((_utc(n.at) - at).total_seconds()) <= TRAP_WINDOW_S for n in neighbours):
+           and abs((as_utc(n.at) - at).total_seconds()) <= TRAP_WINDOW_S for n in neighbours):
         return Verdict.MACHINE, "the message's hidden link was fetched at the same time"
     if hit.method.upper() == "HEAD":
         return Verdict.MACHINE, "HEAD request"
     label = signatures.match(hit.kind, hit.user_agent, hit.network)
     if label:
         return Verdict.MACHINE, label
-    if delivered_at is not None and (at - _utc(delivered_at)).total_seconds() < EARLY_S:
+    if delivered_at is not None and (at - as_utc(delivered_at)).total_seconds() < EARLY_S:
         return Verdict.MACHINE, f"within {EARLY_S} s of delivery"
     if hit.kind == EngagementKind.CLICK:
         near = {n.position for n in neighbours if n.kind == EngagementKind.CLICK
-                and abs((_utc(n.at) - at).total_seconds()) <= BURST_S}
+                and abs((as_utc(n.at) - at).total_seconds()) <= BURST_S}
         if len(near) >= BURST_LINKS:
             return Verdict.MACHINE, f"{len(near)} links of one message within {BURST_S} s"
     return Verdict.HUMAN, ""

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
+from mailer.db import as_utc
 from subscribers.models import Subscriber
 from subscribers.segments import email_domain_of
 from worker.engagement import EngagementKind, Verdict
@@ -73,8 +74,7 @@ def _timeline(session: Session, send: Send) -> list[dict[str, int]]:
     for kind, at in session.execute(select(EngagementHit.kind, EngagementHit.at).where(
             EngagementHit.send_id == send.id, EngagementHit.verdict == Verdict.HUMAN.value,
             EngagementHit.at < start + timedelta(hours=TIMELINE_HOURS))):
-        moment = at if at.tzinfo else at.replace(tzinfo=start.tzinfo)
-        hour = int((moment - start).total_seconds() // 3600)
+        hour = int((as_utc(at) - as_utc(start)).total_seconds() // 3600)
         if 0 <= hour < TIMELINE_HOURS:
             hours[hour]["opens" if kind == EngagementKind.OPEN.value else "clicks"] += 1
     return hours
