@@ -24,7 +24,7 @@ from newsletter.auth import create_user
 from newsletter.migrate import upgrade
 from newsletter.models import Role
 from newsletter.web.app import create_app
-from subscribers import service
+from subscribers import mailing_lists
 
 PASSWORD = "bench password 123"
 
@@ -34,8 +34,8 @@ def fill(url: str, count: int) -> None:
 
     with session_scope() as session:
         create_user(session, "bench@example.com", PASSWORD, Role.ADMIN)
-        weekly = service.create_list(session, "weekly", "Weekly", double_opt_in=False)
-        other = service.create_list(session, "other", "Other", double_opt_in=False)
+        weekly = mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        other = mailing_lists.create_list(session, "other", "Other", double_opt_in=False)
         ids = weekly.id, other.id
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
         conn.execute("INSERT INTO subscribers (email, name, attributes, created_at) SELECT 'reader' || g || "

@@ -22,7 +22,7 @@ from bench.database import ADMIN_URL, create_database
 from bench.report import write_section
 from mailer.db import new_session, session_scope
 from newsletter.migrate import upgrade
-from subscribers import importer, service
+from subscribers import importer, mailing_lists
 
 
 def generate(path: Path, rows: int) -> None:
@@ -38,7 +38,7 @@ def child(csv_path: str, url: str) -> None:
 
     upgrade(url)
     with session_scope() as session:
-        service.create_list(session, "bench", "Bench", double_opt_in=False)
+        mailing_lists.create_list(session, "bench", "Bench", double_opt_in=False)
     start = time.perf_counter()
     result = importer.import_csv(new_session, Path(csv_path), "bench", confirmed=True, consent_source="bench")
     seconds = time.perf_counter() - start

@@ -20,7 +20,7 @@ from bench.report import write_section
 from mailer.db import dispose_engines, session_scope
 from mailer.settings import reset_settings
 from newsletter.migrate import upgrade
-from subscribers import audience, service
+from subscribers import audience, mailing_lists
 
 EXPRESSIONS = [
     ("indexed column", 'email >= "r5" and email < "r6"', "<= 1 s"),
@@ -38,7 +38,7 @@ def populate(size: int) -> tuple[str, int]:
     dispose_engines()
     upgrade(url)
     with session_scope() as session:
-        list_id = service.create_list(session, "bench", "Bench", double_opt_in=False).id
+        list_id = mailing_lists.create_list(session, "bench", "Bench", double_opt_in=False).id
     with psycopg.connect(url) as conn:
         conn.execute(
             "INSERT INTO subscribers (email, name, attributes, created_at) "

@@ -32,7 +32,7 @@ from mailer.dkim_signing import signer_from_settings
 from mailer.settings import get_settings, reset_settings
 from mailer.store import save_issue
 from newsletter.migrate import upgrade
-from subscribers import service
+from subscribers import mailing_lists
 from worker import sends
 from worker.app import reconfigure
 from worker.stats import send_counters
@@ -72,8 +72,8 @@ def populate(url: str, size: int, tracked: bool = True) -> tuple[int, int]:
     upgrade(url)
 
     with session_scope() as session:
-        mailing_list = service.create_list(session, "bench", "Bench", double_opt_in=False)
-        service.set_list_tracking(session, mailing_list, clicks=tracked, opens=tracked)
+        mailing_list = mailing_lists.create_list(session, "bench", "Bench", double_opt_in=False)
+        mailing_lists.set_list_tracking(session, mailing_list, clicks=tracked, opens=tracked)
         issue = save_issue(session, (ROOT / "examples/issues/2023-09-22-digital-digest.md").read_text())
         list_id, issue_id = mailing_list.id, issue.id
     with psycopg.connect(url) as conn:

@@ -35,7 +35,7 @@ from mailer.db import dispose_engines, session_scope
 from mailer.settings import reset_settings
 from mailer.store import save_issue
 from newsletter.migrate import upgrade
-from subscribers import service
+from subscribers import mailing_lists
 from subscribers.tokens import LinkMaker, Purpose
 from worker.models import Send, SendStatus
 
@@ -68,8 +68,8 @@ def populate(url: str) -> dict[str, list[str] | str]:
     dispose_engines()
     upgrade(url)
     with session_scope() as session:
-        weekly = service.create_list(session, "weekly", "Digital Digest Weekly")
-        pending = service.create_list(session, "pending", "Pending")
+        weekly = mailing_lists.create_list(session, "weekly", "Digital Digest Weekly")
+        pending = mailing_lists.create_list(session, "pending", "Pending")
         issue = save_issue(session, (ROOT / "examples/issues/2023-09-22-digital-digest.md").read_text())
         session.flush()
         session.add(Send(issue_id=issue.id, list_id=weekly.id, status=SendStatus.DONE, transport="outbox"))

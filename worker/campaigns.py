@@ -21,36 +21,28 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mailer.batch import Content, Recipient, Result, TransportError
+from mailer.batch import Content, Result, TransportError
 from mailer.db import id_in, new_session, rowcount, session_scope, table_of, utcnow
-from mailer.i18n import DEFAULT_LANGUAGE, translations
 from mailer.models import IssueRecord
-from mailer.placeholders import Key
 from mailer.settings import Settings, TransportName, get_settings
-from mailer.tracking import add_tracking
 from mailer.transports import get_transport
 from mailer.transports.base import Transport
-from mailer.verp import verp_address
 from subscribers import audience
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import suppressed_among
-from subscribers.tokens import LinkMaker, Purpose, TrackTokens
 from worker import engagement, refusals
+from worker.content import Row, content_for, freeze, recipients_for, web_url
 from worker.leases import TRANSIENT_DB_ERRORS, Heartbeat, until_stored
 from worker.leases import stalled_sends as stalled_sends  # the sweeper's queries live with the leases
 from worker.leases import sweep_leases as sweep_leases
 from worker.models import Delivery, DeliveryStatus, Send, SendStatus
 from worker.shutdown import ambiguous_window
-
-if TYPE_CHECKING:  # types only: importing mailer.render would load the render stack in every worker
-    from mailer.issue import Issue
-    from mailer.render import RenderedIssue
 
 log = logging.getLogger(__name__)
 
@@ -219,21 +211,11 @@ def claim(session: Session, send_id: int, first_id: int, last_id: int) -> list[i
     return sorted(rows)
 
 
-@dataclass(frozen=True)
-class _Row:
-    delivery_id: int
-    subscriber_id: int
-    email: str
-    name: str
-    reason: str | None  # why it must be skipped now, or None
-    tracked: bool = True  # False: the subscriber opted out of open and click tracking
-
-
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
+def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[Row]:
     """Eligibility at the moment of sending: someone who left after the plan gets nothing."""
     query = (select(_DELIVERIES.c.id, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.erased_at,
                     Subscription.status, Subscriber.tracking_opt_out)
@@ -252,11 +234,11 @@ def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[_Row]:
             reason = "address suppressed"
         elif status is not SubscriptionStatus.CONFIRMED:
             reason = f"subscription {status.value if status else 'removed'}"
-        rows.append(_Row(delivery_id, subscriber_id, email, name, reason, not opted_out))
+        rows.append(Row(delivery_id, subscriber_id, email, name, reason, not opted_out))
     return rows
 
 
-def _skip(session: Session, rows: Sequence[_Row]) -> None:
+def _skip(session: Session, rows: Sequence[Row]) -> None:
     by_reason: dict[str, list[int]] = defaultdict(list)
     for row in rows:
         if row.reason:
@@ -264,87 +246,6 @@ def _skip(session: Session, rows: Sequence[_Row]) -> None:
     for reason, ids in by_reason.items():
         session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, ids, _dialect(session)))
                         .values(status=DeliveryStatus.SKIPPED, error=reason, claimed_at=None))
-
-
-def freeze(send: Send, issue: IssueRecord, mailing_list: MailingList, settings: Settings) -> None:
-    """Render the issue for its list (name, language, brand) onto the send: what every recipient gets. Done once,
-    when the send is planned (from the issue as it is then), and for test sends and render's sample.
-    """
-    # Imported here: only the process that plans a send (or a test send) loads the render stack (mjml, premailer);
-    # a worker that only sends batches never does.
-    from mailer.issue import parse_issue  # noqa: PLC0415 (render stack: see above)
-    from mailer.render import render_issue  # noqa: PLC0415 (render stack: see above)
-
-    document = parse_issue(issue.source, issue.slug)
-    freeze_rendered(send, document, render_issue(document, settings, force=True,
-                                                 audience=mailing_list.audience(settings)), mailing_list)
-
-
-def freeze_rendered(send: Send, document: Issue, rendered: RenderedIssue, mailing_list: MailingList) -> None:
-    send.subject, send.html, send.text = rendered.subject, rendered.html, rendered.text
-    send.language = document.lang or mailing_list.language or DEFAULT_LANGUAGE
-
-
-def content_for(send: Send, mailing_list: MailingList, settings: Settings) -> Content:
-    from_name, from_email, reply_to = mailing_list.sender(settings)
-    assert send.subject is not None and send.html is not None and send.text is not None
-    return Content(subject=send.subject, html=send.html, text=send.text, from_email=from_email,
-                   from_name=from_name, reply_to=reply_to, send_id=send.id,
-                   list_id=f"{mailing_list.name} <{mailing_list.slug}.{settings.mail_domain}>",
-                   feedback_id=mailing_list.feedback_id(f"send{send.id or 0}", settings))
-
-
-def web_url(slug: str, settings: Settings) -> str:
-    return f"{settings.base_url.rstrip('/')}/archive/{slug}"
-
-
-def sample(send: Send, mailing_list: MailingList, slug: str, settings: Settings, *,
-           email: str = "reader@example.com", name: str = "Sample Reader") -> tuple[Content, Recipient]:
-    """What a batch of this send would hand its transport for one subscriber, made by the calls a send makes
-    (`newsletter render` writes its message.eml and filled email.html from it): the list's tracking applied as
-    the plan applies it (engagement.freeze_links, without numbering links in the database), then the batch's
-    recipient values and headers.
-
-    The send and the list need not be stored: ids that are None sign as 0, so the sample's links are well formed
-    but open no real subscription.
-    """
-    clicks, opens = bool(mailing_list.track_clicks), bool(mailing_list.track_opens)
-    tracked = (clicks or opens) and send.html is not None and send.text is not None
-    if tracked:
-        assert send.html is not None and send.text is not None
-        rewritten = add_tracking(send.html, send.text, settings.base_url, clicks=clicks, opens=opens)
-        send.html, send.text, send.track_clicks, send.track_opens = rewritten.html, rewritten.text, clicks, opens
-    row = _Row(delivery_id=0, subscriber_id=0, email=email, name=name, reason=None)
-    recipient = recipients_for([row], mailing_list.id or 0, web_url(slug, settings), settings, verp=False,
-                               track_send_id=(send.id or 0) if tracked else None,
-                               language=send.language or mailing_list.language or DEFAULT_LANGUAGE)[0]
-    return content_for(send, mailing_list, settings), recipient
-
-
-def recipients_for(rows: Sequence[_Row], list_id: int, web_url: str, settings: Settings, *,
-                   verp: bool, track_send_id: int | None = None,
-                   language: str = DEFAULT_LANGUAGE) -> list[Recipient]:
-    """Each recipient's values and signed links; the signing keys are derived once for the batch.
-
-    `track_send_id`: the send rewrote its links and pixel for tracking, so each message gets its tracking token.
-    `language`: the send's, for the name of a subscriber who gave none ("Hi there,").
-    """
-    nameless = translations(language).gettext("there")
-    track = TrackTokens(settings) if track_send_id is not None else None
-    unsubscribe_link = LinkMaker(Purpose.UNSUBSCRIBE, settings)
-    preferences_link = LinkMaker(Purpose.PREFERENCES, settings)
-    mailto = settings.unsubscribe_mailto
-    recipients = []
-    for row in rows:
-        unsubscribe_url = unsubscribe_link(row.subscriber_id, list_id)
-        values = {Key.NAME: row.name or nameless, Key.EMAIL: row.email, Key.UNSUBSCRIBE_URL: unsubscribe_url,
-                  Key.PREFERENCES_URL: preferences_link(row.subscriber_id), Key.WEB_URL: web_url}
-        if track is not None and track_send_id is not None:
-            values[Key.TRACK] = track(track_send_id, row.delivery_id, row.tracked)
-        recipients.append(Recipient(
-            email=row.email, delivery_id=row.delivery_id, unsubscribe_url=unsubscribe_url, unsubscribe_mailto=mailto,
-            return_path=verp_address(row.delivery_id, settings) if verp else None, values=values))
-    return recipients
 
 
 def _release(ids: Sequence[int], limit_s: float = 0) -> None:
@@ -386,7 +287,7 @@ def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) 
         slug = session.scalar(select(IssueRecord.slug).where(IssueRecord.id == send.issue_id))
         assert mailing_list is not None and slug is not None
         return _Batch(ids, content_for(send, mailing_list, settings), mailing_list.id,
-                      f"{settings.base_url.rstrip('/')}/archive/{slug}", send.transport,
+                      web_url(slug, settings), send.transport,
                       send.track_clicks or send.track_opens, send.language or mailing_list.language)
 
 
@@ -406,7 +307,7 @@ def _handover_hold() -> Iterator[Session]:
             session.close()
 
 
-def _recheck_before_sending(hold: Session, send_id: int, list_id: int, ids: Sequence[int]) -> list[_Row] | None:
+def _recheck_before_sending(hold: Session, send_id: int, list_id: int, ids: Sequence[int]) -> list[Row] | None:
     """Eligibility read once more after any wait, just before the provider call; the ineligible rows are marked
     skipped at once. None when the send stopped running meanwhile (the caller releases).
 

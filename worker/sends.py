@@ -35,6 +35,7 @@ from subscribers.models import MailingList
 from subscribers.service import ServiceError, normalise_email
 from worker import campaigns
 from worker.app import CONTINUE_SEND_TASK, PLAN_SEND_TASK, celery_app, is_inline, run_after_commit
+from worker.content import freeze
 from worker.models import Send, SendStatus
 from worker.ratelimit import throttle_for
 
@@ -235,7 +236,7 @@ def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | 
     base = settings.base_url.rstrip("/")
     frozen = Send(subject=issue.subject, html=issue.html, text=issue.text)
     if mailing_list is not None:  # as the list will get it: its language and brand
-        campaigns.freeze(frozen, issue, mailing_list, settings)
+        freeze(frozen, issue, mailing_list, settings)
     assert frozen.subject is not None and frozen.html is not None and frozen.text is not None
     content = Content(subject=f"[TEST] {frozen.subject}", html=frozen.html, text=frozen.text, from_email=from_email,
                       from_name=from_name, reply_to=reply_to, category="test")

@@ -21,7 +21,7 @@ from mailer.settings import get_settings
 from newsletter.cli.common import console, err
 from newsletter.web.preview import preview_app
 from subscribers.models import MailingList
-from worker import campaigns
+from worker import content as send_content
 from worker.models import Send
 
 
@@ -62,9 +62,9 @@ def sample(issue: Issue, rendered: RenderedIssue) -> tuple[Content, Recipient]:
     mailing_list = _known_list(issue.list_slug) or MailingList(slug=issue.list_slug or "sample", name=issue.title,
                                                                language="en")
     send = Send()
-    campaigns.freeze_rendered(send, issue, render_issue(issue, settings, force=True,
+    send_content.freeze_rendered(send, issue, render_issue(issue, settings, force=True,
                                                         audience=mailing_list.audience(settings)), mailing_list)
-    return campaigns.sample(send, mailing_list, issue.slug, settings)
+    return send_content.sample(send, mailing_list, issue.slug, settings)
 
 
 def render(issue_path: Path = typer.Argument(..., help="The issue's Markdown file."),

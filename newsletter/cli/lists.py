@@ -10,7 +10,7 @@ from rich.text import Text
 from sqlalchemy.orm import Session
 
 from newsletter.cli.common import console, db, fail
-from subscribers import queries, service
+from subscribers import mailing_lists, queries, service
 from subscribers.models import MailingList
 
 lists_app = typer.Typer(help="Mailing lists.", no_args_is_help=True)
@@ -29,7 +29,7 @@ _POSTAL = typer.Option(None, "--postal-address", help="Footer address (default: 
 def _look(session: Session, mailing_list: MailingList, language: str | None, brand_name: str | None,
           logo: str | None, accent: str | None, postal_address: str | None) -> None:
     is_url = logo is None or logo == "" or logo.startswith(("https:", "http:"))
-    service.apply_look(mailing_list, service.ListLook(
+    mailing_lists.apply_look(mailing_list, mailing_lists.ListLook(
         language=language, brand_name=brand_name, logo_url=logo if is_url else "", accent_colour=accent,
         postal_address=postal_address))
     if logo is not None and not is_url:
@@ -37,9 +37,9 @@ def _look(session: Session, mailing_list: MailingList, language: str | None, bra
             data = Path(logo).read_bytes()
         except OSError as exc:
             raise fail(f"--logo {logo}: {exc.strerror or exc}") from exc
-        service.set_logo_image(mailing_list, data)
+        mailing_lists.set_logo_image(mailing_list, data)
     elif logo is not None:
-        service.set_logo_image(mailing_list, None)
+        mailing_lists.set_logo_image(mailing_list, None)
     session.flush()
 
 
@@ -63,11 +63,12 @@ def create(slug: str, name: str = typer.Option(..., "--name", help="Name shown t
            postal_address: str = _POSTAL) -> None:
     """Create a list."""
     with db() as session:
-        created = service.create_list(session, slug, name, double_opt_in=double_opt_in, from_name=from_name,
-                                      from_email=from_email, reply_to=reply_to, welcome=welcome,
-                                      description=description, allow_international=allow_international)
-        service.configure_signup(created, embeddable=embeddable, origins=embed_origin, thank_you_url=thank_you_url,
-                                 archive_private=archive_private)
+        created = mailing_lists.create_list(session, slug, name, double_opt_in=double_opt_in, from_name=from_name,
+                                            from_email=from_email, reply_to=reply_to, welcome=welcome,
+                                            description=description, allow_international=allow_international)
+        mailing_lists.configure_signup(created, embeddable=embeddable, origins=embed_origin,
+                                       thank_you_url=thank_you_url,
+                                       archive_private=archive_private)
         _look(session, created, language, brand_name, logo, accent, postal_address)
         console.print(f"created list {created.slug} ({'double opt-in' if double_opt_in else 'single opt-in'}, "
                       f"language {created.language})")
@@ -95,10 +96,10 @@ def set_options(slug: str,
     if any_origin and embed_origin:
         raise typer.BadParameter("--any-origin and --embed-origin contradict each other")
     with db() as session:
-        mailing_list = service.get_list(session, slug)
-        service.configure_signup(mailing_list, embeddable=embeddable,
-                                 origins=[] if any_origin else embed_origin or None,
-                                 thank_you_url=thank_you_url, archive_private=archive_private)
+        mailing_list = mailing_lists.get_list(session, slug)
+        mailing_lists.configure_signup(mailing_list, embeddable=embeddable,
+                                       origins=[] if any_origin else embed_origin or None,
+                                       thank_you_url=thank_you_url, archive_private=archive_private)
         _look(session, mailing_list, language, brand_name, logo, accent, postal_address)
         if reply_to is not None:
             if reply_to:
@@ -130,8 +131,8 @@ def ls() -> None:
 def show(slug: str) -> None:
     """One list: identity and counts by status."""
     with db() as session:
-        mailing_list = service.get_list(session, slug)
-        counts = service.list_counts(session, mailing_list.id)
+        mailing_list = mailing_lists.get_list(session, slug)
+        counts = mailing_lists.list_counts(session, mailing_list.id)
         console.print(Text.assemble((mailing_list.name, "bold"), f" ({mailing_list.slug})"), highlight=False)
         console.print(f"language: {mailing_list.language}  brand: {mailing_list.brand_name or '-'}  accent: "
                       f"{mailing_list.accent_colour or 'default'}  logo: "
@@ -151,7 +152,8 @@ def tracking(slug: str,
              opens: bool = typer.Option(None, "--opens/--no-opens", help="Add an open pixel.")) -> None:
     """Show or set a list's click and open tracking (new lists track both; sends planned later follow)."""
     with db() as session:
-        mailing_list = service.set_list_tracking(session, service.get_list(session, slug), clicks=clicks, opens=opens)
+        mailing_list = mailing_lists.set_list_tracking(session, mailing_lists.get_list(session, slug),
+                                                       clicks=clicks, opens=opens)
         console.print(f"{mailing_list.slug}: clicks {'on' if mailing_list.track_clicks else 'off'}, "
                       f"opens {'on' if mailing_list.track_opens else 'off'}", highlight=False)
 

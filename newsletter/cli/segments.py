@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from newsletter.cli.common import console, db, fail
-from subscribers import audience, service
+from subscribers import audience, mailing_lists
 from subscribers.segments import SegmentError
 
 segments_app = typer.Typer(help="Segments: saved filters on a list (see docs/segments.md).", no_args_is_help=True)
@@ -19,7 +19,7 @@ def create(name: str, list_slug: str = typer.Option(..., "--list"),
     """Save a segment; the expression is checked now, and the matching count shown."""
     try:
         with db() as session:
-            mailing_list = service.get_list(session, list_slug)
+            mailing_list = mailing_lists.get_list(session, list_slug)
             segment = audience.create_segment(session, mailing_list, name, where, created_by="cli")
             matching = audience.count(session, mailing_list.id, segment.expression)
     except SegmentError as exc:
@@ -32,7 +32,7 @@ def ls(list_slug: str = typer.Option(None, "--list")) -> None:
     """Segments with their expressions and how many they match now."""
     table = Table("list", "segment", "matching", "expression")
     with db() as session:
-        list_id = service.get_list(session, list_slug).id if list_slug else None
+        list_id = mailing_lists.get_list(session, list_slug).id if list_slug else None
         for segment, slug in audience.segments_of(session, list_id):
             table.add_row(slug, segment.name, str(audience.count(session, segment.list_id,
                                                                                   segment.expression)),
@@ -49,7 +49,7 @@ def count(name: str = typer.Argument(None, help="A saved segment (or give --wher
         raise fail("Name a segment or give --where.")
     try:
         with db() as session:
-            mailing_list = service.get_list(session, list_slug)
+            mailing_list = mailing_lists.get_list(session, list_slug)
             expression = where or audience.get_segment(session, mailing_list.id, name).expression
             matching = audience.count(session, mailing_list.id, expression)
     except SegmentError as exc:

@@ -20,7 +20,7 @@ from mailer.render import RenderError
 from mailer.settings import get_settings
 from mailer.store import save_issue
 from newsletter.cli.common import console, db, description_column, err, fail
-from subscribers import service
+from subscribers import mailing_lists
 from worker import reports, sends
 from worker.app import celery_app, is_inline
 from worker.engagement_report import send_report
@@ -70,7 +70,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
     issue_id, default_list = _store_issue(issue_path, force)
     if test_to:
         with db() as session:
-            list_id = service.get_list(session, list_slug).id if list_slug else None
+            list_id = mailing_lists.get_list(session, list_slug).id if list_slug else None
             result = sends.send_test(session, issue_id, test_to, list_id=list_id)
         if not result.ok:
             raise fail(f"test send failed: {result.error}")
@@ -92,7 +92,7 @@ def send(issue_path: Path = typer.Argument(..., help="The issue's Markdown file.
 
         try:
             with db() as session:
-                mailing_list = service.get_list(session, slug)
+                mailing_list = mailing_lists.get_list(session, slug)
                 send_id = sends.create(session, issue_id, mailing_list.id, options, on_progress=advance).id
                 console.print(f"send {send_id}" + (f" scheduled for {at}" if at else " started"))
         except sends.SendError as exc:

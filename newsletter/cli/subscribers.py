@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db import new_session
 from newsletter.cli.common import console, db, description_column, fail
-from subscribers import importer, queries, service
+from subscribers import importer, mailing_lists, queries, service
 from subscribers.models import ConsentSource, Subscriber, SubscriptionStatus
 from subscribers.service import Refusal
 from worker.notifications import notify_after_commit
@@ -35,7 +35,7 @@ def add(email: str, list_slug: str = typer.Option(..., "--list"), name: str = ty
         override_suppression: bool = typer.Option(False, help="Subscribe even if the address is suppressed.")) -> None:
     """Add one subscriber. Without --confirmed they get a confirmation email (double opt-in lists)."""
     with db() as session:
-        mailing_list = service.get_list(session, list_slug)
+        mailing_list = mailing_lists.get_list(session, list_slug)
         outcome = service.subscribe(session, mailing_list, email, name, source=ConsentSource.ADMIN,
                                     confirmed=confirmed, consent_note=consent_source,
                                     override_suppression=override_suppression)
@@ -53,7 +53,7 @@ def ls(list_slug: str = typer.Option(None, "--list"), status: SubscriptionStatus
     """Subscribers, filtered by list, status or a search in address and name."""
     table = Table("email", "name", "lists")
     with db() as session:
-        slug = service.get_list(session, list_slug).slug if list_slug else ""  # an unknown list is an error here
+        slug = mailing_lists.get_list(session, list_slug).slug if list_slug else ""  # an unknown list is an error here
         found = queries.search_subscribers(session, search=search or "", list_slug=slug, status=status, limit=limit)
         for row in found.rows:
             lists = ", ".join(f"{m.mailing_list.slug}:{m.status.value}" for m in row.memberships)
@@ -66,7 +66,7 @@ def unsubscribe(email: str, list_slug: str = typer.Option(None, "--list", help="
     """Unsubscribe someone from one list or from everything."""
     with db() as session:
         subscriber = _find(session, email)
-        list_id = service.get_list(session, list_slug).id if list_slug else None
+        list_id = mailing_lists.get_list(session, list_slug).id if list_slug else None
         changed = service.unsubscribe(session, subscriber.id, list_id, source=ConsentSource.ADMIN)
     console.print(f"{email}: unsubscribed from {changed} list(s)")
 

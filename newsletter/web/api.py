@@ -22,7 +22,7 @@ from mailer.store import find_issue, issues_page, save_issue
 from newsletter.auth import Principal
 from newsletter.web.deps import api_admin, api_user, db_session
 from newsletter.web.embed import json_router
-from subscribers import audience, queries, service
+from subscribers import audience, mailing_lists, queries, service
 from subscribers.models import ConsentSource, MailingList, Subscriber, SubscriptionStatus, SuppressionReason
 from subscribers.queries import ListOrder
 from subscribers.segments import SegmentError
@@ -170,7 +170,7 @@ def _bad(message: str, status: int = 400) -> HTTPException:
 
 def _list(session: Session, slug: str) -> MailingList:
     try:
-        return service.get_list(session, slug)
+        return mailing_lists.get_list(session, slug)
     except service.ServiceError as exc:
         raise _bad(str(exc), 404) from exc
 
@@ -188,17 +188,17 @@ def get_lists(user: Principal = Depends(api_user), session: Session = db_session
 @api_app.post("/lists", response_model=ListOut, status_code=201)
 def post_list(body: ListIn, user: Principal = Depends(api_admin), session: Session = db_session) -> ListOut:
     try:
-        created = service.create_list(session, body.slug, body.name, double_opt_in=body.double_opt_in)
+        created = mailing_lists.create_list(session, body.slug, body.name, double_opt_in=body.double_opt_in)
     except service.ServiceError as exc:
         raise _bad(str(exc), 409) from exc
     session.commit()
-    return _list_out(created, service.list_counts(session, created.id))
+    return _list_out(created, mailing_lists.list_counts(session, created.id))
 
 
 @api_app.get("/lists/{slug}", response_model=ListOut)
 def get_list(slug: str, user: Principal = Depends(api_user), session: Session = db_session) -> ListOut:
     mailing_list = _list(session, slug)
-    return _list_out(mailing_list, service.list_counts(session, mailing_list.id))
+    return _list_out(mailing_list, mailing_lists.list_counts(session, mailing_list.id))
 
 
 def _subscriber_out(session: Session, subscriber: Subscriber) -> SubscriberOut:

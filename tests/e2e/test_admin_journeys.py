@@ -21,7 +21,7 @@ from mailer.store import save_issue
 from newsletter.auth import create_user
 from newsletter.models import Role
 from newsletter.web.ratelimit import reset
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentSource, Subscriber
 from tests.mailer.test_issue import EXAMPLE
 from tests.support.audience import started_send
@@ -196,7 +196,7 @@ def test_staff_cannot_open_suppressions(site: str, page: Page) -> None:
 
 def test_unsubscribed_from_admin_page_is_skipped_by_next_send(site: str, page: Page, tmp_path: Path) -> None:
     with session_scope() as session:
-        weekly = service.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        weekly = mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
         for address in ("keep@example.org", "leave@example.org"):
             service.subscribe(session, weekly, address, source=ConsentSource.ADMIN)
     sign_in(page, site, "admin@example.com")
@@ -220,7 +220,7 @@ def test_unsubscribed_from_admin_page_is_skipped_by_next_send(site: str, page: P
 
 def test_progress_bars_follow_a_running_send_without_reloading(site: str, page: Page) -> None:
     with session_scope() as session:
-        weekly = service.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        weekly = mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
         for n in range(5):
             service.subscribe(session, weekly, f"r{n}@example.org", source=ConsentSource.ADMIN)
         issue = save_issue(session, EXAMPLE.read_text(), filename=EXAMPLE.name)

@@ -9,7 +9,7 @@ from playwright.sync_api import ConsoleMessage, Dialog, Page, expect
 from sqlalchemy import select
 
 from mailer.db import session_scope
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentSource, Subscriber
 from tests.e2e.test_admin_journeys import page, sign_in, site, write_issue  # noqa: F401 (fixtures)
 from tests.mailer.test_issue import EXAMPLE
@@ -37,7 +37,7 @@ def test_admin_pages_work_under_the_csp_without_violations(site: str, page: Page
     expect(phone.locator("body")).to_contain_text("Good evening, under CSP.")  # the nonce'd live-preview script
 
     with session_scope() as session:
-        weekly = service.create_list(session, "weekly", "Weekly")
+        weekly = mailing_lists.create_list(session, "weekly", "Weekly")
         subscription = service.subscribe(session, weekly, "erase.me@example.org", source=ConsentSource.ADMIN,
                                          confirmed=True, consent_note="test").subscription
         assert subscription is not None

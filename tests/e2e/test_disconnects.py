@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from mailer.db import session_scope
 from mailer.settings import reset_settings
-from subscribers import service
+from subscribers import mailing_lists
 from subscribers.models import Subscriber, Subscription, SubscriptionStatus
 from subscribers.tokens import Purpose, link
 from tests.support.audience import make_audience
@@ -144,7 +144,7 @@ def test_hundred_page_loads_and_sign_ups_hung_up_leave_the_pool_free(pg_url: str
                                                                     server_log: _Records) -> None:
     """Half read a page, half sign up: more requests than the pool has connections, all abandoned."""
     with session_scope() as session:
-        service.create_list(session, "weekly", "Digital Digest Weekly")
+        mailing_lists.create_list(session, "weekly", "Digital Digest Weekly")
     csrf = "c" * 43
     sockets = []
     for i in range(CLIENTS):

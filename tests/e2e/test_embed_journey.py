@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from mailer.db import session_scope
 from mailer.settings import reset_settings
 from newsletter.web.embed import snippets
-from subscribers import service
+from subscribers import mailing_lists
 from subscribers.models import ConsentEvent, ConsentKind, Subscriber, Subscription, SubscriptionStatus
 from tests.support.mailbox import links, messages_to
 
@@ -47,7 +47,7 @@ def publisher_site(tmp_path: Path, html: str) -> Iterator[str]:
 
 def _snippet(kind: str) -> str:
     with session_scope() as session:
-        return snippets(service.get_list(session, "weekly"))[kind]
+        return snippets(mailing_lists.get_list(session, "weekly"))[kind]
 
 
 def _status(email: str) -> SubscriptionStatus | None:
@@ -57,7 +57,7 @@ def _status(email: str) -> SubscriptionStatus | None:
 
 def test_plain_snippet_from_another_site_subscribes(site: str, browser, tmp_path: Path) -> None:
     with session_scope() as session:
-        service.create_list(session, "weekly", "Digital Digest Weekly")
+        mailing_lists.create_list(session, "weekly", "Digital Digest Weekly")
     with publisher_site(tmp_path, _snippet("form")) as blog:
         context = browser.new_context()  # a fresh profile: never visited our site, no cookie of ours
         page = context.new_page()
@@ -81,10 +81,10 @@ def test_plain_snippet_from_another_site_subscribes(site: str, browser, tmp_path
 
 def test_script_snippet_from_an_allowed_site_stays_on_the_page(site: str, browser, tmp_path: Path) -> None:
     with session_scope() as session:
-        service.create_list(session, "weekly", "Digital Digest Weekly")
+        mailing_lists.create_list(session, "weekly", "Digital Digest Weekly")
     with publisher_site(tmp_path, _snippet("script")) as blog:
         with session_scope() as session:
-            service.configure_signup(service.get_list(session, "weekly"), origins=[blog])
+            mailing_lists.configure_signup(mailing_lists.get_list(session, "weekly"), origins=[blog])
         context = browser.new_context()
         page = context.new_page()
         try:
@@ -110,8 +110,8 @@ def test_script_snippet_on_a_site_not_allowed_falls_back_to_our_page(site: str, 
     """CORS hides the answer from a page that may not embed the list; the snippet then posts the plain form, and the
     visitor lands on our page that says where to sign up, never on a bare error."""
     with session_scope() as session:
-        service.create_list(session, "weekly", "Digital Digest Weekly")
-        service.configure_signup(service.get_list(session, "weekly"), origins=["https://the-real-blog.example"])
+        mailing_lists.create_list(session, "weekly", "Digital Digest Weekly")
+        mailing_lists.configure_signup(mailing_lists.get_list(session, "weekly"), origins=["https://the-real-blog.example"])
     with publisher_site(tmp_path, _snippet("script")) as blog:
         context = browser.new_context()
         page = context.new_page()
@@ -132,7 +132,7 @@ def test_same_address_posted_100_times_at_once(site: str, monkeypatch: pytest.Mo
     monkeypatch.setenv("NEWSLETTER_SUBSCRIBE_RATE_PER_EMAIL", "1000")
     reset_settings()
     with session_scope() as session:
-        service.create_list(session, "weekly", "Digital Digest Weekly")
+        mailing_lists.create_list(session, "weekly", "Digital Digest Weekly")
     barrier = threading.Barrier(100)
 
     def post(_i: int) -> tuple[int, str]:

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from mailer.db import session_scope
-from subscribers import service
+from subscribers import mailing_lists
 from subscribers.models import Subscriber, Subscription, SubscriptionStatus
 from subscribers.tokens import Purpose, link
 from tests.support.mailbox import links, messages_to
@@ -21,7 +21,7 @@ def status(email: str) -> SubscriptionStatus | None:
 
 def test_subscribe_confirm_then_unsubscribe(site: str, browser) -> None:
     with session_scope() as session:
-        service.create_list(session, "weekly", "Digital Digest Weekly", description="Eight stories every Friday.")
+        mailing_lists.create_list(session, "weekly", "Digital Digest Weekly", description="Eight stories every Friday.")
     page = browser.new_page()
     try:
         page.goto(f"{site}/lists/weekly/subscribe")
@@ -42,7 +42,7 @@ def test_subscribe_confirm_then_unsubscribe(site: str, browser) -> None:
         with session_scope() as session:
             subscriber = session.scalar(select(Subscriber).where(Subscriber.email == "ada@example.com"))
             assert subscriber is not None
-            unsubscribe_url = link(Purpose.UNSUBSCRIBE, subscriber.id, service.get_list(session, "weekly").id)
+            unsubscribe_url = link(Purpose.UNSUBSCRIBE, subscriber.id, mailing_lists.get_list(session, "weekly").id)
         page.goto(unsubscribe_url)
         page.get_by_role("button", name="Unsubscribe from Digital Digest Weekly").click()
         page.get_by_role("heading", name="You're unsubscribed").wait_for()

@@ -2,7 +2,7 @@
 """What a subscriber's copy scores where it lands: SpamAssassin (local rules), text contrast in Chromium in light and
 dark mode at phone and desktop width, quoted-printable line lengths and the list headers.
 
-Every message is the send path's own (worker.campaigns.sample: the list's rendering, content_for, recipients_for,
+Every message is the send path's own (worker.send_content.sample: the list's rendering, content_for, recipients_for,
 encode_message), for the example issues and for generated ones the suite has never tuned for: short, long, many
 links, Chinese, and a branded German list.
 """
@@ -27,7 +27,7 @@ from mailer.render import render_issue
 from mailer.settings import get_settings
 from mailer.transports.sendgrid import SendGridTransport
 from subscribers.models import MailingList
-from worker import campaigns
+from worker import content as send_content
 from worker.models import Send
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "issues").glob("*.md"))
@@ -114,8 +114,8 @@ def _sample(issue: Issue, mailing_list: MailingList) -> tuple[Content, Recipient
     settings = get_settings()
     send = Send(id=42)
     rendered = render_issue(issue, settings, force=True, audience=mailing_list.audience(settings))
-    campaigns.freeze_rendered(send, issue, rendered, mailing_list)
-    return campaigns.sample(send, mailing_list, issue.slug, settings)
+    send_content.freeze_rendered(send, issue, rendered, mailing_list)
+    return send_content.sample(send, mailing_list, issue.slug, settings)
 
 
 @pytest.fixture

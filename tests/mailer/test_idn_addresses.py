@@ -16,7 +16,7 @@ from mailer.batch import Content, Recipient
 from mailer.db import new_session, session_scope
 from mailer.message import build_message, encode_message
 from mailer.placeholders import Key
-from subscribers import importer, service
+from subscribers import importer, mailing_lists, service
 from subscribers.models import ConsentSource, Subscriber
 from tests.mailer.test_smtp_session import CONTENT, people, transport
 from tests.mailer.test_transports import sendgrid, standin  # noqa: F401 (standin is a fixture)
@@ -91,9 +91,9 @@ def test_a_lookalike_address_is_refused_unless_the_list_allows_international(cli
     assert refused.status_code == 400 and "different alphabets" in refused.text
     with session_scope() as session:
         assert session.scalar(select(Subscriber).where(Subscriber.email == LOOKALIKE)) is None
-        assert service.subscribe(session, service.get_list(session, "weekly"), "иван@example.com",
+        assert service.subscribe(session, mailing_lists.get_list(session, "weekly"), "иван@example.com",
                                  source=ConsentSource.FORM).subscription is not None  # one alphabet: fine
-        world = service.create_list(session, "world", "World", allow_international=True)
+        world = mailing_lists.create_list(session, "world", "World", allow_international=True)
         assert service.subscribe(session, world, LOOKALIKE, source=ConsentSource.FORM).subscription is not None
 
 

@@ -13,7 +13,7 @@ from newsletter.auth import create_user
 from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
-from subscribers import service
+from subscribers import mailing_lists
 
 PASSWORD = "correct horse battery staple"
 ROWS = 40_000
@@ -23,7 +23,7 @@ def test_import_shows_progress_then_result_and_report(pg_url: str) -> None:
     reset()
     with session_scope() as session:
         create_user(session, "admin@example.com", PASSWORD, Role.ADMIN)
-        service.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
     client = TestClient(create_app())
     token = re.search(r'name="csrf_token" value="([^"]+)"',  # type: ignore[union-attr]
                       client.get("/admin/login").text).group(1)
@@ -58,6 +58,6 @@ def test_import_shows_progress_then_result_and_report(pg_url: str) -> None:
     report = client.get(report_link.group(1))
     assert report.status_code == 200 and "broken" in report.text
     with session_scope() as session:
-        weekly = service.get_list(session, "weekly")
-        assert service.list_counts(session, weekly.id)["confirmed"] == ROWS
+        weekly = mailing_lists.get_list(session, "weekly")
+        assert mailing_lists.list_counts(session, weekly.id)["confirmed"] == ROWS
     assert client.get("/admin/import/run/unknown").status_code == 404

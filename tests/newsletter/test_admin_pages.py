@@ -14,7 +14,7 @@ from newsletter.auth import create_user
 from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentEvent, ConsentKind, ConsentSource, MailingList, Subscriber, Suppression
 from tests.mailer.test_issue import EXAMPLE
 from tests.support.mailbox import outbox_messages
@@ -31,8 +31,8 @@ def admin(db_url: str) -> TestClient:
     reset()
     with session_scope() as session:
         create_user(session, "admin@example.com", PASSWORD, Role.ADMIN)
-        weekly = service.create_list(session, "weekly", "Weekly", double_opt_in=False)
-        other = service.create_list(session, "other", "Other", double_opt_in=False)
+        weekly = mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        other = mailing_lists.create_list(session, "other", "Other", double_opt_in=False)
         for n in range(120):
             service.subscribe(session, weekly if n % 3 else other, f"reader{n:03d}@example.org", f"Reader {n}",
                               source=ConsentSource.ADMIN)

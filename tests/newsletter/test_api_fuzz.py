@@ -10,7 +10,7 @@ from mailer.db import session_scope
 from newsletter.auth import create_api_token, create_user
 from newsletter.models import Role
 from newsletter.web.api import api_app
-from subscribers import service
+from subscribers import mailing_lists
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", api_app)
 
@@ -19,7 +19,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", api_app)
 def token(sqlite_url: str) -> str:
     with session_scope() as session:
         admin = create_user(session, "fuzz@example.com", "correct horse battery staple", Role.ADMIN)
-        service.create_list(session, "weekly", "Weekly")
+        mailing_lists.create_list(session, "weekly", "Weekly")
         return create_api_token(session, admin, "fuzz")
 
 

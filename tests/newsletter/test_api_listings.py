@@ -10,7 +10,7 @@ from mailer.db import session_scope
 from newsletter.auth import create_api_token, create_user
 from newsletter.models import Role
 from newsletter.web.app import create_app
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentSource
 from tests.mailer.test_issue import EXAMPLE
 
@@ -20,8 +20,8 @@ def api(db_url: str) -> TestClient:
     with session_scope() as session:
         token = create_api_token(session, create_user(session, "s@example.com", "correct horse battery", Role.STAFF),
                                  "t")
-        weekly = service.create_list(session, "weekly", "Weekly", double_opt_in=False)
-        other = service.create_list(session, "other", "Other", double_opt_in=False)
+        weekly = mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        other = mailing_lists.create_list(session, "other", "Other", double_opt_in=False)
         for n in range(23):
             service.subscribe(session, weekly if n % 2 else other, f"p{n:02d}@example.org", f"Person {n}",
                               source=ConsentSource.ADMIN)

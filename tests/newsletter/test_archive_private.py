@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from mailer.db import session_scope
 from mailer.models import IssueRecord
 from newsletter.web.app import create_app
-from subscribers import service
+from subscribers import mailing_lists
 from tests.support.audience import make_audience
 from worker.models import Send, SendStatus
 
@@ -17,7 +17,8 @@ from worker.models import Send, SendStatus
 def _sent_to(list_slugs: list[str], issue_id: int) -> None:
     with session_scope() as session:
         for slug in list_slugs:
-            session.add(Send(issue_id=issue_id, list_id=service.get_list(session, slug).id, status=SendStatus.DONE,
+            list_id = mailing_lists.get_list(session, slug).id
+            session.add(Send(issue_id=issue_id, list_id=list_id, status=SendStatus.DONE,
                              transport="outbox"))
 
 
@@ -31,8 +32,8 @@ def _public_view(slug: str) -> tuple[int, bool, bool]:
 def test_private_list_issues_stay_out_of_archive_and_rss(db_url: str) -> None:
     audience = make_audience(1, pending=0, unsubscribed=0, suppressed=0)
     with session_scope() as session:
-        service.create_list(session, "members", "Members only")
-        service.configure_signup(service.get_list(session, "members"), archive_private=True)
+        mailing_lists.create_list(session, "members", "Members only")
+        mailing_lists.configure_signup(mailing_lists.get_list(session, "members"), archive_private=True)
         issue = session.get(IssueRecord, audience.issue_id)
         assert issue is not None and issue.web_html
         slug = issue.slug
@@ -41,5 +42,5 @@ def test_private_list_issues_stay_out_of_archive_and_rss(db_url: str) -> None:
     _sent_to(["weekly"], audience.issue_id)  # the same issue also went to a public list: now it is public
     assert _public_view(slug) == (200, True, True)
     with session_scope() as session:
-        service.configure_signup(service.get_list(session, "weekly"), archive_private=True)
+        mailing_lists.configure_signup(mailing_lists.get_list(session, "weekly"), archive_private=True)
     assert _public_view(slug) == (404, False, False)

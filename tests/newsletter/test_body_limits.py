@@ -21,7 +21,7 @@ from newsletter.auth import create_user
 from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
-from subscribers import service
+from subscribers import mailing_lists
 from tests.support.server import serve
 
 MB = 1 << 20
@@ -157,7 +157,7 @@ def test_bodies_under_the_limits_still_work(sqlite_url: str, settings) -> None:
     password = "correct horse battery staple"
     with session_scope() as session:
         create_user(session, "admin@example.com", password, Role.ADMIN)
-        service.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
     client = TestClient(create_app())
     token = re.search(r'name="csrf_token" value="([^"]+)"',  # type: ignore[union-attr]
                       client.get("/admin/login").text).group(1)

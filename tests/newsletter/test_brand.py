@@ -17,7 +17,7 @@ from mailer.quality import text_runs
 from newsletter.cli import app
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
-from subscribers import service
+from subscribers import mailing_lists, service
 from tests.newsletter.test_admin_pages import admin  # noqa: F401 - the signed-in admin client fixture
 from tests.newsletter.test_admin_pages import csrf as admin_csrf
 from tests.support.mailbox import messages_to
@@ -52,7 +52,7 @@ def test_cli_refuses_a_bad_brand_and_changes_nothing(db_url: str, tmp_path: Path
     result = runner.invoke(app, ["lists", "create", "news", "--name", "News", "--accent", "#00aa77"])
     assert result.exit_code == 1 and "2.99:1" in result.output and "Traceback" not in result.output
     with session_scope() as session, pytest.raises(service.ServiceError):
-        service.get_list(session, "news")
+        mailing_lists.get_list(session, "news")
     assert runner.invoke(app, ["lists", "create", "news", "--name", "News"]).exit_code == 0
     svg = tmp_path / "logo.svg"
     svg.write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
@@ -65,7 +65,7 @@ def test_cli_refuses_a_bad_brand_and_changes_nothing(db_url: str, tmp_path: Path
         result = runner.invoke(app, ["lists", "set", "news", option, value])
         assert result.exit_code == 1 and message in result.output, (option, value, result.output)
     with session_scope() as session:
-        unchanged = service.get_list(session, "news")
+        unchanged = mailing_lists.get_list(session, "news")
         assert (unchanged.logo_url, unchanged.logo_type, unchanged.language, unchanged.accent_colour) == (
             None, None, "en", None)
 
@@ -87,7 +87,7 @@ def test_the_uploaded_logo_is_served_and_the_pages_wear_the_brand(branded: TestC
     page = branded.get("/lists/news/subscribe")
     assert page.status_code == 200
     with session_scope() as session:
-        digest = service.get_list(session, "news").logo_digest
+        digest = mailing_lists.get_list(session, "news").logo_digest
     assert f'src="http://testserver/lists/news/logo?v={digest}"' in page.text and 'alt="Harbour Press"' in page.text
     assert "--accent:#7c2d12" in page.text.replace(" ", "") and dark_tint("#7c2d12") in page.text
     assert "Harbour Press, 2 Quay Road, Portsmouth" in page.text and 'lang="de"' in page.text
@@ -131,12 +131,12 @@ def test_admin_list_form_sets_language_and_brand_and_refuses_unreadable_accent(a
     refused = admin.post("/admin/lists/weekly", data=form)
     assert refused.status_code == 400 and "4.00:1" in refused.text
     with session_scope() as session:
-        assert service.get_list(session, "weekly").language == "en"  # nothing of the refused form was kept
+        assert mailing_lists.get_list(session, "weekly").language == "en"  # nothing of the refused form was kept
     saved = admin.post("/admin/lists/weekly", data=form | {"accent_colour": "#7c2d12"},
                        files={"logo_file": ("logo.png", png(), "image/png")}, follow_redirects=True)
     assert saved.status_code == 200
     with session_scope() as session:
-        weekly = service.get_list(session, "weekly")
+        weekly = mailing_lists.get_list(session, "weekly")
         assert (weekly.language, weekly.brand_name, weekly.accent_colour, weekly.postal_address, weekly.logo_type) == (
             "de", "Weekly Press", "#7c2d12", "1 Quay Road", "image/png")
     svg = admin.post("/admin/lists/weekly", data=form | {"accent_colour": "#7c2d12"},

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mailer.db import session_scope
 from newsletter.cli import app
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentSource
 from tests.mailer.test_issue import EXAMPLE
 from worker.models import Send
@@ -29,7 +29,7 @@ def _ok(args: list[str]) -> str:
 def test_markup_in_user_data_is_printed_as_text(sqlite_url: str, tmp_path: Path) -> None:
     _ok(["lists", "create", "brackets", "--name", MARKUP])
     with session_scope() as session:
-        service.subscribe(session, service.get_list(session, "brackets"), "odd@example.com", "[bold]Ann[/]",
+        service.subscribe(session, mailing_lists.get_list(session, "brackets"), "odd@example.com", "[bold]Ann[/]",
                           source=ConsentSource.ADMIN, confirmed=True, consent_note="[link=x]test[/link]")
     assert MARKUP in _ok(["lists", "ls"])
     assert MARKUP in _ok(["lists", "show", "brackets"])

@@ -17,7 +17,7 @@ from mailer.settings import Settings, SettingsError, reset_settings
 from newsletter.web.app import create_app
 from newsletter.web.embed import snippets
 from newsletter.web.ratelimit import reset
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentEvent, Subscriber, Subscription, SubscriptionStatus
 from subscribers.models import SuppressionReason as Reason
 from tests.support.captcha_standin import CaptchaStandIn, captcha_provider
@@ -31,14 +31,14 @@ BLOG = "https://blog.example.org"
 def client(db_url: str) -> TestClient:
     reset()
     with session_scope() as session:
-        service.create_list(session, "weekly", "Digital Digest Weekly")
-        service.create_list(session, "offers", "Offers", double_opt_in=False)
+        mailing_lists.create_list(session, "weekly", "Digital Digest Weekly")
+        mailing_lists.create_list(session, "offers", "Offers", double_opt_in=False)
     return TestClient(create_app(), base_url="http://testserver")
 
 
 def configure(slug: str, **options: object) -> None:
     with session_scope() as session:
-        service.configure_signup(service.get_list(session, slug), **options)  # type: ignore[arg-type]
+        mailing_lists.configure_signup(mailing_lists.get_list(session, slug), **options)  # type: ignore[arg-type]
 
 
 def embed(client: TestClient, email: str, slug: str = "weekly", origin: str | None = BLOG, **fields: str):
@@ -72,7 +72,7 @@ def test_the_hosted_form_still_wants_its_token(client: TestClient) -> None:
 
 def test_no_enumeration_through_the_embedded_form(client: TestClient) -> None:
     with session_scope() as session:
-        weekly = service.get_list(session, "weekly")
+        weekly = mailing_lists.get_list(session, "weekly")
         service.subscribe(session, weekly, "confirmed@example.com", source=service.ConsentSource.ADMIN,
                           confirmed=True, consent_note="test")
         service.suppress(session, "suppressed@example.com", Reason.COMPLAINT, source=service.ConsentSource.ADMIN)
@@ -228,7 +228,7 @@ def test_not_embeddable_list_refuses_json_too(client: TestClient) -> None:
 
 def test_admin_snippets_are_the_ones_that_work(client: TestClient) -> None:
     with session_scope() as session:
-        parts = snippets(service.get_list(session, "weekly"))
+        parts = snippets(mailing_lists.get_list(session, "weekly"))
     action = re.search(r'action="([^"]+)"', parts["form"])
     assert action and action.group(1) == "http://testserver/lists/weekly/embed"
     assert 'name="website"' in parts["form"] and "csrf" not in parts["form"]

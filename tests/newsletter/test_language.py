@@ -21,7 +21,7 @@ from mailer.issue import parse_issue
 from mailer.store import save_issue
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.tokens import Purpose, link
 from tests.support.audience import EXAMPLE, started_send
 from tests.support.mailbox import links, messages_to, outbox_messages
@@ -55,8 +55,10 @@ def test_the_catalogs_cover_every_message() -> None:
 def app_client(db_url: str) -> TestClient:
     reset()
     with session_scope() as session:
-        service.create_list(session, "woche", "Die Woche", welcome=True, look=service.ListLook(language="de"))
-        service.create_list(session, "zhoukan", "科技周刊", welcome=True, look=service.ListLook(language="zh-Hans"))
+        mailing_lists.create_list(session, "woche", "Die Woche", welcome=True,
+                                  look=mailing_lists.ListLook(language="de"))
+        mailing_lists.create_list(session, "zhoukan", "科技周刊", welcome=True,
+                                  look=mailing_lists.ListLook(language="zh-Hans"))
     return TestClient(create_app(), base_url="http://testserver")
 
 
@@ -96,7 +98,7 @@ def test_a_list_in_german_or_chinese_reads_no_english(app_client: TestClient, sl
     seen["welcome email"] = _bodies(welcome)
 
     with session_scope() as session:
-        mailing_list = service.get_list(session, slug)
+        mailing_list = mailing_lists.get_list(session, slug)
         issue = save_issue(session, EXAMPLE.read_text(), filename=str(EXAMPLE))
         send_id = started_send(session, issue.id, mailing_list.id)
         subscriber = session.scalar(select(service.Subscriber).where(service.Subscriber.email == address))

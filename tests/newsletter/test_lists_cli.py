@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from mailer.db import session_scope
 from newsletter.cli import app
-from subscribers import service
+from subscribers import mailing_lists
 from subscribers.models import MailingList
 
 runner = CliRunner()
@@ -14,7 +14,7 @@ runner = CliRunner()
 
 def _list() -> MailingList:
     with session_scope() as session:
-        return service.get_list(session, "weekly")
+        return mailing_lists.get_list(session, "weekly")
 
 
 def test_create_set_and_show_embedding_and_archive(sqlite_url: str) -> None:

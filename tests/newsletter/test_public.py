@@ -13,7 +13,7 @@ from mailer.db import session_scope, utcnow
 from newsletter.web import ratelimit
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import RateLimiter, reset
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentEvent, ConsentKind, ConsentSource, Subscription, SubscriptionStatus
 from subscribers.models import SuppressionReason as Reason
 from subscribers.tokens import Purpose, link, make_token
@@ -25,8 +25,8 @@ from worker.subscriber_tasks import purge_pending
 def client(db_url: str) -> TestClient:
     reset()
     with session_scope() as session:
-        service.create_list(session, "weekly", "Digital Digest Weekly")
-        service.create_list(session, "offers", "Offers", double_opt_in=False)
+        mailing_lists.create_list(session, "weekly", "Digital Digest Weekly")
+        mailing_lists.create_list(session, "offers", "Offers", double_opt_in=False)
     return TestClient(create_app(), base_url="http://testserver")
 
 
@@ -47,7 +47,7 @@ def status_of(email: str, slug: str = "weekly") -> SubscriptionStatus | None:
         subscriber = session.scalar(select(service.Subscriber).where(service.Subscriber.email == email))
         if subscriber is None:
             return None
-        mailing_list = service.get_list(session, slug)
+        mailing_list = mailing_lists.get_list(session, slug)
         sub = session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber.id,
                                                         Subscription.list_id == mailing_list.id))
         return sub.status if sub else None
@@ -79,7 +79,7 @@ def test_double_opt_in_round_trip(client: TestClient) -> None:
 
 def test_no_enumeration_identical_answers(client: TestClient) -> None:
     with session_scope() as session:
-        weekly = service.get_list(session, "weekly")
+        weekly = mailing_lists.get_list(session, "weekly")
         service.subscribe(session, weekly, "confirmed@example.com", source=ConsentSource.ADMIN, confirmed=True,
                           consent_note="test")
         service.subscribe(session, weekly, "pending@example.com", source=ConsentSource.FORM)
@@ -133,7 +133,7 @@ def test_rate_limit_shared_through_redis(client: TestClient, settings, redis_url
 
 def test_one_click_unsubscribe_rfc8058(client: TestClient) -> None:
     with session_scope() as session:
-        weekly = service.get_list(session, "weekly")
+        weekly = mailing_lists.get_list(session, "weekly")
         sub = service.subscribe(session, weekly, "leaver@example.com", source=ConsentSource.ADMIN, confirmed=True,
                                 consent_note="test").subscription
         assert sub is not None
@@ -155,10 +155,10 @@ def test_one_click_unsubscribe_rfc8058(client: TestClient) -> None:
 def test_unsubscribe_page_get_changes_nothing_and_everything_scope(client: TestClient) -> None:
     with session_scope() as session:
         for slug in ("weekly", "offers"):
-            service.subscribe(session, service.get_list(session, slug), "both@example.com",
+            service.subscribe(session, mailing_lists.get_list(session, slug), "both@example.com",
                               source=ConsentSource.ADMIN, confirmed=True, consent_note="test")
         subscriber_id = session.scalar(select(service.Subscriber.id))
-        weekly_id = service.get_list(session, "weekly").id
+        weekly_id = mailing_lists.get_list(session, "weekly").id
     path = link(Purpose.UNSUBSCRIBE, subscriber_id, weekly_id).removeprefix("http://testserver")
     page = client.get(path)
     assert "Digital Digest Weekly" in page.text and "Unsubscribe from everything" in page.text
@@ -173,7 +173,7 @@ def test_tokens_are_purpose_bound_tamper_proof_and_expire(client: TestClient, se
     subscribe(client, "t@example.com")
     with session_scope() as session:
         subscriber_id = session.scalar(select(service.Subscriber.id))
-        list_id = service.get_list(session, "weekly").id
+        list_id = mailing_lists.get_list(session, "weekly").id
     confirm_token = make_token(Purpose.CONFIRM, subscriber_id, list_id)
     # a confirm token cannot unsubscribe
     assert client.post(f"/unsubscribe/{confirm_token}", data={"List-Unsubscribe": "One-Click"}).status_code == 400
@@ -188,7 +188,7 @@ def test_tokens_are_purpose_bound_tamper_proof_and_expire(client: TestClient, se
 
 def test_preferences_name_resubscribe_export_and_erase(client: TestClient) -> None:
     with session_scope() as session:
-        weekly = service.get_list(session, "weekly")
+        weekly = mailing_lists.get_list(session, "weekly")
         sub = service.subscribe(session, weekly, "pref@example.com", "Old", source=ConsentSource.ADMIN,
                                 confirmed=True, consent_note="test").subscription
         assert sub is not None
@@ -218,7 +218,7 @@ def test_preferences_name_resubscribe_export_and_erase(client: TestClient) -> No
 
 def test_welcome_email_after_confirm_when_enabled(client: TestClient) -> None:
     with session_scope() as session:
-        service.get_list(session, "weekly").welcome_enabled = True
+        mailing_lists.get_list(session, "weekly").welcome_enabled = True
     subscribe(client, "w@example.com")
     [message] = messages_to("w@example.com")
     path = links(message, "/confirm/")[0].removeprefix("http://testserver")
@@ -230,7 +230,7 @@ def test_welcome_email_after_confirm_when_enabled(client: TestClient) -> None:
 
 def test_purge_pending(db_url: str) -> None:
     with session_scope() as session:
-        weekly = service.create_list(session, "p", "P")
+        weekly = mailing_lists.create_list(session, "p", "P")
         old = service.subscribe(session, weekly, "old@example.com", source=ConsentSource.FORM).subscription
         service.subscribe(session, weekly, "new@example.com", source=ConsentSource.FORM)
         assert old is not None

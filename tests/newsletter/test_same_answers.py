@@ -20,7 +20,7 @@ from newsletter.cli import app as cli_app
 from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentSource, SuppressionReason
 from tests.support.audience import EXAMPLE, make_audience
 
@@ -37,8 +37,8 @@ def clients(db_url: str) -> tuple[TestClient, TestClient]:
     with session_scope() as session:
         admin = create_user(session, "admin@example.com", PASSWORD, Role.ADMIN)
         token = create_api_token(session, admin, "t")
-        other = service.create_list(session, "other", "Other", double_opt_in=False)
-        service.create_list(session, "empty", "Empty")
+        other = mailing_lists.create_list(session, "other", "Other", double_opt_in=False)
+        mailing_lists.create_list(session, "empty", "Empty")
         for n in range(3):
             service.subscribe(session, other, f"other{n}@example.org", source=ConsentSource.ADMIN)
         leaver = service.subscribe(session, other, "leaver@example.org", source=ConsentSource.ADMIN).subscription

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mailer.db import session_scope
 from mailer.settings import get_settings
 from newsletter.cli import app
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentSource
 from tests.mailer.test_issue import EXAMPLE
 from tests.support.mailbox import outbox_messages
@@ -36,8 +36,8 @@ def _normalise(data: bytes) -> bytes:
 @pytest.fixture
 def issue_file(db_url: str, tmp_path: Path) -> Path:
     with session_scope() as session:
-        mailing_list = service.create_list(session, "weekly", "Digital Digest Weekly", double_opt_in=False,
-                                           look=service.ListLook(language="de", accent_colour="#7c2d12",
+        mailing_list = mailing_lists.create_list(session, "weekly", "Digital Digest Weekly", double_opt_in=False,
+                                                 look=mailing_lists.ListLook(language="de", accent_colour="#7c2d12",
                                                                  postal_address="Wochenblatt, Hafenstraße 1"))
         service.subscribe(session, mailing_list, "reader@example.com", "Sample Reader", source=ConsentSource.ADMIN)
     path = tmp_path / "issue.md"

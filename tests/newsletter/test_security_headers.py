@@ -17,7 +17,7 @@ from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.flash import flash_url
 from newsletter.web.ratelimit import reset
-from subscribers import service
+from subscribers import mailing_lists
 from tests.newsletter.test_access import PASSWORD, sign_in
 
 
@@ -26,7 +26,7 @@ def client(sqlite_url: str) -> TestClient:
     reset()
     with session_scope() as session:
         create_user(session, "admin@example.com", PASSWORD, Role.ADMIN)
-        service.create_list(session, "weekly", "Weekly")
+        mailing_lists.create_list(session, "weekly", "Weekly")
     return TestClient(create_app())
 
 

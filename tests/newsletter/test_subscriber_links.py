@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from mailer.db import session_scope
 from newsletter.auth import create_user
 from newsletter.models import Role
-from subscribers import service, tokens
+from subscribers import mailing_lists, service, tokens
 from subscribers.models import ConsentSource, Subscription, SubscriptionStatus
 from subscribers.tokens import Purpose, TokenError, link, make_token, read_token
 from tests.newsletter.test_access import PASSWORD as ADMIN_PASSWORD
@@ -32,7 +32,7 @@ def _signed_days_ago(monkeypatch: pytest.MonkeyPatch, purpose: Purpose, subscrib
 
 def _confirmed(slug: str, email: str) -> tuple[int, int]:
     with session_scope() as session:
-        mailing_list = service.get_list(session, slug)
+        mailing_list = mailing_lists.get_list(session, slug)
         sub = service.subscribe(session, mailing_list, email, source=ConsentSource.ADMIN, confirmed=True,
                                 consent_note="test").subscription
         assert sub is not None
@@ -78,7 +78,7 @@ def _subscriptions_of(subscriber_id: int) -> int:
 def test_preferences_resubscribe_only_to_a_list_the_person_had(client: TestClient) -> None:  # noqa: F811
     subscriber_id, weekly_id = _confirmed("weekly", "chooser@example.com")
     with session_scope() as session:
-        offers_id = service.get_list(session, "offers").id
+        offers_id = mailing_lists.get_list(session, "offers").id
         service.unsubscribe(session, subscriber_id, weekly_id, source=ConsentSource.ADMIN)
     path = link(Purpose.PREFERENCES, subscriber_id).removeprefix("http://testserver")
     token = csrf(client, path)
@@ -111,7 +111,7 @@ def test_the_admin_cannot_resubscribe_someone_to_a_list_they_never_had(client: T
     subscriber_id, _ = _confirmed("weekly", "kept@example.com")
     with session_scope() as session:
         create_user(session, "admin@example.com", ADMIN_PASSWORD, Role.ADMIN)
-        offers_id = service.get_list(session, "offers").id
+        offers_id = mailing_lists.get_list(session, "offers").id
     sign_in(client, "admin@example.com")
     token = csrf(client, f"/admin/subscribers/{subscriber_id}")
     response = client.post(f"/admin/subscribers/{subscriber_id}/action",

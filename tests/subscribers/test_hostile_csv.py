@@ -20,7 +20,7 @@ from newsletter.cli import app
 from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
-from subscribers import csvsafe, importer, service
+from subscribers import csvsafe, importer, mailing_lists, service
 from subscribers.models import ConsentSource, ImportJob, Subscriber
 
 runner = CliRunner()
@@ -32,7 +32,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture
 def weekly(db_url: str) -> str:
     with session_scope() as session:
-        service.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
     return db_url
 
 
@@ -53,11 +53,11 @@ def _people() -> set[tuple[str, str]]:
 
 def test_export_neutralises_formula_cells_and_imports_back_unchanged(weekly: str, tmp_path: Path) -> None:
     with session_scope() as session:
-        mailing_list = service.get_list(session, "weekly")
+        mailing_list = mailing_lists.get_list(session, "weekly")
         for i, name in enumerate(FORMULAS):
             service.subscribe(session, mailing_list, f"f{i}@example.com", name, source=ConsentSource.FORM)
         service.subscribe(session, mailing_list, "-dash@example.com", "Dash", source=ConsentSource.FORM)
-        service.get_list(session, "weekly").double_opt_in = True
+        mailing_lists.get_list(session, "weekly").double_opt_in = True
     people = _people()
     out = tmp_path / "export.csv"
     result = runner.invoke(app, ["subscribers", "export", "--list", "weekly", "--out", str(out)])
@@ -128,7 +128,7 @@ def test_random_bytes_uploaded_in_the_admin_end_with_a_message(pg_url: str) -> N
     reset()
     with session_scope() as session:
         create_user(session, "admin@example.com", PASSWORD, Role.ADMIN)
-        service.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
     client = TestClient(create_app())
     token = re.search(r'name="csrf_token" value="([^"]+)"',  # type: ignore[union-attr]
                       client.get("/admin/login").text).group(1)

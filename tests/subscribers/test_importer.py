@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mailer.db import new_session, session_scope
 from newsletter.cli import app
-from subscribers import importer, service
+from subscribers import importer, mailing_lists, service
 from subscribers.models import ConsentEvent, ConsentSource, Subscriber, Subscription, SubscriptionStatus
 from subscribers.models import SuppressionReason as Reason
 
@@ -19,7 +19,7 @@ from subscribers.models import SuppressionReason as Reason
 @pytest.fixture
 def weekly(db_url: str) -> str:
     with session_scope() as session:
-        service.create_list(session, "weekly", "Weekly")
+        mailing_lists.create_list(session, "weekly", "Weekly")
     return db_url
 
 
@@ -124,7 +124,7 @@ def test_database_failure_in_the_writer_stops_the_import_at_a_chunk_boundary(
 
 def test_erase_then_import_does_not_bring_them_back(weekly: str, tmp_path: Path) -> None:
     with session_scope() as session:
-        outcome = service.subscribe(session, service.get_list(session, "weekly"), "gone@example.com",
+        outcome = service.subscribe(session, mailing_lists.get_list(session, "weekly"), "gone@example.com",
                                     source=ConsentSource.ADMIN, confirmed=True, consent_note="t")
         assert outcome.subscription is not None
         service.erase(session, outcome.subscription.subscriber_id, source=ConsentSource.ADMIN)
@@ -138,7 +138,7 @@ def test_erase_then_import_does_not_bring_them_back(weekly: str, tmp_path: Path)
 
 def test_unsubscribed_people_stay_unsubscribed(weekly: str, tmp_path: Path) -> None:
     with session_scope() as session:
-        outcome = service.subscribe(session, service.get_list(session, "weekly"), "left@example.com",
+        outcome = service.subscribe(session, mailing_lists.get_list(session, "weekly"), "left@example.com",
                                     source=ConsentSource.ADMIN, confirmed=True, consent_note="t")
         assert outcome.subscription is not None
         service.unsubscribe(session, outcome.subscription.subscriber_id, None, source=ConsentSource.FORM)

@@ -18,7 +18,7 @@ from newsletter.auth import create_api_token, create_user
 from newsletter.cli import app as cli_app
 from newsletter.models import Role
 from newsletter.web.app import create_app
-from subscribers import audience, service
+from subscribers import audience, mailing_lists, service
 from subscribers.models import ConsentSource, Segment, Subscriber, Subscription
 from subscribers.segments import SegmentError, compile_segment
 from tests.support.audience import EXAMPLE
@@ -39,7 +39,7 @@ PEOPLE = [  # email, name, fields, days since subscribing, days since last human
 def weekly(db_url: str) -> int:
     now = utcnow()
     with session_scope() as session:
-        mailing_list = service.create_list(session, "weekly", "Weekly", double_opt_in=False)
+        mailing_list = mailing_lists.create_list(session, "weekly", "Weekly", double_opt_in=False)
         for email, name, fields, joined, opened in PEOPLE:
             outcome = service.subscribe(session, mailing_list, email, name, source=ConsentSource.ADMIN)
             assert outcome.subscription is not None
@@ -131,7 +131,7 @@ def test_cli_segment_and_send_plan_exactly_its_members(weekly: int) -> None:
 
 def test_segment_is_frozen_on_a_scheduled_send(weekly: int) -> None:
     with session_scope() as session:
-        mailing_list = service.get_list(session, "weekly")
+        mailing_list = mailing_lists.get_list(session, "weekly")
         audience.create_segment(session, mailing_list, "pros", 'fields.plan = "pro"')
         issue_id = save_issue(session, EXAMPLE.read_text(), filename=EXAMPLE.name).id
         send_id = sends.create(session, issue_id, weekly, sends.SendOptions(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db import session_scope, utcnow
 from mailer.store import save_issue
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentSource, Subscriber, Subscription, SubscriptionStatus, SuppressionReason
 from worker import campaigns, sends
 from worker.models import Send
@@ -32,7 +32,7 @@ def make_audience(confirmed: int, *, pending: int = 3, unsubscribed: int = 3, su
                   slug: str = "weekly") -> Audience:
     now = utcnow()
     with session_scope() as session:
-        mailing_list = service.create_list(session, slug, "Digital Digest Weekly")
+        mailing_list = mailing_lists.create_list(session, slug, "Digital Digest Weekly")
         issue = save_issue(session, EXAMPLE.read_text(), filename=str(EXAMPLE))
         groups = [("c", confirmed, SubscriptionStatus.CONFIRMED), ("p", pending, SubscriptionStatus.PENDING),
                   ("u", unsubscribed, SubscriptionStatus.UNSUBSCRIBED), ("s", suppressed, SubscriptionStatus.CONFIRMED)]

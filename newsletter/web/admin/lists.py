@@ -15,7 +15,7 @@ from newsletter.web import embed
 from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
-from subscribers import queries, service
+from subscribers import mailing_lists, queries, service
 from subscribers.models import MailingList
 
 router = admin_router()
@@ -38,20 +38,20 @@ def _snippet(mailing_list: MailingList) -> dict[str, str]:
 def _list_page(request: Request, user: Principal, session: Session, mailing_list: MailingList,
                **context: Any) -> HTMLResponse:
     return page(request, "list.html", user, "lists", mailing_list=mailing_list, snippet=_snippet(mailing_list),
-                counts=service.list_counts(session, mailing_list.id), languages=supported_languages(), **context)
+                counts=mailing_lists.list_counts(session, mailing_list.id), languages=supported_languages(), **context)
 
 
 async def _apply_look(mailing_list: MailingList, form: dict[str, Any]) -> None:
     """Language and brand from the list form; a refused field (accent contrast, logo type) changes nothing."""
-    service.apply_look(mailing_list, service.ListLook(
+    mailing_lists.apply_look(mailing_list, mailing_lists.ListLook(
         language=str(form.get("language") or "en"), brand_name=str(form.get("brand_name") or ""),
         logo_url=str(form.get("logo_url") or ""), accent_colour=str(form.get("accent_colour") or ""),
         postal_address=str(form.get("postal_address") or "")))
     upload = form.get("logo_file")
     if isinstance(upload, UploadFile) and upload.filename:
-        service.set_logo_image(mailing_list, await upload.read(service.LOGO_MAX_BYTES + 1))
+        mailing_lists.set_logo_image(mailing_list, await upload.read(mailing_lists.LOGO_MAX_BYTES + 1))
     elif form.get("logo_remove") == "1":
-        service.set_logo_image(mailing_list, None)
+        mailing_lists.set_logo_image(mailing_list, None)
 
 
 @router.get("/lists", response_class=HTMLResponse)
@@ -65,8 +65,8 @@ async def create_list(request: Request, user: Principal = Depends(page_admin),
                       session: Session = db_session) -> Response:
     form = await read_form(request)
     try:
-        created = service.create_list(session, str(form.get("slug", "")), str(form.get("name", "")),
-                                      double_opt_in=form.get("double_opt_in") == "1")
+        created = mailing_lists.create_list(session, str(form.get("slug", "")), str(form.get("name", "")),
+                                            double_opt_in=form.get("double_opt_in") == "1")
     except (service.ServiceError, service.InvalidEmail) as exc:
         return _lists_page(request, user, session, str(exc), 400)
     session.commit()
@@ -77,7 +77,7 @@ async def create_list(request: Request, user: Principal = Depends(page_admin),
 def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
               session: Session = db_session) -> HTMLResponse:
     try:
-        mailing_list = service.get_list(session, slug)
+        mailing_list = mailing_lists.get_list(session, slug)
     except service.ServiceError as exc:
         return _lists_page(request, user, session, str(exc), 404)
     return _list_page(request, user, session, mailing_list, flash=flash_message(request))
@@ -87,7 +87,7 @@ def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
 async def edit_list(request: Request, slug: str, user: Principal = Depends(page_admin),
                     session: Session = db_session) -> Response:
     try:
-        mailing_list = service.get_list(session, slug)
+        mailing_list = mailing_lists.get_list(session, slug)
     except service.ServiceError as exc:
         return _lists_page(request, user, session, str(exc), 404)
     form = await read_form(request)
@@ -97,14 +97,16 @@ async def edit_list(request: Request, slug: str, user: Principal = Depends(page_
         session.rollback()
         return _list_page(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
     try:
-        service.update_list(mailing_list, name=str(form.get("name") or ""), from_name=str(form.get("from_name") or ""),
-                            from_email=str(form.get("from_email") or ""), reply_to=str(form.get("reply_to") or ""),
-                            double_opt_in=form.get("double_opt_in") == "1",
-                            welcome_enabled=form.get("welcome_enabled") == "1")
-        service.configure_signup(mailing_list, embeddable=form.get("embeddable") == "1",
-                                 origins=str(form.get("embed_origins") or "").split(),
-                                 thank_you_url=str(form.get("thank_you_url") or ""),
-                                 archive_private=form.get("archive_private") == "1")
+        mailing_lists.update_list(mailing_list, name=str(form.get("name") or ""),
+                                  from_name=str(form.get("from_name") or ""),
+                                  from_email=str(form.get("from_email") or ""),
+                                  reply_to=str(form.get("reply_to") or ""),
+                                  double_opt_in=form.get("double_opt_in") == "1",
+                                  welcome_enabled=form.get("welcome_enabled") == "1")
+        mailing_lists.configure_signup(mailing_list, embeddable=form.get("embeddable") == "1",
+                                       origins=str(form.get("embed_origins") or "").split(),
+                                       thank_you_url=str(form.get("thank_you_url") or ""),
+                                       archive_private=form.get("archive_private") == "1")
     except (service.InvalidEmail, service.ServiceError) as exc:
         session.rollback()
         return _list_page(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)

@@ -15,7 +15,7 @@ from newsletter.web.admin.chart import timeline_chart
 from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_user
-from subscribers import csvsafe, service
+from subscribers import csvsafe, mailing_lists, service
 from worker import reports, sends
 from worker.engagement_report import report_csv_rows, send_report
 
@@ -41,7 +41,7 @@ async def send_issue(request: Request, issue_id: int, user: Principal = Depends(
     form = await read_form(request)
     at = str(form.get("at") or "")
     try:
-        mailing_list = service.get_list(session, str(form.get("list", "")))
+        mailing_list = mailing_lists.get_list(session, str(form.get("list", "")))
         scheduled = datetime.fromisoformat(at).replace(tzinfo=UTC) if at else None
         options = sends.SendOptions(scheduled_at=scheduled, allow_resend=form.get("allow_resend") == "1",
                                     created_by=user.email)
