@@ -6,9 +6,11 @@ A controlled clock (newsletter.web.tracking.clock, classify_pending's `now`) sta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -68,7 +70,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     fake = Clock()
     monkeypatch.setattr(tracking, "clock", fake)
-    tracking.links._items.clear()
+    tracking.links.clear()
     yield fake
     tracking.recorder.flush()
 
@@ -354,3 +356,34 @@ def test_recorder_keeps_hits_while_the_database_is_away(db_url: str) -> None:
         recorder._queue.append(Hit(1, delivery_id, EngagementKind.CLICK, 1, "redirect", "GET", at))
     assert recorder.flush() == 0 and recorder.flush() == 0 and stored == []
     assert recorder.flush() == 3 and stored == [1, 2, 3]
+
+
+def test_a_burst_of_clicks_on_a_fresh_send_reads_its_links_once() -> None:
+    """A hundred clicks arriving together on a send the process has not seen make one read, not a hundred (each
+    would hold a pooled connection and a thread); a failed read fails its waiters and the next click retries."""
+    reads: list[int] = []
+    release = threading.Event()
+    failing = [True]
+
+    def loader(send_id: int) -> dict[int, str]:
+        reads.append(send_id)
+        release.wait(5)
+        if failing[0]:
+            raise ConnectionError("database restarting")
+        return {1: f"https://example.com/{send_id}"}
+
+    cache = tracking.LinkCache(loader=loader)
+
+    async def burst() -> list[object]:
+        calls = [asyncio.ensure_future(cache.url(7, 1)) for _ in range(100)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    first = asyncio.run(burst())
+    assert len(reads) == 1 and all(isinstance(result, ConnectionError) for result in first)
+    failing[0] = False
+    release.clear()
+    second = asyncio.run(burst())
+    assert len(reads) == 2 and second == ["https://example.com/7"] * 100
+    assert asyncio.run(cache.url(7, 2)) is None and len(reads) == 2  # cached: no third read
