@@ -7,6 +7,7 @@ A controlled clock (newsletter.web.tracking.clock, classify_pending's `now`) sta
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import random
 import re
@@ -36,7 +37,7 @@ from worker import engagement, sends
 from worker.engagement import EngagementKind, Hit, Verdict
 from worker.engagement_report import send_report
 from worker.events import apply_pending
-from worker.models import Delivery, EngagementHit
+from worker.models import Delivery, EngagementHit, SendLink
 
 BROWSER = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
            "Version/17.5 Safari/605.1.15")
@@ -387,3 +388,45 @@ def test_a_burst_of_clicks_on_a_fresh_send_reads_its_links_once() -> None:
     second = asyncio.run(burst())
     assert len(reads) == 2 and second == ["https://example.com/7"] * 100
     assert asyncio.run(cache.url(7, 2)) is None and len(reads) == 2  # cached: no third read
+
+
+def test_client_networks_are_cut_as_ipaddress_would_cut_them() -> None:
+    """The dotted-quad fast path gives exactly what `ipaddress` gives, and refuses what it refuses."""
+    rng = random.Random(8058)
+    samples = [".".join(str(rng.randrange(256)) for _ in range(4)) for _ in range(2000)]
+    samples += ["0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.04", "256.1.1.1", "1.2.3", "1.2.3.4.5", "1..3.4",
+                "\uff11.2.3.4", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4\n", "::1", "2001:db8::1", "::ffff:1.2.3.4", "nope", ""]
+
+    def reference(address: str) -> str:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return ""
+        return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False))
+
+    assert [engagement.truncate_address(a) for a in samples] == [reference(a) for a in samples]
+    assert engagement.truncate_address(None) == ""
+
+
+def test_the_fast_path_answers_head_and_refuses_other_methods(db_url: str, clock: Clock) -> None:
+    """Raw ASGI answers: a HEAD gets the headers without a body, a POST a 405 naming the allowed methods, a
+    malformed path or position a 404 page, and the redirect's Location is quoted as Starlette quoted it."""
+    send_id, messages, _sent_at = send_to_audience(1)
+    link = tracked_links(next(iter(messages.values())))[0]
+    web = client()
+    head = web.head(link)
+    assert head.status_code == 302 and head.headers["location"] == "https://example.com/passkeys"
+    assert head.content == b"" and head.headers["cache-control"] == "no-store, private"
+    posted = web.post(link)
+    assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD"
+    for broken in (link.rsplit("/", 1)[0] + "/9999999", link + "x", "/c/", "/c/nonsense/1", "/o/"):
+        answer = web.get(broken)
+        assert answer.status_code in (404, 200), broken  # /o/ always answers the image
+        if broken.startswith("/c/") or "/c/" in broken:
+            assert answer.status_code == 404 and "does not lead anywhere" in answer.text
+    with session_scope() as session:
+        session.execute(update(SendLink).where(SendLink.send_id == send_id,
+                                         SendLink.position == 1)
+                        .values(url="https://example.com/über straße?q=a b"))
+    tracking.links.clear()
+    assert web.get(link).headers["location"] == "https://example.com/%C3%BCber%20stra%C3%9Fe?q=a%20b"
