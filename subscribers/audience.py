@@ -7,9 +7,11 @@ staff see before sending is the number the ledger plans.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
@@ -35,6 +37,47 @@ def count(session: Session, list_id: int, expression: str | None = None) -> int:
     return int(session.scalar(select(func.count()).select_from(Subscription)
                               .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
                               .where(*conditions(list_id, expression))) or 0)
+
+
+class TooSlow(ServiceError):
+    """A count that did not finish in its time: the expression is too costly to count while typing."""
+
+
+def count_within(session: Session, list_id: int, expression: str | None, seconds: float) -> int:
+    """`count`, given up after `seconds` (the admin's live count: a costly expression must not hold a worker).
+
+    PostgreSQL gets a statement timeout inside a savepoint, so the caller's transaction goes on after one; SQLite
+    gets a progress handler that interrupts the statement once the time has passed.
+    """
+    if expression:
+        compile_segment(expression)  # a located SegmentError before any time is spent
+    connection = session.connection()
+    try:
+        with session.begin_nested():
+            if connection.dialect.name == "postgresql":
+                previous = session.scalar(select(func.current_setting("statement_timeout")))
+                session.execute(select(func.set_config("statement_timeout", str(max(1, int(seconds * 1000))),
+                                                       True)))
+                found = count(session, list_id, expression)
+                session.execute(select(func.set_config("statement_timeout", previous, True)))
+                return found
+            return _count_sqlite(session, list_id, expression, seconds)
+    except OperationalError as exc:
+        if "cancel" in str(exc).lower() or "interrupt" in str(exc).lower():
+            raise TooSlow(f"Counting took longer than {seconds:g} s; the segment is still valid, it is only "
+                          "costly to count while typing.") from exc
+        raise
+
+
+def _count_sqlite(session: Session, list_id: int, expression: str | None, seconds: float) -> int:
+    raw = session.connection().connection.driver_connection
+    assert raw is not None  # a checked-out connection
+    deadline = time.monotonic() + seconds
+    raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 1_000)
+    try:
+        return count(session, list_id, expression)
+    finally:
+        raw.set_progress_handler(None, 0)
 
 
 def create_segment(session: Session, mailing_list: MailingList, name: str, expression: str,

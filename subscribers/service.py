@@ -195,8 +195,14 @@ def _subscriber_for(session: Session, email: str, name: str) -> Subscriber:
 
 def subscribe(session: Session, mailing_list: MailingList, email: str, name: str = "", *, source: ConsentSource,
               ip: str | None = None, user_agent: str | None = None, confirmed: bool = False,
-              consent_note: str = "", override_suppression: bool = False) -> Outcome:
-    """Start (or restart) a subscription. `confirmed` is for consent obtained elsewhere and must say where."""
+              consent_note: str = "", override_suppression: bool = False, ask_confirmation: bool = False,
+              extra: Mapping[str, Any] | None = None) -> Outcome:
+    """Start (or restart) a subscription. `confirmed` is for consent obtained elsewhere and must say where.
+
+    `ask_confirmation` sends the confirmation email even on a list without double opt-in: staff adding someone by
+    hand have no proof of consent unless the person confirms. `extra` goes into the consent events' detail (who did
+    it, on whose word).
+    """
     address = normalise_email(email)
     check_local_part(address, mailing_list.allow_international)
     name = " ".join((name or "").split())[:200]
@@ -206,12 +212,13 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
         if not override_suppression:
             return Outcome(None, refused=Refusal.SUPPRESSED)
         unsuppress(session, address, source=source, note=f"override: {consent_note}")
-    direct = confirmed or not mailing_list.double_opt_in
+    direct = confirmed or not (mailing_list.double_opt_in or ask_confirmation)
     subscriber = _subscriber_for(session, address, name)
     subscription = session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber.id,
                                                              Subscription.list_id == mailing_list.id))
     now = utcnow()
-    detail: dict[str, str | bool] = {"note": consent_note} if consent_note else {}
+    detail: dict[str, Any] = {"note": consent_note} if consent_note else {}
+    detail.update(extra or {})
     if not direct:
         detail["double_opt_in"] = True
     elif not mailing_list.double_opt_in:
@@ -311,7 +318,8 @@ def unsubscribe(session: Session, subscriber_id: int, list_id: int | None, *, so
 
 
 def resubscribe(session: Session, subscriber_id: int, list_id: int, *, source: ConsentSource,
-                ip: str | None = None, user_agent: str | None = None, provider_event_id: int | None = None) -> Outcome:
+                ip: str | None = None, user_agent: str | None = None, provider_event_id: int | None = None,
+                detail: Mapping[str, Any] | None = None) -> Outcome:
     """The subscriber's own request through a signed link: the link proves the mailbox, so no new confirmation.
 
     Only a list the person already had (pending, confirmed or left) can be resumed: the link proves who they are,
@@ -333,7 +341,7 @@ def resubscribe(session: Session, subscriber_id: int, list_id: int, *, source: C
             SubscriptionStatus.CONFIRMED, now, None)
     session.flush()
     record_consent(session, subscriber_id, list_id, ConsentKind.RESUBSCRIBED, source=source, ip=ip,
-                   user_agent=user_agent, provider_event_id=provider_event_id)
+                   user_agent=user_agent, detail=detail, provider_event_id=provider_event_id)
     return Outcome(subscription, changed=True)
 
 

@@ -48,9 +48,17 @@ class SendDetail:
 
 
 @dataclass(frozen=True)
+class SubscriberDelivery:
+    delivery: Delivery
+    issue_subject: str
+    list_slug: str
+
+
+@dataclass(frozen=True)
 class SubscriberActivity:
-    deliveries: list[Delivery]
+    deliveries: list[SubscriberDelivery]
     events: list[ProviderEvent]
+    older_than: int | None  # the keyset cursor of older deliveries; None when these are the oldest
 
 
 def find_send(session: Session, send_id: int) -> Send | None:
@@ -94,10 +102,18 @@ def send_detail(session: Session, send_id: int) -> SendDetail | None:
     return SendDetail(send, issue, mailing_list, send_counters(session, send.id), send_figures(session, send.id))
 
 
-def subscriber_activity(session: Session, subscriber_id: int, email: str, limit: int = 100) -> SubscriberActivity:
-    """One person's newest deliveries, and the provider events about their address (which name no subscriber)."""
-    deliveries = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id)
-                                 .order_by(Delivery.id.desc()).limit(limit))
+def subscriber_activity(session: Session, subscriber_id: int, email: str, limit: int = 50,
+                        before: int | None = None) -> SubscriberActivity:
+    """One person's deliveries, newest first with their issue and list (`before` pages back by delivery id), and
+    the newest provider events about their address (which name no subscriber)."""
+    query = (select(Delivery, IssueRecord.subject, MailingList.slug).join(Send, Send.id == Delivery.send_id)
+             .join(IssueRecord, IssueRecord.id == Send.issue_id).join(MailingList, MailingList.id == Send.list_id)
+             .where(Delivery.subscriber_id == subscriber_id))
+    if before is not None:
+        query = query.where(Delivery.id < min(before, MAX_ID))
+    rows = session.execute(query.order_by(Delivery.id.desc()).limit(limit + 1)).all()
+    deliveries = [SubscriberDelivery(delivery, subject, slug) for delivery, subject, slug in rows[:limit]]
     events = session.scalars(select(ProviderEvent).where(ProviderEvent.email == email)
                              .order_by(ProviderEvent.id.desc()).limit(limit))
-    return SubscriberActivity(list(deliveries), list(events))
+    return SubscriberActivity(deliveries, list(events),
+                              deliveries[-1].delivery.id if len(rows) > limit and deliveries else None)

@@ -22,7 +22,7 @@ from mailer.store import find_issue, issues_page, save_issue
 from newsletter.auth import Principal
 from newsletter.web.deps import api_admin, api_user, db_session
 from newsletter.web.embed import json_router
-from subscribers import audience, mailing_lists, queries, service
+from subscribers import audience, mailing_lists, queries, service, staff
 from subscribers.models import ConsentSource, MailingList, Subscriber, SubscriptionStatus, SuppressionReason
 from subscribers.queries import ListOrder
 from subscribers.segments import SegmentError
@@ -56,7 +56,10 @@ class SubscriberIn(BaseModel):
 
 
 class SubscriberPatch(BaseModel):
-    name: str = Field(max_length=200)
+    name: str | None = Field(default=None, max_length=200)
+    attributes: dict[str, str | None] | None = Field(
+        default=None, description="Custom values to set (a merge: null or \"\" removes a key, keys not named stay). "
+                                  "Keys are identifiers of up to 64 characters; values at most 1,000 characters.")
 
 
 class SubscriberOut(BaseModel):
@@ -64,6 +67,7 @@ class SubscriberOut(BaseModel):
     email: str
     name: str
     subscriptions: dict[str, str]
+    attributes: dict[str, Any] = Field(default_factory=dict)
 
 
 class UnsubscribeIn(BaseModel):
@@ -204,7 +208,8 @@ def get_list(slug: str, user: Principal = Depends(api_user), session: Session = 
 def _subscriber_out(session: Session, subscriber: Subscriber) -> SubscriberOut:
     memberships = queries.memberships(session, [subscriber.id])[subscriber.id]
     return SubscriberOut(id=subscriber.id, email=subscriber.email, name=subscriber.name,
-                         subscriptions={m.mailing_list.slug: m.status.value for m in memberships})
+                         subscriptions={m.mailing_list.slug: m.status.value for m in memberships},
+                         attributes=subscriber.attributes or {})
 
 
 def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
@@ -244,7 +249,8 @@ def get_subscribers(list: str = Query("", max_length=100), status: SubscriptionS
     return SubscriberPageOut(items=[SubscriberOut(id=row.subscriber.id, email=row.subscriber.email,
                                                   name=row.subscriber.name,
                                                   subscriptions={m.mailing_list.slug: m.status.value
-                                                                 for m in row.memberships})
+                                                                 for m in row.memberships},
+                                                  attributes=row.subscriber.attributes or {})
                                     for row in found.rows], next_after=found.next_after)
 
 
@@ -257,8 +263,13 @@ def get_subscriber(subscriber_id: int, user: Principal = Depends(api_user),
 @api_app.patch("/subscribers/{subscriber_id}", response_model=SubscriberOut)
 def patch_subscriber(subscriber_id: int, body: SubscriberPatch, user: Principal = Depends(api_admin),
                      session: Session = db_session) -> SubscriberOut:
+    """Change the name and custom values; the consent trail records the change and the token's owner."""
     subscriber = _subscriber(session, subscriber_id)
-    service.update_preferences(session, subscriber.id, name=body.name, source=ConsentSource.API)
+    try:
+        staff.update_subscriber(session, subscriber.id, name=body.name, attributes=body.attributes,
+                                actor=user.email, source=ConsentSource.API)
+    except service.ServiceError as exc:
+        raise _bad(str(exc), 422) from exc
     session.commit()
     return _subscriber_out(session, subscriber)
 

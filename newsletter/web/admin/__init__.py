@@ -17,6 +17,7 @@ from newsletter.web.admin import (
     imports,
     issues,
     lists,
+    segments,
     sends,
     subscribers,
     suppressions,
@@ -25,5 +26,6 @@ from newsletter.web.admin import (
 )
 
 router = APIRouter()
-for _resource in (auth, dashboard, lists, subscribers, imports, suppressions, issues, sends, tokens, account, users):
+for _resource in (auth, dashboard, lists, segments, subscribers, imports, suppressions, issues, sends, tokens, account,
+                  users):
     router.include_router(_resource.router)

@@ -15,7 +15,7 @@ from newsletter.web import embed
 from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
-from subscribers import mailing_lists, queries, service
+from subscribers import audience, mailing_lists, queries, service
 from subscribers.models import MailingList
 
 router = admin_router()
@@ -35,10 +35,13 @@ def _snippet(mailing_list: MailingList) -> dict[str, str]:
     return embed.snippets(mailing_list)
 
 
-def _list_page(request: Request, user: Principal, session: Session, mailing_list: MailingList,
-               **context: Any) -> HTMLResponse:
+def list_view(request: Request, user: Principal, session: Session, mailing_list: MailingList,
+              **context: Any) -> HTMLResponse:
+    """One list's page: settings, segments (with the live count form, see admin/segments.py) and snippets."""
+    context.setdefault("segment_form", {})
     return page(request, "list.html", user, "lists", mailing_list=mailing_list, snippet=_snippet(mailing_list),
-                counts=mailing_lists.list_counts(session, mailing_list.id), languages=supported_languages(), **context)
+                counts=mailing_lists.list_counts(session, mailing_list.id), languages=supported_languages(),
+                segments=[segment for segment, _slug in audience.segments_of(session, mailing_list.id)], **context)
 
 
 async def _apply_look(mailing_list: MailingList, form: dict[str, Any]) -> None:
@@ -80,7 +83,7 @@ def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
         mailing_list = mailing_lists.get_list(session, slug)
     except service.ServiceError as exc:
         return _lists_page(request, user, session, str(exc), 404)
-    return _list_page(request, user, session, mailing_list, flash=flash_message(request))
+    return list_view(request, user, session, mailing_list, flash=flash_message(request))
 
 
 @router.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])
@@ -95,7 +98,7 @@ async def edit_list(request: Request, slug: str, user: Principal = Depends(page_
         await _apply_look(mailing_list, form)
     except service.ServiceError as exc:
         session.rollback()
-        return _list_page(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
+        return list_view(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
     try:
         mailing_lists.update_list(mailing_list, name=str(form.get("name") or ""),
                                   from_name=str(form.get("from_name") or ""),
@@ -109,6 +112,6 @@ async def edit_list(request: Request, slug: str, user: Principal = Depends(page_
                                        archive_private=form.get("archive_private") == "1")
     except (service.InvalidEmail, service.ServiceError) as exc:
         session.rollback()
-        return _list_page(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
+        return list_view(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
     session.commit()
     return redirect(f"/admin/lists/{slug}", "Saved")
