@@ -90,3 +90,25 @@ def test_sends_schedule_cancel_and_controls(clients: tuple[TestClient, TestClien
     assert late.status_code == 409 and late.json()["error"]
     retried = staff.post(f"/api/v1/sends/{now.json()['id']}/retry-failed")
     assert retried.status_code == 200 and len(messages_to("r@example.org")) == 1  # nobody gets it twice
+
+
+def test_subscriber_values_read_and_patched_with_hostile_input(clients: tuple[TestClient, TestClient]) -> None:
+    admin, staff = clients
+    admin.post("/api/v1/lists", json={"slug": "weekly", "name": "Weekly", "double_opt_in": False})
+    sub_id = admin.post("/api/v1/subscribers", json={"email": "val@example.org", "list": "weekly"}).json()["id"]
+    patched = admin.patch(f"/api/v1/subscribers/{sub_id}", json={"attributes": {"city": "Berlin", "plan": "pro"}})
+    assert patched.status_code == 200 and patched.json()["attributes"] == {"city": "Berlin", "plan": "pro"}
+    merged = admin.patch(f"/api/v1/subscribers/{sub_id}", json={"name": "Val", "attributes": {"plan": None}})
+    assert merged.json()["attributes"] == {"city": "Berlin"} and merged.json()["name"] == "Val"
+    read = staff.get(f"/api/v1/subscribers/{sub_id}").json()
+    assert read["attributes"] == {"city": "Berlin"} and read["subscriptions"] == {"weekly": "confirmed"}
+    for body, message in (({"attributes": {"not a key": "x"}}, "cannot be a field name"),
+                          ({"attributes": {"city": "x" * 1001}}, "longer than 1000"),
+                          ({"attributes": {f"k{n}": "v" for n in range(51)}}, "at most 50 fields"),
+                          ({"attributes": {"city": {"nested": 1}}}, "attributes.city"),
+                          ({"name": "N" * 201}, "name")):
+        refused = admin.patch(f"/api/v1/subscribers/{sub_id}", json=body)
+        assert refused.status_code == 422 and message in refused.json()["error"], body
+    assert staff.patch(f"/api/v1/subscribers/{sub_id}", json={"name": "Staff"}).status_code == 403
+    assert admin.get(f"/api/v1/subscribers/{sub_id}").json()["attributes"] == {"city": "Berlin"}
+    assert admin.patch(f"/api/v1/subscribers/{2**70}", json={"name": "X"}).status_code in (404, 422)
