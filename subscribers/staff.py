@@ -99,7 +99,8 @@ def update_subscriber(session: Session, subscriber_id: int, *, name: str | None 
     """Change a subscriber's name and custom values; returns what changed (recorded with who did it).
 
     `attributes` is a merge: a key with a value sets it, a key with None or "" removes it, keys not named stay.
-    A value equal to what is stored (as text) changes nothing, so a number stored by the API stays a number.
+    A new key must be an identifier (what a segment can name); a key already on file, e.g. from a CSV column, may
+    be changed or removed. A value equal to what is stored (as text) changes nothing, so a stored number stays one.
     """
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or subscriber.erased_at is not None:
@@ -113,18 +114,21 @@ def update_subscriber(session: Session, subscriber_id: int, *, name: str | None 
     if attributes:
         values = dict(subscriber.attributes or {})
         for key, raw in attributes.items():
-            if not ATTRIBUTE_KEY.fullmatch(key):
+            value, known = (raw or "").strip(), key in values
+            if not value:
+                if known:
+                    del values[key]
+                    changed.append(f"fields.{key}")
+                continue
+            if known and str(values[key]) == value:
+                continue
+            if not known and not ATTRIBUTE_KEY.fullmatch(key):  # a key on file (a CSV column) stays editable
                 raise ServiceError(f"'{key[:70]}' cannot be a field name: use letters, digits and _ (not first), "
                                    "at most 64 characters.")
-            value = (raw or "").strip()
             if len(value) > MAX_VALUE:
-                raise ServiceError(f"The value of {key} is longer than {MAX_VALUE} characters.")
-            if not value and key in values:
-                del values[key]
-                changed.append(f"fields.{key}")
-            elif value and (key not in values or str(values[key]) != value):
-                values[key] = value
-                changed.append(f"fields.{key}")
+                raise ServiceError(f"The value of {key[:70]} is longer than {MAX_VALUE} characters.")
+            values[key] = value
+            changed.append(f"fields.{key}")
         if len(values) > MAX_ATTRIBUTES:
             raise ServiceError(f"A subscriber can have at most {MAX_ATTRIBUTES} fields.")
         subscriber.attributes = values  # a new dict: the JSON column sees the change

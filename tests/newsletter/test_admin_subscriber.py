@@ -138,6 +138,9 @@ def test_suppressed_address_is_refused_with_its_reason(admin: TestClient, lists:
     assert subscriber_count() == 0 and messages_to("gone@example.org") == []
     bad = add(admin, email="not an address", list_id=lists["weekly"], mode="confirm")
     assert bad.status_code == 400 and "must have an @-sign" in bad.text
+    no_token = admin.post("/admin/subscribers/new", data={"email": "x@example.org", "list_id": lists["weekly"],
+                                                          "mode": "confirm"})
+    assert no_token.status_code == 403 and subscriber_count() == 0
     none = add(admin, email="x@example.org", mode="confirm")
     assert none.status_code == 400 and "at least one list" in none.text
     forged = add(admin, email="x@example.org", list_id=["999999", "-1", "x" * 50, str(2**70)], mode="confirm")
@@ -174,6 +177,7 @@ def test_subscribe_to_another_list_and_unsubscribe_from_the_page(admin: TestClie
     _found, statuses, events = subscriber("di@example.org")
     assert statuses == {"weekly": SubscriptionStatus.UNSUBSCRIBED, "other": SubscriptionStatus.CONFIRMED}
     assert events[-1].kind is ConsentKind.UNSUBSCRIBED and events[-1].detail == {"by": "admin@example.com"}
+    assert f'value="{lists["weekly"]}">Weekly' in admin.get(path).text  # offered again, with a consent choice
     back = admin.post(f"{path}/action", data={"csrf_token": token, "action": "resubscribe",
                                               "list_id": lists["weekly"]})
     assert back.status_code == 200
@@ -190,7 +194,7 @@ def test_edit_name_and_values_with_hostile_input(admin: TestClient, lists: dict[
     found, _statuses, _events = subscriber("ed@example.org")
     with session_scope() as session:
         session.execute(update(Subscriber).where(Subscriber.id == found.id)
-                        .values(attributes={"city": "Berlin", "plan": "pro", "seats": 3}))
+                        .values(attributes={"city": "Berlin", "plan": "pro", "seats": 3, "from csv": "x"}))
     path = f"/admin/subscribers/{found.id}"
     page = admin.get(path)
     assert 'name="field.city" maxlength="1000" value="Berlin"' in page.text
@@ -200,14 +204,15 @@ def test_edit_name_and_values_with_hostile_input(admin: TestClient, lists: dict[
         return admin.post(f"{path}/edit", data={"csrf_token": token, "name": "Ed", "field.city": "Berlin",
                                                 "field.plan": "pro", "field.seats": "3", **fields})
 
-    saved = edit(name="  Edward   Teach ", **{"field.city": "Hamburg", "field.plan": ""}, new_key="company",
-                 new_value="Acme")
+    saved = edit(name="  Edward   Teach ", **{"field.city": "Hamburg", "field.plan": "", "field.from csv": ""},
+                 new_key="company", new_value="Acme")
     assert saved.status_code == 200 and "Saved" in saved.text
     found, _statuses, events = subscriber("ed@example.org")
     assert found.name == "Edward Teach"
     assert found.attributes == {"city": "Hamburg", "seats": 3, "company": "Acme"}  # seats stays a number
     assert events[-1].kind is ConsentKind.PREFERENCES and events[-1].detail == {
-        "changed": ["name", "fields.city", "fields.plan", "fields.company"], "by": "admin@example.com"}
+        "changed": ["name", "fields.city", "fields.plan", "fields.from csv", "fields.company"],
+        "by": "admin@example.com"}  # a key from a CSV column that is no identifier can still be removed
     hostile = [({"name": "N" * 201}, "name is longer than 200"),
                ({"field.city": "x" * 1001}, "longer than 1000"),
                ({"new_key": "not a key", "new_value": "v"}, "cannot be a field name"),

@@ -114,7 +114,7 @@ def _subscriber_page(request: Request, user: Principal, session: Session, subscr
     memberships = queries.memberships(session, [subscriber.id])[subscriber.id]
     subscriptions = [{"list": m.mailing_list, "status": m.status.value} for m in memberships]
     lists: list[MailingList] = queries.all_lists(session)
-    on = {m.mailing_list.id for m in memberships}
+    on = {m.mailing_list.id for m in memberships if m.status is not SubscriptionStatus.UNSUBSCRIBED}
     activity = reports.subscriber_activity(session, subscriber.id, subscriber.email, before=before)
     return page(request, "subscriber.html", user, "subscribers", subscriber=subscriber, subscriptions=subscriptions,
                 consent=queries.consent_timeline(session, subscriber.id), deliveries=activity.deliveries,
