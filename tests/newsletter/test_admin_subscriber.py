@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import func, insert, select, text, update
 
 from mailer.db import session_scope
 from mailer.store import save_issue
@@ -361,3 +361,33 @@ def test_a_slow_count_is_given_up_not_waited_for(audience_of_three: TestClient, 
             with pytest.raises(audience.TooSlow):
                 audience.count_within(session, lists["weekly"], 'fields.city = "Berlin"', -1)
             assert audience.count_within(session, lists["weekly"], 'fields.city = "Berlin"', 5) == 2
+
+
+def test_an_issue_is_sent_to_a_segment_from_the_admin(audience_of_three: TestClient, lists: dict[str, int]) -> None:
+    """The issue page's send form names a segment: only its members are in the ledger; a segment of another list
+    is refused with a message and makes no send."""
+    admin = audience_of_three
+    with session_scope() as session:
+        weekly, other = session.get(MailingList, lists["weekly"]), session.get(MailingList, lists["other"])
+        assert weekly is not None and other is not None
+        audience.create_segment(session, weekly, "Berliners", 'fields.city = "Berlin"')
+        audience.create_segment(session, other, "Elsewhere", "name = 'nobody'")
+        issue_id = save_issue(session, EXAMPLE.read_text(), filename=str(EXAMPLE)).id
+    page = admin.get(f"/admin/issues/{issue_id}")
+    assert '<optgroup label="Segments of weekly"><option value="Berliners">' in page.text
+    token = csrf(admin, f"/admin/issues/{issue_id}")
+    wrong = admin.post(f"/admin/issues/{issue_id}/send", data={"csrf_token": token, "list": "weekly",
+                                                               "segment": "Elsewhere"})
+    assert wrong.status_code == 200 and "No segment named" in wrong.text
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+        assert reports.sends_of_issue(session, issue_id) == []
+    sent = admin.post(f"/admin/issues/{issue_id}/send", data={"csrf_token": token, "list": "weekly",
+                                                              "segment": "Berliners"}, follow_redirects=False)
+    assert sent.status_code == 303 and "/admin/sends/" in sent.headers["location"]
+    with session_scope() as session:
+        [send] = reports.sends_of_issue(session, issue_id)
+        assert send.segment_expression == 'fields.city = "Berlin"'
+        received = set(session.scalars(select(Subscriber.email).join(Delivery, Delivery.subscriber_id == Subscriber.id)
+                                       .where(Delivery.send_id == send.id)))
+    assert received == {"a@example.org", "b@example.org"}

@@ -15,7 +15,7 @@ from newsletter.auth import Principal
 from newsletter.web.admin.common import admin_router, flash_message, page, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_user
-from subscribers import queries
+from subscribers import audience, queries
 from worker import reports
 
 router = admin_router()
@@ -80,6 +80,7 @@ def _issue_page(request: Request, user: Principal, session: Session, record: Iss
     return page(request, "issue.html", user, "issues", issue=record, preview_html=preview_html(record.html or ""),
                 size=len((record.html or "").encode()), warnings=warnings, problems=problems,
                 sends=reports.sends_of_issue(session, record.id), lists=queries.all_lists(session),
+                segments=audience.segments_of(session),
                 flash=flash_message(request), status_code=status_code)
 
 

@@ -44,7 +44,7 @@ async def send_issue(request: Request, issue_id: int, user: Principal = Depends(
         mailing_list = mailing_lists.get_list(session, str(form.get("list", "")))
         scheduled = datetime.fromisoformat(at).replace(tzinfo=UTC) if at else None
         options = sends.SendOptions(scheduled_at=scheduled, allow_resend=form.get("allow_resend") == "1",
-                                    created_by=user.email)
+                                    created_by=user.email, segment=str(form.get("segment") or "") or None)
         send_id = sends.create(session, issue_id, mailing_list.id, options).id
         session.commit()
     except (sends.SendError, service.ServiceError, ValueError) as exc:
