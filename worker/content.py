@@ -98,6 +98,21 @@ def sample(send: Send, mailing_list: MailingList, slug: str, settings: Settings,
     return content_for(send, mailing_list, settings), recipient
 
 
+def sample_issue(document: Issue, mailing_list: MailingList, settings: Settings, *,
+                 name: str = "Sample Reader") -> tuple[Content, Recipient, RenderedIssue]:
+    """One subscriber's copy of an issue (parsed, perhaps never saved) as `mailing_list` would be sent it: rendered
+    for the list and frozen as a plan freezes it, then `sample`. What `newsletter render`/`check` and the admin's
+    preview show, so a preview can never differ from a send (language, brand, tracking) by taking another path.
+    """
+    from mailer.render import render_issue  # noqa: PLC0415 (render stack: see freeze)
+
+    send = Send()
+    rendered = render_issue(document, settings, force=True, audience=mailing_list.audience(settings))
+    freeze_rendered(send, document, rendered, mailing_list)
+    content, recipient = sample(send, mailing_list, document.slug, settings, name=name)
+    return content, recipient, rendered
+
+
 def recipients_for(rows: Sequence[Row], list_id: int, web_url: str, settings: Settings, *,
                    verp: bool, track_send_id: int | None = None,
                    language: str = DEFAULT_LANGUAGE) -> list[Recipient]:

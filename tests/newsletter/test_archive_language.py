@@ -1,10 +1,13 @@
 """The public archive in a list's language and brand: a German and a Chinese list's archive index, feed and issue
 pages carry no English chrome and date their issues as their readers write dates; a private list's archive pages
-answer exactly as a missing list's; the global index stays in the service's language with one section per list."""
+answer exactly as a missing list's; the global index stays in the service's language with one section per list;
+and the admin's preview for a German list shows the German chrome the send will have."""
 
 from __future__ import annotations
 
 import datetime as dt
+import html as html_lib
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -12,7 +15,10 @@ from fastapi.testclient import TestClient
 
 from mailer.db import session_scope
 from mailer.i18n import long_date
+from mailer.models import IssueRecord
 from mailer.store import save_issue
+from newsletter.auth import create_user
+from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
 from subscribers import mailing_lists
@@ -21,6 +27,7 @@ from tests.support.audience import EXAMPLE, started_send
 from worker import campaigns
 from worker.models import Send
 
+PASSWORD = "correct horse battery staple"
 LISTS = {"woche": ("Die Woche", "de"), "zhoukan": ("科技周刊", "zh-Hans"), "intern": ("Intern", "de"),
          "weekly": ("Weekly", "en")}
 # What each language's pages must say (catalog translations written out, so a lost catalog fails the test).
@@ -137,3 +144,62 @@ def test_view_in_browser_leads_to_the_lists_own_copy(archive: str) -> None:
         assert send.web_html is not None and "__NLH_" not in send.web_html and "/c/" not in send.web_html
         batch = campaigns._claim_batch(send.id, 0, 0, campaigns.get_settings())
         assert batch is not None and batch.web_url == f"http://testserver/lists/woche/archive/{archive}"
+
+
+@pytest.fixture
+def admin(archive: str) -> TestClient:
+    with session_scope() as session:
+        create_user(session, "admin@example.com", PASSWORD, Role.ADMIN)
+    client = TestClient(create_app())
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin/login").text)
+    assert token
+    response = client.post("/admin/login", data={"email": "admin@example.com", "password": PASSWORD,
+                                                 "csrf_token": token.group(1)}, follow_redirects=False)
+    assert response.status_code == 303
+    return client
+
+
+def _issue_id(slug: str) -> int:
+    with session_scope() as session:
+        return session.query(IssueRecord).filter(IssueRecord.slug == slug).one().id
+
+
+def _preview(page: str) -> str:
+    found = re.search(r'<iframe id="phone"[^>]*srcdoc="([^"]*)"', page)
+    assert found, page[:500]
+    return html_lib.unescape(found.group(1))
+
+
+def test_the_admin_preview_for_a_german_list_shows_german_chrome(admin: TestClient, archive: str) -> None:
+    issue_id = _issue_id(archive)
+    german = admin.get(f"/admin/issues/{issue_id}?preview=woche")
+    assert german.status_code == 200 and '<option value="woche" selected>' in german.text
+    shown = _preview(german.text)
+    for words in ("Hallo Ada,", "Abbestellen", "Einstellungen verwalten", "weil Sie Die Woche abonniert haben",
+                  "22. September 2023"):
+        assert words in shown, words
+    assert not english_in(shown) and "__NLH_" not in shown and 'lang="de"' in shown
+
+    chinese = _preview(admin.get(f"/admin/issues/{issue_id}?preview=zhoukan").text)
+    assert "退订" in chinese and "2023年9月22日" in chinese and not english_in(chinese)
+
+    plain = _preview(admin.get(f"/admin/issues/{issue_id}").text)  # no list: the service's own (English) chrome
+    assert "Unsubscribe" in plain and "Abbestellen" not in plain
+    for hostile in ("nosuch", "x" * 5000, "woche' OR '1'='1", "%00", "woche\x00"):
+        page = admin.get(f"/admin/issues/{issue_id}", params={"preview": hostile})
+        assert page.status_code == 200 and "Unsubscribe" in _preview(page.text)
+
+    token = re.search(r'name="csrf_token" value="([^"]+)"', german.text)
+    assert token
+    source = EXAMPLE.read_text()
+    live = admin.post("/admin/issues/preview", data={"source": source, "preview_list": "woche",
+                                                     "csrf_token": token.group(1)})
+    assert live.status_code == 200 and "Abbestellen" in live.json()["html"] and not english_in(live.json()["html"])
+    live = admin.post("/admin/issues/preview", data={"source": source, "preview_list": "\x00" + "nosuch" * 1000,
+                                                     "csrf_token": token.group(1)})
+    assert live.status_code == 200 and "Unsubscribe" in live.json()["html"]
+    saved = admin.post(f"/admin/issues/{issue_id}", data={"source": source, "preview_list": "woche",
+                                                          "csrf_token": token.group(1)}, follow_redirects=False)
+    assert saved.status_code == 303 and f"/admin/issues/{issue_id}?preview=woche&flash=" in saved.headers["location"]
+    again = admin.get(saved.headers["location"])
+    assert "Saved" in again.text and "Abbestellen" in _preview(again.text)
