@@ -129,7 +129,18 @@ def set_logo_image(mailing_list: MailingList, data: bytes | None) -> None:
     mailing_list.logo_digest = hashlib.sha256(data).hexdigest()[:16]
 
 
+MAX_URL_SLUG = 200  # longer than any slug we store
+
+
+def plausible_slug(slug: str) -> bool:
+    """A slug from a URL that could name something: not absurdly long, and no NUL (PostgreSQL refuses it in text,
+    which would be a 500 where a 404 is the answer)."""
+    return len(slug) <= MAX_URL_SLUG and "\x00" not in slug
+
+
 def get_list(session: Session, slug: str) -> MailingList:
+    if not plausible_slug(slug):
+        raise ServiceError("No such list.")
     found = session.scalar(select(MailingList).where(MailingList.slug == slug.strip().lower()))
     if found is None:
         raise ServiceError(f"No list called '{slug}'.")

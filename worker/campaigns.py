@@ -287,7 +287,7 @@ def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) 
         slug = session.scalar(select(IssueRecord.slug).where(IssueRecord.id == send.issue_id))
         assert mailing_list is not None and slug is not None
         return _Batch(ids, content_for(send, mailing_list, settings), mailing_list.id,
-                      web_url(slug, settings), send.transport,
+                      web_url(slug, mailing_list.slug, settings), send.transport,
                       send.track_clicks or send.track_opens, send.language or mailing_list.language)
 
 

@@ -56,6 +56,7 @@ def freeze(send: Send, issue: IssueRecord, mailing_list: MailingList, settings: 
 
 def freeze_rendered(send: Send, document: Issue, rendered: RenderedIssue, mailing_list: MailingList) -> None:
     send.subject, send.html, send.text = rendered.subject, rendered.html, rendered.text
+    send.web_html = rendered.web_html  # before tracking rewrites html: the archive's links go where they say
     send.language = document.lang or mailing_list.language or DEFAULT_LANGUAGE
 
 
@@ -68,8 +69,9 @@ def content_for(send: Send, mailing_list: MailingList, settings: Settings) -> Co
                    feedback_id=mailing_list.feedback_id(f"send{send.id or 0}", settings))
 
 
-def web_url(slug: str, settings: Settings) -> str:
-    return f"{settings.base_url.rstrip('/')}/archive/{slug}"
+def web_url(slug: str, list_slug: str, settings: Settings) -> str:
+    """The address behind "View in your browser": the list's own archive copy, in the language and brand sent."""
+    return f"{settings.base_url.rstrip('/')}/lists/{list_slug}/archive/{slug}"
 
 
 def sample(send: Send, mailing_list: MailingList, slug: str, settings: Settings, *,
@@ -89,10 +91,26 @@ def sample(send: Send, mailing_list: MailingList, slug: str, settings: Settings,
         rewritten = add_tracking(send.html, send.text, settings.base_url, clicks=clicks, opens=opens)
         send.html, send.text, send.track_clicks, send.track_opens = rewritten.html, rewritten.text, clicks, opens
     row = Row(delivery_id=0, subscriber_id=0, email=email, name=name, reason=None)
-    recipient = recipients_for([row], mailing_list.id or 0, web_url(slug, settings), settings, verp=False,
+    page = web_url(slug, mailing_list.slug, settings)
+    recipient = recipients_for([row], mailing_list.id or 0, page, settings, verp=False,
                                track_send_id=(send.id or 0) if tracked else None,
                                language=send.language or mailing_list.language or DEFAULT_LANGUAGE)[0]
     return content_for(send, mailing_list, settings), recipient
+
+
+def sample_issue(document: Issue, mailing_list: MailingList, settings: Settings, *,
+                 name: str = "Sample Reader") -> tuple[Content, Recipient, RenderedIssue]:
+    """One subscriber's copy of an issue (parsed, perhaps never saved) as `mailing_list` would be sent it: rendered
+    for the list and frozen as a plan freezes it, then `sample`. What `newsletter render`/`check` and the admin's
+    preview show, so a preview can never differ from a send (language, brand, tracking) by taking another path.
+    """
+    from mailer.render import render_issue  # noqa: PLC0415 (render stack: see freeze)
+
+    send = Send()
+    rendered = render_issue(document, settings, force=True, audience=mailing_list.audience(settings))
+    freeze_rendered(send, document, rendered, mailing_list)
+    content, recipient = sample(send, mailing_list, document.slug, settings, name=name)
+    return content, recipient, rendered
 
 
 def recipients_for(rows: Sequence[Row], list_id: int, web_url: str, settings: Settings, *,

@@ -54,6 +54,7 @@ class Send(Base):
     html: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(35))  # of the frozen parts: the issue's, else the list's
+    web_html: Mapped[str | None] = mapped_column(Text)  # the archive's copy: no personal parts, no tracking
     planned: Mapped[int] = mapped_column(BigId, default=0)
     # Whether this send's links and pixel were rewritten for tracking (decided at plan time from the list).
     track_clicks: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -22,7 +22,6 @@ from newsletter.cli.common import console, err
 from newsletter.web.preview import preview_app
 from subscribers.models import MailingList
 from worker import content as send_content
-from worker.models import Send
 
 
 def _load_and_render(path: Path, force: bool) -> tuple[Issue, RenderedIssue]:
@@ -58,13 +57,10 @@ def sample(issue: Issue, rendered: RenderedIssue) -> tuple[Content, Recipient]:
     """One sample subscriber's copy of the issue as its list would send it, made by the send path's own calls (the
     same rendering for the list, headers and bytes as a send; only the personal values, Date and Message-ID differ).
     """
-    settings = get_settings()
     mailing_list = _known_list(issue.list_slug) or MailingList(slug=issue.list_slug or "sample", name=issue.title,
                                                                language="en")
-    send = Send()
-    send_content.freeze_rendered(send, issue, render_issue(issue, settings, force=True,
-                                                        audience=mailing_list.audience(settings)), mailing_list)
-    return send_content.sample(send, mailing_list, issue.slug, settings)
+    content, recipient, _rendered = send_content.sample_issue(issue, mailing_list, get_settings())
+    return content, recipient
 
 
 def render(issue_path: Path = typer.Argument(..., help="The issue's Markdown file."),

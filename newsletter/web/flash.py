@@ -26,10 +26,10 @@ def _serializer(secret: str) -> URLSafeTimedSerializer:
 
 
 def flash_url(path: str, message: str) -> str:
-    """`path` with `message` signed into its query string (path must have no query of its own)."""
+    """`path` with `message` signed into its query string (after the path's own query, if it has one)."""
     if not message:
         return path
-    return f"{path}?{urlencode({PARAM: _serializer(get_settings().secret).dumps(message)})}"
+    return f"{path}{'&' if '?' in path else '?'}{urlencode({PARAM: _serializer(get_settings().secret).dumps(message)})}"
 
 
 def redirect_with_flash(path: str, message: str = "") -> RedirectResponse:

@@ -21,7 +21,7 @@ from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, form_data
 from newsletter.web.signup import Result, captcha_widget
 from newsletter.web.templating import gettext_for, render_page
-from subscribers import service
+from subscribers import mailing_lists, service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import NotSubscribed, ServiceError
 from subscribers.tokens import Purpose, TokenError, link, read_token
@@ -66,6 +66,8 @@ def _no_such_list(request: Request) -> HTMLResponse:
 
 
 def _list_or_404(session: Session, slug: str) -> MailingList | None:
+    if not mailing_lists.plausible_slug(slug):
+        return None
     return session.scalar(select(MailingList).where(MailingList.slug == slug.lower()))
 
 

@@ -29,6 +29,14 @@ def _public_view(slug: str) -> tuple[int, bool, bool]:
     return public.get(f"/archive/{slug}").status_code, f"/archive/{slug}" in public.get("/archive").text, in_feed
 
 
+def _list_view(list_slug: str, slug: str) -> tuple[int, int, int, bool]:
+    """A list's own archive pages: index, feed and issue status codes, and whether the index names the issue."""
+    public = TestClient(create_app())
+    index = public.get(f"/lists/{list_slug}/archive")
+    return (index.status_code, public.get(f"/lists/{list_slug}/archive.rss").status_code,
+            public.get(f"/lists/{list_slug}/archive/{slug}").status_code, f"/archive/{slug}" in index.text)
+
+
 def test_private_list_issues_stay_out_of_archive_and_rss(db_url: str) -> None:
     audience = make_audience(1, pending=0, unsubscribed=0, suppressed=0)
     with session_scope() as session:
@@ -39,8 +47,12 @@ def test_private_list_issues_stay_out_of_archive_and_rss(db_url: str) -> None:
         slug = issue.slug
     _sent_to(["members"], audience.issue_id)
     assert _public_view(slug) == (404, False, False)
+    assert _list_view("members", slug) == (404, 404, 404, False) == _list_view("no-such-list", slug)
     _sent_to(["weekly"], audience.issue_id)  # the same issue also went to a public list: now it is public
     assert _public_view(slug) == (200, True, True)
+    assert _list_view("weekly", slug) == (200, 200, 200, True)
+    assert _list_view("members", slug) == (404, 404, 404, False)  # but never on the private list's own pages
     with session_scope() as session:
         mailing_lists.configure_signup(mailing_lists.get_list(session, "weekly"), archive_private=True)
     assert _public_view(slug) == (404, False, False)
+    assert _list_view("weekly", slug) == (404, 404, 404, False)
