@@ -179,3 +179,11 @@ def test_staff_send_tests_only_to_themselves(admin: TestClient) -> None:
     assert "own address only" in other.text and outbox_messages() == []
     mine = staff.post(f"{issue_path}/test", data={"csrf_token": token, "to": "Staff@example.com"})
     assert "Test sent" in mine.text and len(outbox_messages()) == 1
+    with session_scope() as session:  # as a German list would get it: its language, not the service's
+        mailing_lists.create_list(session, "woche", "Die Woche", look=mailing_lists.ListLook(language="de"))
+    german = staff.post(f"{issue_path}/test", data={"csrf_token": token, "to": "staff@example.com", "list": "woche"})
+    assert "Test sent" in german.text and len(outbox_messages()) == 2
+    body = outbox_messages()[-1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Abbestellen" in body and "Unsubscribe" not in body
+    missing = staff.post(f"{issue_path}/test", data={"csrf_token": token, "to": "staff@example.com", "list": "nope"})
+    assert "No list called" in missing.text and len(outbox_messages()) == 2

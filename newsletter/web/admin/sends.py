@@ -25,12 +25,14 @@ router = admin_router()
 @router.post("/issues/{issue_id}/test", dependencies=[Depends(verify_csrf)])
 async def send_test(request: Request, issue_id: int, user: Principal = Depends(page_user),
                     session: Session = db_session) -> Response:
-    to = str((await request.form()).get("to", "")).strip()
+    form = await read_form(request)
+    to, slug = str(form.get("to", "")).strip(), str(form.get("list") or "")
     if not user.is_admin and to.lower() != user.email:
         return redirect(f"/admin/issues/{issue_id}", "Staff send tests to their own address only.")
     try:
-        result = sends.send_test(session, issue_id, to)
-    except (sends.SendError, service.InvalidEmail) as exc:
+        list_id = mailing_lists.get_list(session, slug).id if slug else None  # its language and brand
+        result = sends.send_test(session, issue_id, to, list_id=list_id)
+    except (sends.SendError, service.ServiceError, service.InvalidEmail) as exc:
         return redirect(f"/admin/issues/{issue_id}", str(exc))
     return redirect(f"/admin/issues/{issue_id}", f"Test sent to {to}" if result.ok else f"Test failed: {result.error}")
 
