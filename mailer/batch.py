@@ -37,6 +37,7 @@ class Recipient:
     unsubscribe_mailto: str | None = None
     return_path: str | None = None  # SMTP envelope sender; VERP address for bounces
     headers: Mapping[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()  # the send's merge-tag values for this recipient, in slot order (mailer/merge_tags.py)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import textwrap
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from urllib.parse import urlsplit
 import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
+
+from mailer.merge_tags import Ref, Slot, Tag, line_of, scan, value_of
+from mailer.placeholders import tag_html_token, tag_text_token
 
 ALLOWED_KEYS = {"subject", "preheader", "date", "cta", "title", "lang", "list", "from_name", "outro_heading", "slug"}
 DEFAULT_OUTRO = "Wrapping Up"
@@ -79,6 +83,73 @@ class Issue:
     outro_heading: str
     slug: str
     links: tuple[str, ...] = field(default=())
+    # Merge tags (mailer/merge_tags.py). `subject` is the subject with each tag's default, as the archive shows it;
+    # `mail_subject` holds the text-part slots a recipient's values fill. slots[i] is slot i (__NLH_TAGi__).
+    mail_subject: str = ""
+    slots: tuple[Slot, ...] = field(default=())
+    field_uses: tuple[tuple[str, int], ...] = field(default=())  # (custom field, line) for each use, for check
+
+    @property
+    def subject_for_mail(self) -> str:
+        return self.mail_subject or self.subject
+
+
+class _Tags:
+    """The merge tags of one parse: each occurrence is a marker (letters and digits, which Markdown leaves alone)
+    until the Markdown is rendered, then a slot token, numbered per (tag, URL or text) in order of appearance."""
+
+    def __init__(self, source: str) -> None:
+        marker = "NLMT" + uuid.uuid4().hex[:12]
+        while marker in source:
+            marker = "NLMT" + uuid.uuid4().hex[:12]
+        self.marker = marker
+        self.pattern = re.compile(marker + r"([xu])(\d+)x")
+        self.tags: list[Tag] = []
+        self.originals: list[str] = []
+        self.slots: dict[Slot, int] = {}
+        self.field_uses: list[tuple[str, int]] = []
+
+    def mark(self, text: str, filename: str, first_line: int, problems: list[Problem]) -> str:
+        """`text` with every tag replaced by its marker; a malformed tag is a problem on its line."""
+        pieces: list[str] = []
+        position = 0
+        for found in scan(text):
+            line = first_line + line_of(text, found.start)
+            if found.tag is None:
+                problems.append(Problem(filename, line, f"{found.problem}: '{text[found.start:found.end][:80]}'"))
+                continue
+            pieces.append(text[position:found.start])
+            pieces.append(f"{self.marker}x{len(self.tags)}x")
+            self.tags.append(found.tag)
+            self.originals.append(text[found.start:found.end])
+            if found.tag.ref is Ref.FIELD:
+                self.field_uses.append((found.tag.field, line))
+            position = found.end
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    def as_url(self, url: str) -> str:
+        """Markers inside a link or image address become URL slots."""
+        return url.replace(self.marker + "x", self.marker + "u")
+
+    def as_written(self, text: str) -> str:
+        return self.pattern.sub(lambda m: self.originals[int(m.group(2))], text)
+
+    def to_slots(self, text: str, *, html: bool) -> str:
+        token = tag_html_token if html else tag_text_token
+
+        def slot(match: re.Match[str]) -> str:
+            key = Slot(self.tags[int(match.group(2))], url=match.group(1) == "u")
+            return token(self.slots.setdefault(key, len(self.slots)))
+
+        return self.pattern.sub(slot, text) if self.tags else text
+
+    def to_defaults(self, text: str) -> str:
+        return self.pattern.sub(lambda m: value_of(Slot(self.tags[int(m.group(2))]), "", "", None), text)
+
+    def unescape(self, text: str) -> str:
+        """Outside Markdown (the subject), `\\{{` is only there to keep the braces: drop the backslash."""
+        return re.sub(r"\\(\{[{%])", r"\1", text)
 
 
 def slugify(value: str) -> str:
@@ -149,11 +220,16 @@ def parse_issue(source: str, filename: str = "<issue>") -> Issue:
     for key in sorted(set(data) - ALLOWED_KEYS):
         meta_problem(key, f"unknown front matter key '{key}' (allowed: {', '.join(sorted(ALLOWED_KEYS))})")
 
+    tags = _Tags(source)
     subject = _string(data.get("subject"))
     if not subject:
         problems.append(Problem(filename, key_line.get("subject", 1), "missing subject in front matter"))
     elif len(subject) > 250:
         meta_problem("subject", "subject is longer than 250 characters")
+    subject = tags.mark(subject, filename, key_line.get("subject", 1), problems)
+    for key in sorted(set(data) & ALLOWED_KEYS - {"subject"}):
+        if any(found for found in scan(repr(data[key]))):
+            meta_problem(key, f"merge tags work in the subject and the body only, not in '{key}'")
     preheader = _string(data.get("preheader"))
     date = _date(data.get("date"), meta_problem)
     cta = _cta(data.get("cta"), meta_problem)
@@ -162,24 +238,25 @@ def parse_issue(source: str, filename: str = "<issue>") -> Issue:
         meta_problem("lang", f"lang '{lang}' is not a language tag such as 'en' or 'pt-BR'")
     outro_heading = _string(data.get("outro_heading")) or DEFAULT_OUTRO
 
-    sections = _sections(_MD.parse(body), body_line)
+    sections = _sections(_MD.parse(tags.mark(body, filename, body_line, problems)), body_line, tags)
     intro_tokens = sections[0][2] if sections and sections[0][0] is None else []
     story_sections = [s for s in sections if s[0] is not None]
     outro: Block | None = None
     stories: list[Story] = []
     links: list[str] = []
     for tokens in [intro_tokens] + [s[2] for s in story_sections]:
-        problems.extend(_check_inline(tokens, filename, links))
+        problems.extend(_check_inline(tokens, filename, links, tags))
     for headline, line, tokens in story_sections:
         assert headline is not None
         if not _has_text(tokens):
             problems.append(Problem(filename, line, f"'{headline}' has no text under its heading"))
         if headline.strip().lower() == outro_heading.lower():
-            outro = _block(tokens)
+            outro = _block(tokens, tags)
             continue
         if not headline.strip():
             problems.append(Problem(filename, line, "a story heading is empty"))
-        stories.append(Story(len(stories) + 1, headline.strip(), _block(tokens), line))
+        stories.append(Story(len(stories) + 1, tags.to_slots(headline.strip(), html=False), _block(tokens, tags),
+                             line))
     if not stories:
         problems.append(Problem(filename, body_line, "no stories: write each story under a '## Headline' heading"))
     if cta:
@@ -187,7 +264,10 @@ def parse_issue(source: str, filename: str = "<issue>") -> Issue:
     if problems:
         raise IssueError(sorted(problems, key=lambda p: p.line))
 
+    mail_subject = tags.unescape(tags.to_slots(subject, html=False))
+    subject = tags.unescape(tags.to_defaults(subject))
     slug = _string(data.get("slug")) or slugify(f"{date.isoformat() + '-' if date else ''}{subject}")
+    intro = _block(intro_tokens, tags)
     return Issue(
         subject=subject,
         preheader=preheader,
@@ -197,13 +277,27 @@ def parse_issue(source: str, filename: str = "<issue>") -> Issue:
         list_slug=_string(data.get("list")) or None,
         from_name=_string(data.get("from_name")) or None,
         cta=cta,
-        intro=_block(intro_tokens),
+        intro=intro,
         stories=tuple(stories),
         outro=outro,
         outro_heading=outro_heading,
         slug=slugify(slug),
         links=tuple(dict.fromkeys(links)),
+        mail_subject=mail_subject if tags.tags else "",
+        slots=tuple(tags.slots),
+        field_uses=tuple(tags.field_uses),
     )
+
+
+def field_problems(issue: Issue, known: set[str] | None, filename: str) -> list[Problem]:
+    """Every use of a custom field the list does not define (`newsletter check --list`); none when the list's
+    fields are unknown (None). A field missing on a subscriber is filled with its default, so this is a check of
+    spelling, not a refusal."""
+    if known is None:
+        return []
+    return [Problem(filename, line, f"'subscriber.fields.{name}' is not a field of this list"
+                                    + (f" (its fields: {', '.join(sorted(known))})" if known else " (it has none)"))
+            for name, line in issue.field_uses if name not in known]
 
 
 def _string(value: Any) -> str:
@@ -239,12 +333,17 @@ def _cta(value: Any, problem: Any) -> CallToAction | None:
 Section = tuple[str | None, int, list[Token]]
 
 
-def _sections(tokens: list[Token], body_line: int) -> list[Section]:
+def _sections(tokens: list[Token], body_line: int, tags: _Tags) -> list[Section]:
     """Split the token stream at level-2 headings: (headline or None for the intro, line, tokens)."""
     sections: list[Section] = [(None, body_line, [])]
     index = 0
     while index < len(tokens):
         token = tokens[index]
+        for child in token.children or []:
+            for attribute in ("href", "src"):
+                value = child.attrGet(attribute)
+                if value is not None and tags.marker in str(value):
+                    child.attrSet(attribute, tags.as_url(str(value)))
         if token.type == "heading_open" and token.tag == "h2":
             headline = tokens[index + 1].content
             line = body_line + (token.map[0] if token.map else 0)
@@ -261,14 +360,27 @@ def _has_text(tokens: list[Token]) -> bool:
     return any(t.type == "inline" and t.content.strip() for t in tokens)
 
 
-def _check_inline(tokens: list[Token], filename: str, links: list[str]) -> list[Problem]:
+def _tag_in_address(url: str, tags: _Tags) -> bool:
+    """A merge tag in a URL's scheme or host: a subscriber's value would choose where the link goes."""
+    parts = urlsplit(url)  # which lowercases the scheme
+    return tags.marker.lower() in (parts.scheme + parts.netloc).lower() or (tags.marker in url and not parts.scheme)
+
+
+def _check_inline(tokens: list[Token], filename: str, links: list[str], tags: _Tags) -> list[Problem]:
     problems: list[Problem] = []
     line = 0
     for token in tokens:
         line = (token.meta or {}).get("line", line)
         for child in token.children or []:
+            if child.type in ("link_open", "image"):
+                url = str(child.attrGet("href" if child.type == "link_open" else "src") or "")
+                if _tag_in_address(url, tags):
+                    problems.append(Problem(filename, line, f"a merge tag in the scheme or host of "
+                                                            f"'{tags.as_written(url)}': a tag can only be in a "
+                                                            "link's path, query or fragment"))
+                    continue
             if child.type == "link_open":
-                href = str(child.attrGet("href") or "")
+                href = tags.as_written(str(child.attrGet("href") or ""))
                 scheme = urlsplit(href).scheme.lower()
                 if scheme not in _ABSOLUTE_SCHEMES:
                     problems.append(Problem(filename, line, f"relative or unsupported link '{href}': "
@@ -276,7 +388,7 @@ def _check_inline(tokens: list[Token], filename: str, links: list[str]) -> list[
                 else:
                     links.append(href)
             elif child.type == "image":
-                src = str(child.attrGet("src") or "")
+                src = tags.as_written(str(child.attrGet("src") or ""))
                 if not child.content.strip():
                     problems.append(Problem(filename, line, f"image '{src}' has no alt text"))
                 if urlsplit(src).scheme not in ("http", "https"):
@@ -284,9 +396,9 @@ def _check_inline(tokens: list[Token], filename: str, links: list[str]) -> list[
     return problems
 
 
-def _block(tokens: list[Token]) -> Block:
+def _block(tokens: list[Token], tags: _Tags) -> Block:
     html = _MD.renderer.render(tokens, _MD.options, {}) if tokens else ""
-    return Block(html=html.strip(), text=to_text(tokens))
+    return Block(html=tags.to_slots(html.strip(), html=True), text=tags.to_slots(to_text(tokens), html=False))
 
 
 def to_text(tokens: list[Token], width: int = 72) -> str:

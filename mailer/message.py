@@ -22,7 +22,7 @@ from mailer.addresses import wire_address
 from mailer.batch import Content, Recipient
 from mailer.db import utcnow
 from mailer.dkim_signing import DkimSigner, body_hash, relaxed_lines
-from mailer.placeholders import fill, substitutions
+from mailer.placeholders import PLACEHOLDER, fill, has_placeholder, substitutions
 
 _NEWLINES = re.compile(r"[\r\n]+")
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 field name: printable ASCII but ":"
@@ -57,8 +57,15 @@ def list_unsubscribe(recipient: Recipient) -> str | None:
 
 def personalize(content: Content, recipient: Recipient) -> tuple[str, str]:
     """Fill one recipient's placeholders into the HTML and text parts (plain substitution: no re-rendering)."""
-    table = substitutions(recipient.values)
+    table = substitutions(recipient.values, recipient.tags)
     return fill(content.html, table), fill(content.text, table)
+
+
+def personal_subject(content: Content, recipient: Recipient) -> str:
+    """The subject one recipient reads: its merge tags filled (raw: a header is text), folded onto one line."""
+    if not has_placeholder(content.subject):
+        return clean_header(content.subject)
+    return clean_header(fill(content.subject, substitutions(recipient.values, recipient.tags)))
 
 
 def build_message(content: Content, recipient: Recipient, *, message_id_domain: str) -> EmailMessage:
@@ -83,14 +90,16 @@ _EQUALS = ord("=")
 
 
 @lru_cache(maxsize=8)
-def _send_headers(from_name: str, from_email: str, reply_to: str | None, subject: str, list_id: str | None,
+def _send_headers(from_name: str, from_email: str, reply_to: str | None, subject: str | None, list_id: str | None,
                   feedback_id: str | None) -> bytes:
-    """Headers shared by every recipient of a send, folded and encoded by the email package once."""
+    """Headers shared by every recipient of a send, folded and encoded by the email package once. `subject` None:
+    it holds merge tags, and each recipient gets their own Subject line."""
     template = EmailMessage(policy=SMTP)
     template["From"] = _address(from_name, from_email)
     if reply_to:
         template["Reply-To"] = _address("", reply_to)
-    template["Subject"] = clean_header(subject)
+    if subject is not None:
+        template["Subject"] = clean_header(subject)
     template["MIME-Version"] = "1.0"
     if list_id:
         template["List-Id"] = clean_header(list_id)
@@ -170,7 +179,7 @@ def _placeholder_split(document: str) -> list[str]:
     marker = f"\x00{uuid.uuid4().hex}\x00"
     while marker in document:
         marker = f"\x00{uuid.uuid4().hex}\x00"
-    wrapped = {token: f"{marker}{token}{marker}" for token in substitutions({})}
+    wrapped = {token: f"{marker}{token}{marker}" for token in PLACEHOLDER.findall(document)}
     return fill(document, wrapped).split(marker)
 
 
@@ -238,10 +247,13 @@ def _extra_header(name: str, value: str) -> bytes:
 
 
 def _recipient_headers(content: Content, recipient: Recipient, message_id: str, boundary: str) -> list[bytes]:
-    head = [_send_headers(content.from_name, content.from_email, content.reply_to, content.subject, content.list_id,
-                          content.feedback_id),
+    personal = has_placeholder(content.subject)  # merge tags in the subject: a Subject line per recipient
+    head = [_send_headers(content.from_name, content.from_email, content.reply_to,
+                          None if personal else content.subject, content.list_id, content.feedback_id),
             _to_header(recipient.email),
             f"Date: {format_datetime(utcnow())}\r\nMessage-ID: {message_id}\r\n".encode()]
+    if personal:  # a header object, so that any non-ASCII becomes encoded words whatever the length
+        head.append(SMTP.fold_binary("Subject", SMTP.header_factory("Subject", personal_subject(content, recipient))))
     unsubscribe = list_unsubscribe(recipient)
     if unsubscribe:
         head.append(_list_unsubscribe_header(unsubscribe))
@@ -261,7 +273,7 @@ def _part_header(boundary: str, kind: str) -> bytes:
 def _bodies(content: Content, recipient: Recipient, boundary: str, canonical: list[bytes] | None) -> list[bytes]:
     """The body's pieces; canonical, when given, receives their DKIM relaxed forms in the same order. Part headers
     and boundary lines hold no runs of whitespace and no trailing whitespace: they are their own canonical form."""
-    table = substitutions(recipient.values)
+    table = substitutions(recipient.values, recipient.tags)
     memo: dict[str, bytes] = {}
     plain, html = _part_header(boundary, "plain"), _part_header(boundary, "html")
     closing = f"--{boundary}--\r\n".encode()

@@ -2,7 +2,11 @@
 
 Two spellings per value: ``__NLH_KEY__`` in the HTML part takes an HTML-escaped value, ``__NLT_KEY__`` in the text
 part takes it raw. SendGrid applies one substitution table to both parts, so the parts need distinct keys.
-Plain ASCII letters and underscores pass untouched through Jinja2, MJML, lxml/premailer, URLs and quoted-printable.
+Plain ASCII letters, digits and underscores pass untouched through Jinja2, MJML, lxml/premailer, URLs and
+quoted-printable.
+
+Besides the fixed keys, an issue's merge tags (mailer/merge_tags.py) are numbered slots: ``__NLH_TAG0__`` /
+``__NLT_TAG0__`` and so on, filled from a recipient's ``tags`` (one value per slot, in slot order).
 """
 
 from __future__ import annotations
@@ -32,21 +36,49 @@ def text_token(key: Key) -> str:
     return f"__NLT_{key.value}__"
 
 
+def tag_html_token(slot: int) -> str:
+    return f"__NLH_TAG{slot}__"
+
+
+def tag_text_token(slot: int) -> str:
+    return f"__NLT_TAG{slot}__"
+
+
 _TOKENS = tuple((key, f"__NLH_{key.value}__", f"__NLT_{key.value}__") for key in Key)
 _NEEDS_ESCAPE = re.compile(r"[&<>\"']")
 
 
-def substitutions(values: Mapping[Key, str]) -> dict[str, str]:
-    """The token -> value table for one recipient, escaped for the part each token lives in."""
+def escape_html(raw: str) -> str:
+    return html.escape(raw, quote=True) if _NEEDS_ESCAPE.search(raw) else raw
+
+
+def substitutions(values: Mapping[Key, str], tags: Sequence[str] = ()) -> dict[str, str]:
+    """The token -> value table for one recipient, escaped for the part each token lives in.
+
+    `tags`: the recipient's merge-tag values in slot order, raw (mailer.merge_tags has already made them one line
+    and, for a slot inside a link, URL-escaped them)."""
     table: dict[str, str] = {}
     for key, html_key, text_key in _TOKENS:
         raw = values.get(key, "")
-        table[html_key] = html.escape(raw, quote=True) if _NEEDS_ESCAPE.search(raw) else raw
+        table[html_key] = escape_html(raw)
         table[text_key] = raw
+    for slot, raw in enumerate(tags):
+        table[tag_html_token(slot)] = escape_html(raw)
+        table[tag_text_token(slot)] = raw
     return table
 
 
-_TOKEN = re.compile(r"(__NL[HT]_[A-Z_]+?__)")
+_TOKEN = re.compile(r"(__NL[HT]_[A-Z0-9_]+?__)")
+PLACEHOLDER = re.compile(r"__NL[HT]_[A-Z0-9_]+?__")
+
+
+def has_placeholder(text: str) -> bool:
+    return PLACEHOLDER.search(text) is not None
+
+
+def html_twin(text: str) -> str:
+    """The text-part tokens of `text` spelled as their HTML-part twins (a subject shown in the HTML <title>)."""
+    return text.replace("__NLT_", "__NLH_")
 
 
 @lru_cache(maxsize=16)
@@ -87,8 +119,9 @@ def fold_constants(subject: str, html_part: str, text_part: str, tables: Sequenc
     first = tables[0]
     constant: dict[str, str] = {}
     shared: list[tuple[str, str]] = []
-    for _key, html_key, text_key in _TOKENS:
-        if html_key not in first or text_key not in first:
+    pairs = [(token, "__NLT_" + token.removeprefix("__NLH_")) for token in first if token.startswith("__NLH_")]
+    for html_key, text_key in pairs:
+        if text_key not in first:
             continue
         if all(t[html_key] == first[html_key] and t[text_key] == first[text_key] for t in tables):
             constant[html_key], constant[text_key] = first[html_key], first[text_key]

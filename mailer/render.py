@@ -24,6 +24,8 @@ import templates as templates_pkg
 from mailer.brand import DEFAULT_ACCENT, Audience, dark_tint
 from mailer.i18n import DEFAULT_LANGUAGE, long_date, translations
 from mailer.issue import Issue
+from mailer.merge_tags import Slot, value_of
+from mailer.placeholders import escape_html, fill, html_twin, tag_html_token
 from mailer.settings import Settings, get_settings
 
 EMAIL_TEMPLATES = Path(templates_pkg.__file__).parent / "email"
@@ -52,6 +54,8 @@ class RenderedIssue:
     text: str
     web_html: str
     warnings: list[str] = field(default_factory=list)
+    web_subject: str = ""  # the subject with each merge tag's default (the archive's); `subject` holds the slots
+    slots: tuple[Slot, ...] = ()  # the merge-tag slots of subject, html and text (mailer/merge_tags.py)
 
     @property
     def html_bytes(self) -> int:
@@ -84,6 +88,13 @@ def compile_mjml(source: str) -> str:
 def web_variant(html: str) -> str:
     """The archive copy: the mailed HTML without the parts that only make sense for one recipient."""
     return _PERSONAL.sub("", html)
+
+
+def with_defaults(html: str, slots: tuple[Slot, ...]) -> str:
+    """The HTML with every merge tag filled with its default: the archive copy is read by no one in particular."""
+    if not slots:
+        return html
+    return fill(html, {tag_html_token(i): escape_html(value_of(slot, "", "", None)) for i, slot in enumerate(slots)})
 
 
 def inline_css(html: str) -> str:
@@ -150,15 +161,15 @@ def issue_context(issue: Issue, settings: Settings, *, web: bool, audience: Audi
     audience = audience or Audience()
     lang = issue.lang or audience.lang or DEFAULT_LANGUAGE
     return _base_context(settings, audience, lang) | {
-        "subject": issue.subject,
+        "subject": html_twin(issue.subject_for_mail),  # <title>: the HTML part's slots
         "preheader": issue.preheader,
         "masthead": issue.title,
         "why_sentence": why_sentence(issue.title, audience.list_name, lang),
         "dateline": long_date(issue.date, lang) if issue.date else "",
         "intro_html": Markup(issue.intro.html),  # noqa: S704 - markdown-it output with raw HTML disabled
         "intro_text": issue.intro.text,
-        "stories": [{"number": s.number, "headline": s.headline, "html": Markup(s.body.html),  # noqa: S704
-                     "text": s.body.text} for s in issue.stories],
+        "stories": [{"number": s.number, "headline": html_twin(s.headline), "headline_text": s.headline,
+                     "html": Markup(s.body.html), "text": s.body.text} for s in issue.stories],  # noqa: S704
         "outro_heading": issue.outro_heading,
         "outro_html": Markup(issue.outro.html) if issue.outro else "",  # noqa: S704
         "outro_text": issue.outro.text if issue.outro else "",
@@ -180,7 +191,7 @@ def render_issue(issue: Issue, settings: Settings | None = None, *, force: bool 
     settings = settings or get_settings()
     email_ctx = issue_context(issue, settings, web=False, audience=audience)
     marked = render_mjml_template("issue", email_ctx, email_ctx["lang"])  # MJML and premailer: once
-    html, web_html = _MARKERS.sub("", marked), web_variant(marked)
+    html, web_html = _MARKERS.sub("", marked), with_defaults(web_variant(marked), issue.slots)
     text = render_text_template("issue", email_ctx)
     size = len(html.encode())
     warnings: list[str] = []
@@ -193,4 +204,5 @@ def render_issue(issue: Issue, settings: Settings | None = None, *, force: bool 
     elif size > settings.html_warn_bytes:
         warnings.append(f"HTML is {size / 1024:.1f} KB, close to Gmail's clipping limit "
                         f"({settings.html_max_bytes / 1024:.0f} KB).")
-    return RenderedIssue(issue.subject, issue.preheader, html, text, web_html, warnings)
+    return RenderedIssue(issue.subject_for_mail, issue.preheader, html, text, web_html, warnings,
+                         web_subject=issue.subject, slots=issue.slots)

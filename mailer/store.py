@@ -26,7 +26,7 @@ def store_rendered(session: Session, issue: Issue, rendered: RenderedIssue, sour
         record = IssueRecord(slug=issue.slug, source=source, subject=issue.subject)
         session.add(record)
     record.source = source
-    record.subject = rendered.subject
+    record.subject = rendered.web_subject or rendered.subject  # merge tags shown with their defaults
     record.preheader = rendered.preheader
     record.html = rendered.html
     record.text = rendered.text

@@ -4,7 +4,8 @@ The links of the issue become `{base}/c/{token}/{n}` and a pixel `{base}/o/{toke
 per-recipient placeholder (`Key.TRACK`): the document stays one template with slots, so the render-once fast path
 (SendGrid substitutions, pre-encoded MIME) is unchanged and a recipient pays for one more short value.
 
-What is never rewritten: links that already hold a placeholder (unsubscribe, preferences, the web copy), `mailto:`
+What is never rewritten: links that already hold a placeholder (unsubscribe, preferences, the web copy, a link
+with a merge tag), `mailto:`
 and anything that is not http(s). Position 0 is a trap: a link no person can see or click, which scanners follow.
 """
 
@@ -14,13 +15,12 @@ import html
 import re
 from dataclasses import dataclass
 
-from mailer.placeholders import Key, html_token, text_token
+from mailer.placeholders import PLACEHOLDER, Key, html_token, text_token
 
 TRAP_POSITION = 0
 _ANCHOR_HREF = re.compile(r'(<a\b[^>]*?\bhref=")([^"]*)(")', re.IGNORECASE)
 _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _BODY_CLOSE = re.compile(r"</body>", re.IGNORECASE)
-_PLACEHOLDER = re.compile(r"__NL[HT]_[A-Z_]+__")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Tracked:
 
 
 def _trackable(url: str) -> bool:
-    return url.startswith(("http://", "https://")) and not _PLACEHOLDER.search(url)
+    return url.startswith(("http://", "https://")) and not PLACEHOLDER.search(url)
 
 
 def add_tracking(html_part: str, text_part: str, base_url: str, *, clicks: bool, opens: bool) -> Tracked:

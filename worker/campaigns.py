@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Result, TransportError
 from mailer.db import id_in, new_session, rowcount, session_scope, table_of, utcnow
+from mailer.merge_tags import Slot, field_names
 from mailer.models import IssueRecord
 from mailer.settings import Settings, TransportName, get_settings
 from mailer.transports import get_transport
@@ -37,7 +38,7 @@ from subscribers import audience
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import suppressed_among
 from worker import engagement, refusals
-from worker.content import Row, content_for, freeze, recipients_for, web_url
+from worker.content import Row, content_for, freeze, recipients_for, slots_of, web_url
 from worker.leases import TRANSIENT_DB_ERRORS, Heartbeat, until_stored
 from worker.leases import stalled_sends as stalled_sends  # the sweeper's queries live with the leases
 from worker.leases import sweep_leases as sweep_leases
@@ -215,10 +216,13 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[Row]:
-    """Eligibility at the moment of sending: someone who left after the plan gets nothing."""
+def _recheck(session: Session, list_id: int, ids: Sequence[int], slots: Sequence[Slot] = ()) -> list[Row]:
+    """Eligibility at the moment of sending: someone who left after the plan gets nothing. The custom fields
+    (`attributes`) are read only when the send's merge tags use one."""
+    fields = field_names(slots)
     query = (select(_DELIVERIES.c.id, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.erased_at,
-                    Subscription.status, Subscriber.tracking_opt_out)
+                    Subscription.status, Subscriber.tracking_opt_out,
+                    Subscriber.attributes if fields else literal(None))
              .join(Subscriber, Subscriber.id == _DELIVERIES.c.subscriber_id)
              .outerjoin(Subscription, and_(Subscription.subscriber_id == Subscriber.id,
                                            Subscription.list_id == list_id))
@@ -226,7 +230,7 @@ def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[Row]:
     found = session.execute(query).all()
     suppressed = suppressed_among(session, (row[2] for row in found))
     rows = []
-    for delivery_id, subscriber_id, email, name, erased_at, status, opted_out in found:
+    for delivery_id, subscriber_id, email, name, erased_at, status, opted_out, attributes in found:
         reason = None
         if erased_at is not None:
             reason = "subscriber erased"
@@ -234,7 +238,8 @@ def _recheck(session: Session, list_id: int, ids: Sequence[int]) -> list[Row]:
             reason = "address suppressed"
         elif status is not SubscriptionStatus.CONFIRMED:
             reason = f"subscription {status.value if status else 'removed'}"
-        rows.append(Row(delivery_id, subscriber_id, email, name, reason, not opted_out))
+        rows.append(Row(delivery_id, subscriber_id, email, name, reason, not opted_out,
+                        attributes if isinstance(attributes, dict) else None))
     return rows
 
 
@@ -271,6 +276,7 @@ class _Batch:
     transport: str
     tracked: bool
     language: str
+    slots: tuple[Slot, ...]
 
 
 def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) -> _Batch | None:
@@ -288,7 +294,8 @@ def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) 
         assert mailing_list is not None and slug is not None
         return _Batch(ids, content_for(send, mailing_list, settings), mailing_list.id,
                       web_url(slug, mailing_list.slug, settings), send.transport,
-                      send.track_clicks or send.track_opens, send.language or mailing_list.language)
+                      send.track_clicks or send.track_opens, send.language or mailing_list.language,
+                      slots_of(send))
 
 
 @contextmanager
@@ -307,7 +314,8 @@ def _handover_hold() -> Iterator[Session]:
             session.close()
 
 
-def _recheck_before_sending(hold: Session, send_id: int, list_id: int, ids: Sequence[int]) -> list[Row] | None:
+def _recheck_before_sending(hold: Session, send_id: int, list_id: int, ids: Sequence[int],
+                            slots: Sequence[Slot] = ()) -> list[Row] | None:
     """Eligibility read once more after any wait, just before the provider call; the ineligible rows are marked
     skipped at once. None when the send stopped running meanwhile (the caller releases).
 
@@ -323,7 +331,7 @@ def _recheck_before_sending(hold: Session, send_id: int, list_id: int, ids: Sequ
         hold.execute(select(Subscription.id).where(Subscription.list_id == list_id,
                                                    Subscription.subscriber_id.in_(in_batch))
                      .with_for_update(read=True))
-    rows = _recheck(hold, list_id, ids)
+    rows = _recheck(hold, list_id, ids, slots)
     if any(row.reason for row in rows):
         with session_scope() as session:  # committed now: the held transaction only reads
             _skip(session, rows)
@@ -369,7 +377,7 @@ def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Tr
         if throttle is not None:
             throttle(len(batch.ids))
         with _handover_hold() as hold:
-            rows = _recheck_before_sending(hold, send_id, batch.list_id, batch.ids)
+            rows = _recheck_before_sending(hold, send_id, batch.list_id, batch.ids, batch.slots)
             if rows is None:
                 _release(unsent, settings.claim_lease_s)
                 return BatchReport(claimed=len(batch.ids), paused=True)
@@ -380,7 +388,8 @@ def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Tr
                 return BatchReport(claimed=len(batch.ids), skipped=len(rows))
             recipients = recipients_for(sendable, batch.list_id, batch.web_url, settings,
                                         verp=batch.transport == TransportName.SMTP.value,
-                                        track_send_id=send_id if batch.tracked else None, language=batch.language)
+                                        track_send_id=send_id if batch.tracked else None, language=batch.language,
+                                        slots=batch.slots)
             results: list[Result] = []
             window.enter_context(ambiguous_window())
             for start in range(0, len(recipients), active.max_batch):

@@ -7,12 +7,14 @@ value (a merge tag, a tracking token) is a change here and in mailer/placeholder
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
+from mailer import merge_tags
 from mailer.batch import Content, Recipient
 from mailer.i18n import DEFAULT_LANGUAGE, translations
+from mailer.merge_tags import Slot
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import Settings
@@ -37,12 +39,15 @@ class Row:
     name: str
     reason: str | None  # why it must be skipped now, or None
     tracked: bool = True  # False: the subscriber opted out of open and click tracking
+    fields: Mapping[str, Any] | None = None  # custom fields (`attributes`), read only when the send's tags use them
+
+SAMPLE_NAME = "Sample Reader"  # the sample subscriber of `newsletter render` and of test sends
 
 
-
-def freeze(send: Send, issue: IssueRecord, mailing_list: MailingList, settings: Settings) -> None:
+def freeze(send: Send, issue: IssueRecord, mailing_list: MailingList | None, settings: Settings) -> None:
     """Render the issue for its list (name, language, brand) onto the send: what every recipient gets. Done once,
-    when the send is planned (from the issue as it is then), and for test sends and render's sample.
+    when the send is planned (from the issue as it is then), and for test sends and render's sample (a test send
+    with no list: the service's own name, language and brand).
     """
     # Imported here: only the process that plans a send (or a test send) loads the render stack (mjml, premailer);
     # a worker that only sends batches never does.
@@ -50,14 +55,19 @@ def freeze(send: Send, issue: IssueRecord, mailing_list: MailingList, settings: 
     from mailer.render import render_issue  # noqa: PLC0415 (render stack: see above)
 
     document = parse_issue(issue.source, issue.slug)
-    freeze_rendered(send, document, render_issue(document, settings, force=True,
-                                                 audience=mailing_list.audience(settings)), mailing_list)
+    audience = mailing_list.audience(settings) if mailing_list is not None else None
+    freeze_rendered(send, document, render_issue(document, settings, force=True, audience=audience), mailing_list)
 
 
-def freeze_rendered(send: Send, document: Issue, rendered: RenderedIssue, mailing_list: MailingList) -> None:
+def freeze_rendered(send: Send, document: Issue, rendered: RenderedIssue, mailing_list: MailingList | None) -> None:
     send.subject, send.html, send.text = rendered.subject, rendered.html, rendered.text
     send.web_html = rendered.web_html  # before tracking rewrites html: the archive's links go where they say
-    send.language = document.lang or mailing_list.language or DEFAULT_LANGUAGE
+    send.merge_tags = merge_tags.to_json(rendered.slots)
+    send.language = document.lang or (mailing_list.language if mailing_list else None) or DEFAULT_LANGUAGE
+
+
+def slots_of(send: Send) -> tuple[Slot, ...]:
+    return merge_tags.from_json(send.merge_tags)
 
 
 def content_for(send: Send, mailing_list: MailingList, settings: Settings) -> Content:
@@ -75,11 +85,11 @@ def web_url(slug: str, list_slug: str, settings: Settings) -> str:
 
 
 def sample(send: Send, mailing_list: MailingList, slug: str, settings: Settings, *,
-           email: str = "reader@example.com", name: str = "Sample Reader") -> tuple[Content, Recipient]:
+           email: str = "reader@example.com", name: str = SAMPLE_NAME) -> tuple[Content, Recipient]:
     """What a batch of this send would hand its transport for one subscriber, made by the calls a send makes
     (`newsletter render` writes its message.eml and filled email.html from it): the list's tracking applied as
     the plan applies it (engagement.freeze_links, without numbering links in the database), then the batch's
-    recipient values and headers.
+    recipient values and headers. Merge tags take the sample subscriber's values (merge_tags.sample_values).
 
     The send and the list need not be stored: ids that are None sign as 0, so the sample's links are well formed
     but open no real subscription.
@@ -90,12 +100,14 @@ def sample(send: Send, mailing_list: MailingList, slug: str, settings: Settings,
         assert send.html is not None and send.text is not None
         rewritten = add_tracking(send.html, send.text, settings.base_url, clicks=clicks, opens=opens)
         send.html, send.text, send.track_clicks, send.track_opens = rewritten.html, rewritten.text, clicks, opens
+    slots = slots_of(send)
     row = Row(delivery_id=0, subscriber_id=0, email=email, name=name, reason=None)
     page = web_url(slug, mailing_list.slug, settings)
     recipient = recipients_for([row], mailing_list.id or 0, page, settings, verp=False,
                                track_send_id=(send.id or 0) if tracked else None,
                                language=send.language or mailing_list.language or DEFAULT_LANGUAGE)[0]
-    return content_for(send, mailing_list, settings), recipient
+    return content_for(send, mailing_list, settings), replace(recipient,
+                                                              tags=merge_tags.sample_values(slots, name, email))
 
 
 def sample_issue(document: Issue, mailing_list: MailingList, settings: Settings, *,
@@ -115,11 +127,12 @@ def sample_issue(document: Issue, mailing_list: MailingList, settings: Settings,
 
 def recipients_for(rows: Sequence[Row], list_id: int, web_url: str, settings: Settings, *,
                    verp: bool, track_send_id: int | None = None,
-                   language: str = DEFAULT_LANGUAGE) -> list[Recipient]:
+                   language: str = DEFAULT_LANGUAGE, slots: Sequence[Slot] = ()) -> list[Recipient]:
     """Each recipient's values and signed links; the signing keys are derived once for the batch.
 
     `track_send_id`: the send rewrote its links and pixel for tracking, so each message gets its tracking token.
     `language`: the send's, for the name of a subscriber who gave none ("Hi there,").
+    `slots`: the send's merge tags; each recipient gets a value per slot (its default when the subscriber has none).
     """
     nameless = translations(language).gettext("there")
     track = TrackTokens(settings) if track_send_id is not None else None
@@ -135,5 +148,6 @@ def recipients_for(rows: Sequence[Row], list_id: int, web_url: str, settings: Se
             values[Key.TRACK] = track(track_send_id, row.delivery_id, row.tracked)
         recipients.append(Recipient(
             email=row.email, delivery_id=row.delivery_id, unsubscribe_url=unsubscribe_url, unsubscribe_mailto=mailto,
-            return_path=verp_address(row.delivery_id, settings) if verp else None, values=values))
+            return_path=verp_address(row.delivery_id, settings) if verp else None, values=values,
+            tags=merge_tags.values_for(slots, row.name, row.email, row.fields) if slots else ()))
     return recipients

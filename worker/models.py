@@ -55,6 +55,8 @@ class Send(Base):
     text: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(35))  # of the frozen parts: the issue's, else the list's
     web_html: Mapped[str | None] = mapped_column(Text)  # the archive's copy: no personal parts, no tracking
+    # The merge-tag slots of the frozen parts (mailer/merge_tags.py to_json); None: no tags, no fields to read.
+    merge_tags: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     planned: Mapped[int] = mapped_column(BigId, default=0)
     # Whether this send's links and pixel were rewritten for tracking (decided at plan time from the list).
     track_clicks: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.db import session_scope, utcnow
+from mailer.merge_tags import sample_values
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
 from mailer.settings import TransportName, get_settings
@@ -35,7 +36,7 @@ from subscribers.models import MailingList
 from subscribers.service import ServiceError, normalise_email
 from worker import campaigns
 from worker.app import CONTINUE_SEND_TASK, PLAN_SEND_TASK, celery_app, is_inline, run_after_commit
-from worker.content import freeze
+from worker.content import SAMPLE_NAME, freeze, slots_of
 from worker.models import Send, SendStatus
 from worker.ratelimit import throttle_for
 
@@ -224,7 +225,8 @@ def _after_commit(session: Session, send_id: int, *, fresh: bool, on_progress: P
 # Test sends ----------------------------------------------------------------------------------------------------
 
 def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | None = None) -> Result:
-    """One copy to staff, marked [TEST], outside the ledger; links point at harmless sample pages."""
+    """One copy to staff, marked [TEST], outside the ledger; links point at harmless sample pages. The issue is
+    rendered afresh (as its list gets it, when given), and its merge tags take the sample subscriber's values."""
     settings = get_settings()
     issue = session.get(IssueRecord, issue_id)
     if issue is None or not issue.html or not issue.text:
@@ -234,15 +236,16 @@ def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | 
                                        (settings.from_name, settings.from_email, settings.reply_to))
     address = normalise_email(to_email, check_deliverability=False)
     base = settings.base_url.rstrip("/")
-    frozen = Send(subject=issue.subject, html=issue.html, text=issue.text)
-    if mailing_list is not None:  # as the list will get it: its language and brand
-        freeze(frozen, issue, mailing_list, settings)
+    frozen = Send()
+    freeze(frozen, issue, mailing_list, settings)  # as the list will get it: its language and brand
+    slots = slots_of(frozen)
     assert frozen.subject is not None and frozen.html is not None and frozen.text is not None
     content = Content(subject=f"[TEST] {frozen.subject}", html=frozen.html, text=frozen.text, from_email=from_email,
                       from_name=from_name, reply_to=reply_to, category="test")
     recipient = Recipient(email=address, values={
         Key.NAME: "there", Key.EMAIL: address, Key.UNSUBSCRIBE_URL: f"{base}/unsubscribe/test-message",
-        Key.PREFERENCES_URL: f"{base}/preferences/test-message", Key.WEB_URL: f"{base}/archive/{issue.slug}"})
+        Key.PREFERENCES_URL: f"{base}/preferences/test-message", Key.WEB_URL: f"{base}/archive/{issue.slug}"},
+        tags=sample_values(slots, SAMPLE_NAME, address))
     try:  # a relay that is down or a DKIM key that cannot be used is the answer to the test, not a traceback
         transport = get_transport(settings)
     except TransportError as exc:

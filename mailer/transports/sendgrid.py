@@ -55,7 +55,7 @@ class SendGridTransport:
     def payload(self, content: Content, recipients: Sequence[Recipient]) -> dict[str, Any]:
         """The request body: the content once, a small table of substitutions per recipient."""
         folded = fold_constants(content.subject, content.html, content.text,
-                                [substitutions(r.values) for r in recipients])
+                                [substitutions(r.values, r.tags) for r in recipients])
         personalizations = []
         for recipient, table in zip(recipients, folded.tables, strict=True):
             item: dict[str, Any] = {"to": [{"email": wire_address(recipient.email)}]}
