@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.db import session_scope, utcnow
+from mailer.issue import IssueError, parse_issue
 from mailer.merge_tags import sample_values
 from mailer.models import IssueRecord
 from mailer.placeholders import Key
@@ -80,6 +81,7 @@ def create(session: Session, issue_id: int, list_id: int, options: SendOptions =
         raise SendError("No such issue or list.")
     if not issue.html or not issue.text:
         raise SendError(f"Issue '{issue.slug}' has not been rendered.")
+    _parses(issue)
     earlier = session.scalar(select(Send.id).where(
         Send.issue_id == issue_id, Send.list_id == list_id,
         Send.status.not_in([SendStatus.CANCELLED, SendStatus.FAILED])))
@@ -222,6 +224,15 @@ def _after_commit(session: Session, send_id: int, *, fresh: bool, on_progress: P
     run_after_commit(session, run)
 
 
+def _parses(issue: IssueRecord) -> None:
+    """The plan renders the issue's source again: one stored before a rule it now breaks (say, text between {{ }}
+    that is not a merge tag) is refused here, with its problems, rather than failing in the plan task."""
+    try:
+        parse_issue(issue.source, issue.slug)
+    except IssueError as exc:
+        raise SendError(f"Issue '{issue.slug}' cannot be sent as written:\n{exc}") from exc
+
+
 # Test sends ----------------------------------------------------------------------------------------------------
 
 def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | None = None) -> Result:
@@ -231,6 +242,7 @@ def send_test(session: Session, issue_id: int, to_email: str, *, list_id: int | 
     issue = session.get(IssueRecord, issue_id)
     if issue is None or not issue.html or not issue.text:
         raise SendError("No such rendered issue.")
+    _parses(issue)
     mailing_list = session.get(MailingList, list_id) if list_id else None
     from_name, from_email, reply_to = (mailing_list.sender(settings) if mailing_list else
                                        (settings.from_name, settings.from_email, settings.reply_to))

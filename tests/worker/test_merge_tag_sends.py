@@ -195,3 +195,19 @@ def test_render_fills_tags_with_the_sample_subscriber(tmp_path: Path) -> None:
     assert "Hello Sample Reader, news for your town." in flat(html) and "__NL" not in html
     web = (tmp_path / "out" / "web.html").read_text()
     assert "Hello friend, news for your town." in flat(web) and "Sample Reader" not in web
+
+
+def test_an_issue_stored_before_tags_existed_is_refused_with_its_problems(db_url: str) -> None:
+    """Text between {{ }} was literal once; such a stored issue is refused when a send or a test send is asked for,
+    with the located problem, instead of failing in the plan task."""
+    audience = tagged_audience()
+    with session_scope() as session:
+        session.execute(update(IssueRecord).values(source=ISSUE.replace("subscriber.fields.plan", "subscriber.plna")))
+    with session_scope() as session, pytest.raises(sends.SendError) as refused:
+        sends.create(session, audience.issue_id, audience.list_id)
+    assert "tags.md" not in str(refused.value) and ":5: unknown subscriber attribute 'plna'" in str(refused.value)
+    with session_scope() as session, pytest.raises(sends.SendError, match="cannot be sent as written"):
+        sends.send_test(session, audience.issue_id, "editor@example.com")
+    with session_scope() as session:
+        assert session.scalar(select(Send.id)) is None
+    assert outbox_messages() == []
