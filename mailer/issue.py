@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import textwrap
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from mailer.merge_tags import Ref, Slot, Tag, line_of, scan, value_of
-from mailer.placeholders import tag_html_token, tag_text_token
+from mailer.merge_tags import IssueTags, Slot, scan
 
 ALLOWED_KEYS = {"subject", "preheader", "date", "cta", "title", "lang", "list", "from_name", "outro_heading", "slug"}
 DEFAULT_OUTRO = "Wrapping Up"
@@ -94,64 +92,6 @@ class Issue:
         return self.mail_subject or self.subject
 
 
-class _Tags:
-    """The merge tags of one parse: each occurrence is a marker (letters and digits, which Markdown leaves alone)
-    until the Markdown is rendered, then a slot token, numbered per (tag, URL or text) in order of appearance."""
-
-    def __init__(self, source: str) -> None:
-        marker = "NLMT" + uuid.uuid4().hex[:12]
-        while marker in source:
-            marker = "NLMT" + uuid.uuid4().hex[:12]
-        self.marker = marker
-        self.pattern = re.compile(marker + r"([xu])(\d+)x")
-        self.tags: list[Tag] = []
-        self.originals: list[str] = []
-        self.slots: dict[Slot, int] = {}
-        self.field_uses: list[tuple[str, int]] = []
-
-    def mark(self, text: str, filename: str, first_line: int, problems: list[Problem]) -> str:
-        """`text` with every tag replaced by its marker; a malformed tag is a problem on its line."""
-        pieces: list[str] = []
-        position = 0
-        for found in scan(text):
-            line = first_line + line_of(text, found.start)
-            if found.tag is None:
-                problems.append(Problem(filename, line, f"{found.problem}: '{text[found.start:found.end][:80]}'"))
-                continue
-            pieces.append(text[position:found.start])
-            pieces.append(f"{self.marker}x{len(self.tags)}x")
-            self.tags.append(found.tag)
-            self.originals.append(text[found.start:found.end])
-            if found.tag.ref is Ref.FIELD:
-                self.field_uses.append((found.tag.field, line))
-            position = found.end
-        pieces.append(text[position:])
-        return "".join(pieces)
-
-    def as_url(self, url: str) -> str:
-        """Markers inside a link or image address become URL slots."""
-        return url.replace(self.marker + "x", self.marker + "u")
-
-    def as_written(self, text: str) -> str:
-        return self.pattern.sub(lambda m: self.originals[int(m.group(2))], text)
-
-    def to_slots(self, text: str, *, html: bool) -> str:
-        token = tag_html_token if html else tag_text_token
-
-        def slot(match: re.Match[str]) -> str:
-            key = Slot(self.tags[int(match.group(2))], url=match.group(1) == "u")
-            return token(self.slots.setdefault(key, len(self.slots)))
-
-        return self.pattern.sub(slot, text) if self.tags else text
-
-    def to_defaults(self, text: str) -> str:
-        return self.pattern.sub(lambda m: value_of(Slot(self.tags[int(m.group(2))]), "", "", None), text)
-
-    def unescape(self, text: str) -> str:
-        """Outside Markdown (the subject), `\\{{` is only there to keep the braces: drop the backslash."""
-        return re.sub(r"\\(\{[{%])", r"\1", text)
-
-
 def slugify(value: str) -> str:
     value = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
     return value[:80].rstrip("-") or "issue"
@@ -220,15 +160,16 @@ def parse_issue(source: str, filename: str = "<issue>") -> Issue:
     for key in sorted(set(data) - ALLOWED_KEYS):
         meta_problem(key, f"unknown front matter key '{key}' (allowed: {', '.join(sorted(ALLOWED_KEYS))})")
 
-    tags = _Tags(source)
+    tags = IssueTags(source)
+    tag_problems: list[tuple[int, str]] = []
     subject = _string(data.get("subject"))
     if not subject:
         problems.append(Problem(filename, key_line.get("subject", 1), "missing subject in front matter"))
     elif len(subject) > 250:
         meta_problem("subject", "subject is longer than 250 characters")
-    subject = tags.mark(subject, filename, key_line.get("subject", 1), problems)
+    subject = tags.mark(subject, key_line.get("subject", 1), tag_problems)
     for key in sorted(set(data) & ALLOWED_KEYS - {"subject"}):
-        if any(found for found in scan(repr(data[key]))):
+        if scan(repr(data[key])):
             meta_problem(key, f"merge tags work in the subject and the body only, not in '{key}'")
     preheader = _string(data.get("preheader"))
     date = _date(data.get("date"), meta_problem)
@@ -238,7 +179,8 @@ def parse_issue(source: str, filename: str = "<issue>") -> Issue:
         meta_problem("lang", f"lang '{lang}' is not a language tag such as 'en' or 'pt-BR'")
     outro_heading = _string(data.get("outro_heading")) or DEFAULT_OUTRO
 
-    sections = _sections(_MD.parse(tags.mark(body, filename, body_line, problems)), body_line, tags)
+    sections = _sections(_MD.parse(tags.mark(body, body_line, tag_problems)), body_line, tags)
+    problems.extend(Problem(filename, line, message) for line, message in tag_problems)
     intro_tokens = sections[0][2] if sections and sections[0][0] is None else []
     story_sections = [s for s in sections if s[0] is not None]
     outro: Block | None = None
@@ -333,7 +275,7 @@ def _cta(value: Any, problem: Any) -> CallToAction | None:
 Section = tuple[str | None, int, list[Token]]
 
 
-def _sections(tokens: list[Token], body_line: int, tags: _Tags) -> list[Section]:
+def _sections(tokens: list[Token], body_line: int, tags: IssueTags) -> list[Section]:
     """Split the token stream at level-2 headings: (headline or None for the intro, line, tokens)."""
     sections: list[Section] = [(None, body_line, [])]
     index = 0
@@ -360,13 +302,13 @@ def _has_text(tokens: list[Token]) -> bool:
     return any(t.type == "inline" and t.content.strip() for t in tokens)
 
 
-def _tag_in_address(url: str, tags: _Tags) -> bool:
+def _tag_in_address(url: str, tags: IssueTags) -> bool:
     """A merge tag in a URL's scheme or host: a subscriber's value would choose where the link goes."""
     parts = urlsplit(url)  # which lowercases the scheme
     return tags.marker.lower() in (parts.scheme + parts.netloc).lower() or (tags.marker in url and not parts.scheme)
 
 
-def _check_inline(tokens: list[Token], filename: str, links: list[str], tags: _Tags) -> list[Problem]:
+def _check_inline(tokens: list[Token], filename: str, links: list[str], tags: IssueTags) -> list[Problem]:
     problems: list[Problem] = []
     line = 0
     for token in tokens:
@@ -396,7 +338,7 @@ def _check_inline(tokens: list[Token], filename: str, links: list[str], tags: _T
     return problems
 
 
-def _block(tokens: list[Token], tags: _Tags) -> Block:
+def _block(tokens: list[Token], tags: IssueTags) -> Block:
     html = _MD.renderer.render(tokens, _MD.options, {}) if tokens else ""
     return Block(html=tags.to_slots(html.strip(), html=True), text=tags.to_slots(to_text(tokens), html=False))
 

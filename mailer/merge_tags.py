@@ -16,11 +16,14 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
+
+from mailer.placeholders import tag_html_token, tag_text_token
 
 MAX_DEFAULT = 200  # characters of a default("...") literal
 MAX_VALUE = 500  # characters of a filled value: SendGrid refuses a recipient's table over 10,000 bytes
@@ -200,6 +203,66 @@ def sample_values(slots: Sequence[Slot], name: str, email: str) -> tuple[str, ..
     in brackets ("[city]"), so a proof shows where a value lands."""
     return tuple(value_of(slot, name, email, None) if slot.tag.ref is not Ref.FIELD or slot.tag.default
                  else value_of(slot, name, email, {slot.tag.field: f"[{slot.tag.field}]"}) for slot in slots)
+
+
+# An issue's tags, from its source to its slots (used by mailer/issue.py) ---------------------------------------
+
+class IssueTags:
+    """The merge tags of one parse: each occurrence is a marker (letters and digits, which Markdown leaves alone)
+    until the Markdown is rendered, then a slot token, numbered per (tag, URL or text) in order of appearance."""
+
+    def __init__(self, source: str) -> None:
+        marker = "NLMT" + uuid.uuid4().hex[:12]
+        while marker in source:
+            marker = "NLMT" + uuid.uuid4().hex[:12]
+        self.marker = marker
+        self.pattern = re.compile(marker + r"([xu])(\d+)x")
+        self.tags: list[Tag] = []
+        self.originals: list[str] = []
+        self.slots: dict[Slot, int] = {}
+        self.field_uses: list[tuple[str, int]] = []
+
+    def mark(self, text: str, first_line: int, problems: list[tuple[int, str]]) -> str:
+        """`text` with every tag replaced by its marker; a malformed tag is a (line, message) problem."""
+        pieces: list[str] = []
+        position = 0
+        for found in scan(text):
+            line = first_line + line_of(text, found.start)
+            if found.tag is None:
+                problems.append((line, f"{found.problem}: '{text[found.start:found.end][:80]}'"))
+                continue
+            pieces.append(text[position:found.start])
+            pieces.append(f"{self.marker}x{len(self.tags)}x")
+            self.tags.append(found.tag)
+            self.originals.append(text[found.start:found.end])
+            if found.tag.ref is Ref.FIELD:
+                self.field_uses.append((found.tag.field, line))
+            position = found.end
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    def as_url(self, url: str) -> str:
+        """Markers inside a link or image address become URL slots."""
+        return url.replace(self.marker + "x", self.marker + "u")
+
+    def as_written(self, text: str) -> str:
+        return self.pattern.sub(lambda m: self.originals[int(m.group(2))], text)
+
+    def to_slots(self, text: str, *, html: bool) -> str:
+        token = tag_html_token if html else tag_text_token
+
+        def slot(match: re.Match[str]) -> str:
+            key = Slot(self.tags[int(match.group(2))], url=match.group(1) == "u")
+            return token(self.slots.setdefault(key, len(self.slots)))
+
+        return self.pattern.sub(slot, text) if self.tags else text
+
+    def to_defaults(self, text: str) -> str:
+        return self.pattern.sub(lambda m: value_of(Slot(self.tags[int(m.group(2))]), "", "", None), text)
+
+    def unescape(self, text: str) -> str:
+        """Outside Markdown (the subject), `\\{{` is only there to keep the braces: drop the backslash."""
+        return re.sub(r"\\(\{[{%])", r"\1", text)
 
 
 # Freezing on a send -----------------------------------------------------------------------------------------
