@@ -21,6 +21,7 @@ from mailer.render import render_issue
 from mailer.transports.sendgrid import SendGridTransport
 from newsletter.cli import app
 from newsletter.cli import issues as issues_cli
+from tests.mailer.test_dkim import DUAL, REQUIRED, dkimpy_results, signatures
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn, render
 
 runner = CliRunner()
@@ -187,6 +188,22 @@ def test_a_long_non_ascii_subject_is_folded_and_encoded() -> None:
     assert head.isascii() and max(len(line) for line in head.split(b"\r\n")) <= 78
     message = email.message_from_bytes(raw, policy=policy.default)
     assert message["Subject"] == f"Hi {name}: the Malmö digest"
+
+
+def test_a_personal_subject_and_tag_values_are_signed_by_dkim() -> None:
+    """The Subject is one line per recipient and slot values are spliced into the pre-encoded body: both must be
+    covered by the DKIM signature, which a verifier sharing no code with ours accepts."""
+    rendered = render_issue(tagged(), force=True)
+    content = Content(subject=rendered.subject, html=rendered.html, text=rendered.text,
+                      from_email="digest@news.example.com", list_id="Weekly <weekly.news.example.com>")
+    for name, fields in (("Zoë <b>", {"city": "Malmö & co", "plan": 2.5}), ("", {})):
+        recipient = Recipient(email="z@example.com", values={Key.NAME: name or "there"},
+                              unsubscribe_url="https://news.example.com/u/t",
+                              tags=values_for(rendered.slots, name, "z@example.com", fields))
+        raw, _id = encode_message(content, recipient, message_id_domain="news.example.com", dkim=DUAL)
+        assert dkimpy_results(raw) == [True, True]
+        assert set(signatures(raw)[0]["h"].lower().split(":")) >= REQUIRED
+        assert email.message_from_bytes(raw, policy=policy.default)["Subject"] == personal_subject(content, recipient)
 
 
 # Where tags may stand -----------------------------------------------------------------------------------------
