@@ -18,7 +18,7 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from mailer.merge_tags import IssueTags, Slot, scan
+from mailer.merge_tags import MAX_DISTINCT, IssueTags, Slot, scan
 
 ALLOWED_KEYS = {"subject", "preheader", "date", "cta", "title", "lang", "list", "from_name", "outro_heading", "slug"}
 DEFAULT_OUTRO = "Wrapping Up"
@@ -181,6 +181,9 @@ def parse_issue(source: str, filename: str = "<issue>") -> Issue:
 
     sections = _sections(_MD.parse(tags.mark(body, body_line, tag_problems)), body_line, tags)
     problems.extend(Problem(filename, line, message) for line, message in tag_problems)
+    if len(set(tags.tags)) > MAX_DISTINCT:
+        problems.append(Problem(filename, body_line, f"{len(set(tags.tags))} different merge tags: at most "
+                                                     f"{MAX_DISTINCT} (each is one more value per recipient)"))
     intro_tokens = sections[0][2] if sections and sections[0][0] is None else []
     story_sections = [s for s in sections if s[0] is not None]
     outro: Block | None = None

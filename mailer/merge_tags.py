@@ -28,6 +28,7 @@ from mailer.placeholders import tag_html_token, tag_text_token
 MAX_DEFAULT = 200  # characters of a default("...") literal
 MAX_VALUE = 500  # characters of a filled value: SendGrid refuses a recipient's table over 10,000 bytes
 MAX_TAG = 300  # characters between {{ and }}
+MAX_DISTINCT = 40  # different tags in one issue: each is a value per recipient (SendGrid: in a 10,000-byte table)
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _ATTRIBUTES = ("name", "email", "fields")
 _REFERENCE = re.compile(r"subscriber\.(?:(name|email)|fields\.(" + IDENT.pattern + r"))")
@@ -110,43 +111,38 @@ def _reference_problem(reference: str) -> str:
 
 def scan(text: str) -> list[Found]:
     """Every `{{ ... }}` (and `{% ... %}`, which is refused) of `text`. A backslash before the braces (`\\{{`) keeps
-    them as written. A tag ends on its own line."""
+    them as written. A tag ends on its own line, within MAX_TAG characters; past an unclosed one the rest of its line
+    is not scanned, so any text, however hostile, is read in one pass."""
     found: list[Found] = []
     position = 0
+    line_end = -1
     while (opening := _OPEN.search(text, position)) is not None:
         start = opening.start()
         if opening.group(0).startswith("\\"):
             position = opening.end()
             continue
+        if line_end < start:
+            line_end = text.find("\n", start)
+            line_end = len(text) if line_end < 0 else line_end
         statement = opening.group(0) == "{%"
         closing = "%}" if statement else "}}"
-        line_end = text.find("\n", start)
-        end = text.find(closing, opening.end(), len(text) if line_end < 0 else line_end)
+        end = text.find(closing, opening.end(), min(line_end, opening.end() + MAX_TAG + 2))
         if end < 0:
             found.append(Found(start, opening.end(), None, f"'{opening.group(0)}' is not closed by '{closing}' "
-                                                           "on the same line (write \\{{ for literal braces)"))
-            position = opening.end()
+                                                           f"within {MAX_TAG} characters on the same line "
+                                                           "(write \\{{ for literal braces)"))
+            position = line_end
             continue
         inner = text[opening.end():end]
-        if statement:
-            problem: Tag | str = ("template statements ({% ... %}) are not supported: "
-                                  "only {{ subscriber... }} merge tags")
-        elif len(inner) > MAX_TAG:
-            problem = f"a merge tag is longer than {MAX_TAG} characters"
-        else:
-            problem = parse_tag(inner)
+        problem = ("template statements ({% ... %}) are not supported: only {{ subscriber... }} merge tags"
+                   if statement else parse_tag(inner))
         end += 2
-        if isinstance(problem, Tag):
-            found.append(Found(start, end, problem))
-        else:
-            found.append(Found(start, end, None, problem))
+        found.append(Found(start, end, problem) if isinstance(problem, Tag) else Found(start, end, None, problem))
         position = end
     return found
 
 
-def line_of(text: str, offset: int) -> int:
-    """The 0-based line of an offset."""
-    return text.count("\n", 0, offset)
+MAX_PROBLEMS = 100  # per text: a file of nothing but broken tags gets a readable list, not a million lines
 
 
 # Filling ------------------------------------------------------------------------------------------------------
@@ -226,10 +222,14 @@ class IssueTags:
         """`text` with every tag replaced by its marker; a malformed tag is a (line, message) problem."""
         pieces: list[str] = []
         position = 0
+        line, counted, reported = first_line, 0, 0
         for found in scan(text):
-            line = first_line + line_of(text, found.start)
+            line += text.count("\n", counted, found.start)  # counted once in all: lines are counted as we go
+            counted = found.start
             if found.tag is None:
-                problems.append((line, f"{found.problem}: '{text[found.start:found.end][:80]}'"))
+                reported += 1
+                if reported <= MAX_PROBLEMS:
+                    problems.append((line, f"{found.problem}: '{text[found.start:found.end][:80]}'"))
                 continue
             pieces.append(text[position:found.start])
             pieces.append(f"{self.marker}x{len(self.tags)}x")

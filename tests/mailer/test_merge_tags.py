@@ -4,6 +4,7 @@ each recipient's values escaped for where they land (HTML, text, URL, the Subjec
 from __future__ import annotations
 
 import email
+import time
 from collections.abc import Iterator
 from email import policy
 from pathlib import Path
@@ -106,6 +107,18 @@ def test_unknown_and_malformed_tags_are_located_problems() -> None:
     assert any(p.startswith("tags.md:8: template statements") for p in found)
     assert any(p.startswith("tags.md:8: '{{' is not closed") for p in found)
     assert len(found) == 6
+
+
+def test_hostile_bodies_are_read_in_one_pass_with_a_bounded_report() -> None:
+    started = time.perf_counter()
+    found = problems(body("{{" * 200_000 + "\n" + "{{ x }}\n" * 20_000 + "{% %}" * 20_000))
+    assert len(found) == merge_tags.MAX_PROBLEMS and found[0].startswith("tags.md:4: '{{' is not closed")
+    assert found[1].startswith("tags.md:5: not a merge tag")
+    many = tagged(body("{{ subscriber.name }} " * 50_000))
+    assert len(many.slots) == 1 and many.intro.html.count("__NLH_TAG0__") == 50_000
+    distinct = problems(body(" ".join(f"{{{{ subscriber.fields.f{i} }}}}" for i in range(41))))
+    assert distinct == ["tags.md:4: 41 different merge tags: at most 40 (each is one more value per recipient)"]
+    assert time.perf_counter() - started < 20  # one pass: quadratic scanning would take hours
 
 
 def test_tags_outside_subject_and_body_are_refused() -> None:
