@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-from mailer.placeholders import tag_html_token, tag_text_token
+from mailer.placeholders import escape_html, fill, tag_html_token, tag_text_token
 
 MAX_DEFAULT = 200  # characters of a default("...") literal
 MAX_VALUE = 500  # characters of a filled value: SendGrid refuses a recipient's table over 10,000 bytes
@@ -182,6 +182,17 @@ def value_of(slot: Slot, name: str, email: str, fields: Mapping[str, Any] | None
         raw = display(fields.get(tag.field)) if fields else ""
     value = one_line(raw or "") or one_line(tag.default)
     return quote(value, safe="") if slot.url else value
+
+
+def with_defaults(text: str, slots: Sequence[Slot], *, html: bool) -> str:
+    """`text` with every slot filled with its tag's default: for readers who are no one in particular (the archive's
+    copy and subject). `html`: the HTML part's slots, escaped; else the text part's (a subject's)."""
+    if not slots:
+        return text
+    defaults = (value_of(slot, "", "", None) for slot in slots)
+    if html:
+        return fill(text, {tag_html_token(i): escape_html(value) for i, value in enumerate(defaults)})
+    return fill(text, {tag_text_token(i): value for i, value in enumerate(defaults)})
 
 
 def values_for(slots: Sequence[Slot], name: str, email: str, fields: Mapping[str, Any] | None) -> tuple[str, ...]:

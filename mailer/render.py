@@ -24,8 +24,8 @@ import templates as templates_pkg
 from mailer.brand import DEFAULT_ACCENT, Audience, dark_tint
 from mailer.i18n import DEFAULT_LANGUAGE, long_date, translations
 from mailer.issue import Issue
-from mailer.merge_tags import Slot, value_of
-from mailer.placeholders import escape_html, fill, html_twin, tag_html_token
+from mailer.merge_tags import Slot, with_defaults
+from mailer.placeholders import html_twin
 from mailer.settings import Settings, get_settings
 
 EMAIL_TEMPLATES = Path(templates_pkg.__file__).parent / "email"
@@ -88,13 +88,6 @@ def compile_mjml(source: str) -> str:
 def web_variant(html: str) -> str:
     """The archive copy: the mailed HTML without the parts that only make sense for one recipient."""
     return _PERSONAL.sub("", html)
-
-
-def with_defaults(html: str, slots: tuple[Slot, ...]) -> str:
-    """The HTML with every merge tag filled with its default: the archive copy is read by no one in particular."""
-    if not slots:
-        return html
-    return fill(html, {tag_html_token(i): escape_html(value_of(slot, "", "", None)) for i, slot in enumerate(slots)})
 
 
 def inline_css(html: str) -> str:
@@ -191,7 +184,7 @@ def render_issue(issue: Issue, settings: Settings | None = None, *, force: bool 
     settings = settings or get_settings()
     email_ctx = issue_context(issue, settings, web=False, audience=audience)
     marked = render_mjml_template("issue", email_ctx, email_ctx["lang"])  # MJML and premailer: once
-    html, web_html = _MARKERS.sub("", marked), with_defaults(web_variant(marked), issue.slots)
+    html, web_html = _MARKERS.sub("", marked), with_defaults(web_variant(marked), issue.slots, html=True)
     text = render_text_template("issue", email_ctx)
     size = len(html.encode())
     warnings: list[str] = []

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
+from mailer import merge_tags
 from mailer.db import as_utc
 from mailer.i18n import DEFAULT_LANGUAGE
 from mailer.models import IssueRecord
@@ -128,4 +129,6 @@ def archived_copy(session: Session, issue_slug: str, mailing_list: MailingList |
     send, issue, owner = row
     html = send.web_html or issue.web_html
     assert html is not None  # _has_copy
-    return Copy(html, send.language or owner.language or DEFAULT_LANGUAGE, send.subject or issue.subject, owner)
+    subject = merge_tags.with_defaults(send.subject, merge_tags.from_json(send.merge_tags), html=False) \
+        if send.subject else issue.subject  # a subject with merge tags reads with their defaults, as the copy does
+    return Copy(html, send.language or owner.language or DEFAULT_LANGUAGE, subject, owner)

@@ -111,7 +111,7 @@ def sample(send: Send, mailing_list: MailingList, slug: str, settings: Settings,
 
 
 def sample_issue(document: Issue, mailing_list: MailingList, settings: Settings, *,
-                 name: str = "Sample Reader") -> tuple[Content, Recipient, RenderedIssue]:
+                 name: str = SAMPLE_NAME) -> tuple[Content, Recipient, RenderedIssue]:
     """One subscriber's copy of an issue (parsed, perhaps never saved) as `mailing_list` would be sent it: rendered
     for the list and frozen as a plan freezes it, then `sample`. What `newsletter render`/`check` and the admin's
     preview show, so a preview can never differ from a send (language, brand, tracking) by taking another path.

@@ -22,13 +22,13 @@ from mailer.models import IssueRecord
 from mailer.store import save_issue
 from newsletter.cli import app
 from subscribers import mailing_lists
-from subscribers.models import Subscriber, Subscription, SubscriptionStatus
+from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 from tests.mailer.test_merge_tags import ISSUE
 from tests.support.audience import counters, started_send
 from tests.support.mailbox import outbox_messages
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn, render
 from tests.support.smtp_sink import SMTPSink
-from worker import campaigns, sends, tasks
+from worker import archive, campaigns, sends, tasks
 from worker.models import Delivery, Send
 
 # address: (name, custom fields)
@@ -111,6 +111,9 @@ def test_each_recipient_gets_their_own_values_through_the_outbox(db_url: str) ->
         assert send is not None and send.merge_tags and "__NLT_TAG" in (send.subject or "")
         record = session.get(IssueRecord, audience.issue_id)
         assert record is not None and record.subject == "Hi reader: the  digest"  # the archive's subject
+        copy = archive.archived_copy(session, record.slug, session.get(MailingList, audience.list_id))
+    assert copy is not None and copy.subject == "Hi reader: the  digest" and "__NL" not in copy.html
+    assert "Hello friend, news for your town." in flat(copy.html) and "Ann" not in copy.html
 
 
 def test_smtp_path_fills_the_same_values(sqlite_url: str, settings, monkeypatch: pytest.MonkeyPatch) -> None:
