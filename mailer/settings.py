@@ -29,6 +29,10 @@ class TransportName(StrEnum):
     SENDGRID = "sendgrid"
 
 
+# The fewest days a finished send keeps its delivery rows when compaction is on (worker/retention.py): DSNs come
+# back for up to five days (RFC 5321 4.5.4.1), and some mailbox providers report complaints weeks later.
+MIN_LEDGER_KEEP_DAYS = 30
+
 CAPTCHA_VERIFY_URLS = {
     "turnstile": "https://challenges.cloudflare.com/turnstile/v0/siteverify",
     "hcaptcha": "https://api.hcaptcha.com/siteverify",
@@ -68,6 +72,9 @@ class Settings(BaseSettings):
     check_deliverability: bool = False
     pending_purge_days: int = 14
     engagement_raw_days: int = 90  # raw opens and clicks; their counts are kept for ever
+    # A finished send's per-recipient rows are removed this many days after it finished, its figures kept on the
+    # send (worker/retention.py); 0 keeps them for ever. At least MIN_LEDGER_KEEP_DAYS: late bounces need them.
+    ledger_keep_days: int = 0
     confirm_token_max_age_days: int = 7
     subscribe_rate_per_ip: int = 10
     subscribe_rate_per_email: int = 3
@@ -180,6 +187,10 @@ class Settings(BaseSettings):
             self.captcha_verify_url = self.captcha_verify_url or CAPTCHA_VERIFY_URLS[self.captcha_provider]
             if not self.captcha_verify_url.startswith(("https://", "http://")):
                 raise SettingsError("NEWSLETTER_CAPTCHA_VERIFY_URL must be an http(s) URL")
+        if 0 < self.ledger_keep_days < MIN_LEDGER_KEEP_DAYS:
+            raise SettingsError(f"NEWSLETTER_LEDGER_KEEP_DAYS must be 0 (keep for ever) or at least "
+                                f"{MIN_LEDGER_KEEP_DAYS}: a bounce can arrive days after a send, and only its "
+                                f"delivery row proves it")
         self._check_dkim_pairs()
         return self
 

@@ -59,6 +59,7 @@ def make_celery() -> Celery:
             "fetch-bounces": {"task": "worker.event_tasks.fetch_bounces", "schedule": 300.0},
             "classify-engagement": {"task": "worker.event_tasks.classify_engagement", "schedule": 15.0},
             "purge-engagement": {"task": "worker.event_tasks.purge_engagement", "schedule": 24 * 3600.0},
+            "compact-ledger": {"task": "worker.tasks.compact_ledger", "schedule": 24 * 3600.0},
         },
     )
     return app

@@ -124,6 +124,8 @@ def retry_failed(session: Session, send_id: int) -> int:
     send = _send(session, send_id, lock=True)
     if send.status not in (SendStatus.DONE, SendStatus.PAUSED, SendStatus.RUNNING, SendStatus.FAILED):
         raise CampaignError(f"Send {send_id} is {send.status.value}.")
+    if send.compacted_at is not None:
+        raise CampaignError(f"Send {send_id} was compacted: its failed rows are gone, only its figures are kept.")
     count = rowcount(session.execute(update(Delivery).where(Delivery.send_id == send_id,
                                                    Delivery.status == DeliveryStatus.FAILED)
                             .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=0)))

@@ -21,6 +21,7 @@ from subscribers.models import Subscriber
 from subscribers.segments import email_domain_of
 from worker.engagement import EngagementKind, Verdict
 from worker.models import Delivery, DeliveryStatus, EngagementHit, Send, SendLink
+from worker.stats import compacted_figures
 
 TIMELINE_HOURS = 72
 TOP_DOMAINS = 10
@@ -34,6 +35,9 @@ def send_report(session: Session, send_id: int) -> dict[str, Any] | None:
     send = session.get(Send, send_id)
     if send is None:
         return None
+    stored: dict[str, Any] | None = compacted_figures(session, send_id, "report")
+    if stored is not None:  # compacted: the report as it was then, with the send's status as it is now
+        return stored | {"status": send.status.value}
     sent_rows = (Delivery.send_id == send_id, Delivery.status == DeliveryStatus.SENT)
     opened = or_(Delivery.opens > 0, Delivery.clicks > 0)
     row = session.execute(select(

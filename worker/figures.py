@@ -7,9 +7,13 @@ from sqlalchemy.orm import Session
 
 from mailer.events import EventKind
 from worker.models import Delivery, DeliveryStatus, ProviderEvent
+from worker.stats import compacted_figures
 
 
 def send_figures(session: Session, send_id: int) -> dict[str, int]:
+    stored: dict[str, int] | None = compacted_figures(session, send_id, "figures")
+    if stored is not None:
+        return dict(stored)
     row = session.execute(select(
         func.count().filter(Delivery.status == DeliveryStatus.SENT),
         func.count(Delivery.delivered_at),

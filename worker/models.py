@@ -65,6 +65,9 @@ class Send(Base):
     # later cannot change who a running or resumed send goes to.
     segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
     segment_expression: Mapped[str | None] = mapped_column(Text)
+    # A compacted send (worker/retention.py) has no delivery rows left; its counters and report live here.
+    figures: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    compacted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 SENDING_ONLY = "status = 'sending'"

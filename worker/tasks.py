@@ -11,7 +11,7 @@ from celery import Task
 from mailer.batch import TransportError
 from mailer.db import session_scope
 from mailer.settings import get_settings
-from worker import campaigns, leases, sends
+from worker import campaigns, leases, retention, sends
 from worker.app import CONTINUE_SEND_TASK, HOUSEKEEPING_QUEUE, PLAN_SEND_TASK, SEND_BATCH_TASK, SEND_QUEUE, celery_app
 from worker.models import Send
 from worker.ratelimit import throttle_for
@@ -107,6 +107,15 @@ def sweep_leases() -> int:
 @celery_app.task(name="worker.tasks.start_due_sends", queue=HOUSEKEEPING_QUEUE)
 def start_due_sends() -> list[int]:
     return sends.start_due()
+
+
+@celery_app.task(name="worker.tasks.compact_ledger", queue=HOUSEKEEPING_QUEUE)
+def compact_ledger() -> int:
+    """Daily: finished sends older than NEWSLETTER_LEDGER_KEEP_DAYS keep their figures and lose their rows."""
+    keep_days = get_settings().ledger_keep_days
+    if keep_days <= 0:
+        return 0
+    return len(retention.compact(keep_days).sends)
 
 
 def resume_send(send_id: int) -> int:

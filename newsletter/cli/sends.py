@@ -17,11 +17,11 @@ from rich.text import Text
 from mailer.db import session_scope
 from mailer.issue import IssueError, parse_issue
 from mailer.render import RenderError
-from mailer.settings import get_settings
+from mailer.settings import MIN_LEDGER_KEEP_DAYS, get_settings
 from mailer.store import save_issue
 from newsletter.cli.common import console, db, description_column, err, fail
 from subscribers import mailing_lists
-from worker import reports, sends
+from worker import reports, retention, sends
 from worker.app import celery_app, is_inline
 from worker.engagement_report import send_report
 from worker.models import SendStatus
@@ -229,6 +229,16 @@ def cancel_cmd(send_id: int) -> None:
 def retry_failed_cmd(send_id: int) -> None:
     """Queue only the failed recipients again."""
     _control(sends.SendAction.RETRY_FAILED, send_id)
+
+
+@sends_app.command("compact")
+def compact_cmd(older_than: int = typer.Option(
+        ..., "--older-than", min=MIN_LEDGER_KEEP_DAYS,
+        help=f"Days since a send finished (at least {MIN_LEDGER_KEEP_DAYS}: late bounces need the rows).")) -> None:
+    """Keep finished sends' figures and remove their per-recipient rows (NEWSLETTER_LEDGER_KEEP_DAYS does this
+    daily in beat). Counters, figures and reports read the same afterwards."""
+    done = retention.compact(older_than)
+    console.print(f"{len(done.sends)} sends compacted, {done.rows} delivery rows removed", highlight=False)
 
 
 def worker(concurrency: int = typer.Option(2), queues: str = typer.Option("send,housekeeping"),
