@@ -1,7 +1,7 @@
 """sends.figures, sends.compacted_at: a finished send's figures kept after its per-recipient rows are removed
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-11-25 17:00:00
 
 A sent issue's ledger is one row per recipient for ever: a weekly newsletter to 1M people adds 52M rows a year that
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
