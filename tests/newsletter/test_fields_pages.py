@@ -9,9 +9,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from mailer.db import session_scope
+from newsletter.auth import create_user
+from newsletter.models import Role
 from subscribers import fields, mailing_lists, service
 from subscribers.models import ConsentEvent, ConsentKind, ConsentSource, Subscriber
 from subscribers.tokens import Purpose, link
+from tests.newsletter.test_access import PASSWORD as ADMIN_PASSWORD
+from tests.newsletter.test_access import sign_in
 from tests.newsletter.test_public import client, csrf  # noqa: F401 (client is a fixture)
 
 
@@ -122,3 +126,49 @@ def test_an_unsubscribed_list_fields_are_not_offered(client: TestClient, person:
     assert "field.age" not in client.get(path).text
     assert _save(client, path, {"field.age": "3"}).status_code == 400 and _attributes(subscriber_id) == {}
     assert re.search(r"Your details", client.get(path).text) is None
+
+
+@pytest.fixture
+def admin(client: TestClient) -> TestClient:  # noqa: F811
+    with session_scope() as session:
+        create_user(session, "admin@example.com", ADMIN_PASSWORD, Role.ADMIN)
+        create_user(session, "staff@example.com", ADMIN_PASSWORD, Role.STAFF)
+    sign_in(client, "admin@example.com")
+    return client
+
+
+def _weekly_fields() -> list[tuple[str, str, list[str], object, bool]]:
+    with session_scope() as session:
+        return [(f.name, f.type, list(f.options), f.default, f.subscriber_editable)
+                for f in fields.fields_of(session, mailing_lists.get_list(session, "weekly").id)]
+
+
+def test_admin_adds_lists_and_removes_fields_on_the_list_page(admin: TestClient) -> None:
+    token = csrf(admin, "/admin/lists/weekly")
+    added = admin.post("/admin/lists/weekly/fields", data={
+        "csrf_token": token, "field_name": "plan", "field_type": "oneof", "field_options": "Free\r\n<b>Pro</b>\r\n",
+        "field_default": "free", "field_editable": "1"})
+    assert added.status_code == 200 and "Field plan added" in added.text  # after the redirect
+    assert _weekly_fields() == [("plan", "oneof", ["Free", "<b>Pro</b>"], "Free", True)]
+    assert "Free, &lt;b&gt;Pro&lt;/b&gt;" in added.text
+    refused = admin.post("/admin/lists/weekly/fields", data={"csrf_token": token, "field_name": "age",
+                                                             "field_type": "number", "field_default": "old"})
+    assert refused.status_code == 400 and "fields.age: &#39;old&#39; is not a number" in refused.text
+    twice = admin.post("/admin/lists/weekly/fields", data={"csrf_token": token, "field_name": "plan"})
+    assert twice.status_code == 400 and "already has a field named" in twice.text
+    removed = admin.post("/admin/lists/weekly/fields/remove", data={"csrf_token": token, "field_name": "plan"})
+    assert removed.status_code == 200 and "Field removed" in removed.text and _weekly_fields() == []
+    ghost = admin.post("/admin/lists/weekly/fields/remove", data={"csrf_token": token, "field_name": "<ghost>"})
+    assert ghost.status_code == 404 and "&lt;ghost&gt;" in ghost.text
+
+
+def test_admin_field_forms_need_csrf_and_an_admin(admin: TestClient) -> None:
+    refused = admin.post("/admin/lists/weekly/fields", data={"field_name": "city"})
+    assert refused.status_code == 403 and _weekly_fields() == []
+    staff = TestClient(admin.app)
+    sign_in(staff, "staff@example.com")
+    assert "Add field" not in staff.get("/admin/lists/weekly").text
+    token = csrf(staff, "/admin/lists/weekly")
+    assert staff.post("/admin/lists/weekly/fields", data={"csrf_token": token, "field_name": "city"}
+                      ).status_code == 403
+    assert _weekly_fields() == []
