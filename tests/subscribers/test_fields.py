@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import delete, select
 
 from mailer.db import new_session, session_scope
-from subscribers import fields, importer, mailing_lists, service
+from subscribers import audience, fields, importer, mailing_lists, service
 from subscribers.fields import FieldType, apply_values, coerce, define_field, fields_of, remove_field
 from subscribers.models import ConsentEvent, ConsentKind, ConsentSource, Subscriber, Subscription
+from subscribers.segments import SegmentError
 from subscribers.service import ServiceError
 
 
@@ -224,3 +225,32 @@ def test_export_has_the_fields_in_order_with_defaults_and_imports_back(weekly: s
     with session_scope() as session:
         ann = session.scalar(select(Subscriber).where(Subscriber.email == "ann@example.com"))
         assert ann is not None and ann.attributes == {"plan": "Free", "vip": True, "note": "=1+1"}
+
+
+def test_segments_compare_number_and_date_fields_as_such(weekly: str) -> None:
+    _define("age", "number")
+    _define("born", "date")
+    _define("code", "text")
+    with session_scope() as session:
+        weekly_list = mailing_lists.get_list(session, "weekly")
+        for email, age, born in (("a@example.com", "9", "1999-12-31"), ("b@example.com", "10", "2000-01-01"),
+                                 ("c@example.com", "100.5", "2024-05-01")):
+            person = _subscriber(session, email)
+            assert apply_values(session, person, [weekly_list.id], {"age": age, "born": born, "code": age},
+                                editable_only=False) == {}
+        list_id = weekly_list.id
+
+    def count(expression: str) -> int:
+        with session_scope() as session:
+            return audience.count(session, list_id, expression)
+
+    assert count("fields.age > 9") == 2 and count('fields.age > "9"') == 2  # as numbers, not as text
+    assert count('fields.code > "9"') == 0  # a text field compares as text ("10" < "9")
+    assert count("fields.age in [9, 100.5]") == 2 and count("fields.code in [9, 100.5]") == 2
+    assert count("fields.born < 2000-01-01") == 1 and count('fields.born >= "2000-01-01"') == 2
+    assert count("fields.born > 365 days ago") == 0 and count("fields.born < 1 days ago") == 3
+    for expression, message in (('fields.age > "old"', "fields.age is a number"),
+                                ("fields.born = 5", "fields.born is a date"),
+                                ('fields.born = "soon"', "fields.born is a date")):
+        with pytest.raises(SegmentError, match=message), session_scope() as session:
+            audience.create_segment(session, mailing_lists.get_list(session, "weekly"), "s", expression)
