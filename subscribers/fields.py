@@ -202,6 +202,14 @@ def editable_fields(session: Session, list_ids: Sequence[int]) -> list[ListField
     return list(seen.values())
 
 
+def definitions_by_name(session: Session, list_ids: Sequence[int]) -> dict[str, list[ListField]]:
+    """Every field of these lists by name (a name several lists define has each definition)."""
+    found: dict[str, list[ListField]] = {}
+    for field in _definitions(session, list_ids):
+        found.setdefault(field.name, []).append(field)
+    return found
+
+
 def _definitions(session: Session, list_ids: Sequence[int]) -> list[ListField]:
     if not list_ids:
         return []

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import delete, select
 
 from mailer.db import new_session, session_scope
-from subscribers import audience, fields, importer, mailing_lists, service
+from subscribers import audience, fields, importer, mailing_lists, service, staff
 from subscribers.fields import FieldType, apply_values, coerce, define_field, fields_of, remove_field
 from subscribers.models import ConsentEvent, ConsentKind, ConsentSource, Subscriber, Subscription
 from subscribers.segments import SegmentError
@@ -254,3 +254,17 @@ def test_segments_compare_number_and_date_fields_as_such(weekly: str) -> None:
                                 ('fields.born = "soon"', "fields.born is a date")):
         with pytest.raises(SegmentError, match=message), session_scope() as session:
             audience.create_segment(session, mailing_lists.get_list(session, "weekly"), "s", expression)
+
+
+def test_staff_edits_of_a_defined_field_are_typed_and_checked(weekly: str) -> None:
+    _define("age", "number")
+    _define("vip", "yesno")
+    with session_scope() as session:
+        person = _subscriber(session, "staffed@example.com")
+        assert staff.update_subscriber(session, person.id, attributes={"age": "41", "vip": "yes", "note": "x"},
+                                       actor="admin@example.com") == ["fields.age", "fields.vip", "fields.note"]
+        assert person.attributes == {"age": 41, "vip": True, "note": "x"}
+        assert staff.update_subscriber(session, person.id, attributes={"age": "41", "vip": "Yes"},
+                                       actor="admin@example.com") == []  # the same values, typed
+        with pytest.raises(ServiceError, match=r"fields\.age: 'old' is not a number"):
+            staff.update_subscriber(session, person.id, attributes={"age": "old"}, actor="admin@example.com")
