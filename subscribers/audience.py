@@ -8,6 +8,7 @@ staff see before sending is the number the ledger plans.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, exists, func, select
@@ -15,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
+from subscribers import fields
 from subscribers.models import MailingList, Segment, Subscriber, Subscription, SubscriptionStatus, Suppression
 from subscribers.segments import compile_segment
 from subscribers.service import ServiceError
@@ -22,21 +24,23 @@ from subscribers.service import ServiceError
 MAX_SEGMENT_NAME = 100
 
 
-def conditions(list_id: int, expression: str | None = None, now: datetime | None = None
-               ) -> list[ColumnElement[bool]]:
-    """WHERE clauses over Subscription joined with Subscriber (raises SegmentError for a bad expression)."""
+def conditions(list_id: int, expression: str | None = None, now: datetime | None = None,
+               field_types: Mapping[str, str] | None = None) -> list[ColumnElement[bool]]:
+    """WHERE clauses over Subscription joined with Subscriber (raises SegmentError for a bad expression).
+    `field_types` (fields.types_of) makes a number or date field compare as one."""
     clauses: list[ColumnElement[bool]] = [
         Subscription.list_id == list_id, Subscription.status == SubscriptionStatus.CONFIRMED,
         Subscriber.erased_at.is_(None), ~exists().where(Suppression.email == Subscriber.email)]
     if expression:
-        clauses.append(compile_segment(expression, now or utcnow()))
+        clauses.append(compile_segment(expression, now or utcnow(), field_types))
     return clauses
 
 
 def count(session: Session, list_id: int, expression: str | None = None) -> int:
     return int(session.scalar(select(func.count()).select_from(Subscription)
                               .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-                              .where(*conditions(list_id, expression))) or 0)
+                              .where(*conditions(list_id, expression,
+                                                 field_types=fields.types_of(session, list_id)))) or 0)
 
 
 class TooSlow(ServiceError):
@@ -50,7 +54,8 @@ def count_within(session: Session, list_id: int, expression: str | None, seconds
     gets a progress handler that interrupts the statement once the time has passed.
     """
     if expression:
-        compile_segment(expression)  # a located SegmentError before any time is spent
+        # a located SegmentError before any time is spent
+        compile_segment(expression, field_types=fields.types_of(session, list_id))
     connection = session.connection()
     try:
         with session.begin_nested():
@@ -85,7 +90,8 @@ def create_segment(session: Session, mailing_list: MailingList, name: str, expre
     name = name.strip()
     if not name or len(name) > MAX_SEGMENT_NAME:
         raise ServiceError(f"A segment needs a name of 1 to {MAX_SEGMENT_NAME} characters.")
-    compile_segment(expression)  # refuse a broken expression now, with its location, not at send time
+    # refuse a broken expression now, with its location, not at send time
+    compile_segment(expression, field_types=fields.types_of(session, mailing_list.id))
     if session.scalar(select(Segment.id).where(Segment.list_id == mailing_list.id, Segment.name == name)):
         raise ServiceError(f"The list '{mailing_list.slug}' already has a segment named '{name}'.")
     segment = Segment(list_id=mailing_list.id, name=name, expression=expression.strip(), created_by=created_by)

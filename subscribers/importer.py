@@ -20,11 +20,12 @@ from typing import IO, Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.db import table_of, utcnow
 from mailer.settings import get_settings
-from subscribers import csvsafe
+from subscribers import csvsafe, fields
 from subscribers.models import (
     ConsentEvent,
     ConsentKind,
@@ -63,7 +64,7 @@ class _Row:
     line: int
     email: str
     name: str
-    attributes: dict[str, str]
+    attributes: dict[str, Any]
 
 
 def _default_report(path: Path) -> Path:
@@ -143,10 +144,11 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
             csvsafe.writer(out).writerow(REPORT_HEADER)
 
     commit = partial(_commit_chunk, session_factory, job_id, list_id, direct, consent_source, report=report)
+    define = partial(_define_columns, session_factory, list_id, path)
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer") as writer:
             in_flight: tuple[Future[None], int] | None = None
-            for chunk in _read_chunks(path, resume_offset, resume_line, check):
+            for chunk in _read_chunks(path, resume_offset, resume_line, check, define):
                 if in_flight is not None:
                     _committed(in_flight, total, progress)
                 in_flight = writer.submit(commit, chunk), chunk.offset
@@ -181,9 +183,35 @@ def _committed(in_flight: tuple[Future[None], int], total: int,
         progress(offset, total)
 
 
-def _read_chunks(path: Path, resume_offset: int, resume_line: int,
-                 check: Callable[[str], None]) -> Iterator[_Chunk]:
-    """The file as validated chunks of about CHUNK_ROWS rows, from the checkpoint on; the last one is `finished`."""
+def _define_columns(session_factory: Callable[[], Session], list_id: int, path: Path,
+                    columns: list[tuple[int, str]]) -> list[tuple[int, str, fields.Converter]]:
+    """The list's field for each extra column (a column that names none becomes a text field), committed before
+    the first row is read; two imports defining the same field at once: the second reads the first's."""
+    for attempt in (1, 2):
+        with session_factory() as session:
+            mailing_list = session.get(MailingList, list_id)
+            assert mailing_list is not None
+            try:
+                converters = fields.import_columns(session, mailing_list, columns)
+                session.commit()
+                return converters
+            except ServiceError as exc:
+                raise ImportFileError(f"{path}:1: {exc}") from exc
+            except IntegrityError:
+                session.rollback()
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
+
+
+def _read_chunks(path: Path, resume_offset: int, resume_line: int, check: Callable[[str], None],
+                 define: Callable[[list[tuple[int, str]]], list[tuple[int, str, fields.Converter]]]
+                 ) -> Iterator[_Chunk]:
+    """The file as validated chunks of about CHUNK_ROWS rows, from the checkpoint on; the last one is `finished`.
+
+    Each extra column's values are converted to their field's type as the row is read; a row with a value that
+    does not fit is reported and not imported at all (fix the file and import it again: the rows already imported
+    are left as they are, so a row imported without its bad value could not be completed by a second import)."""
     with path.open("rb") as handle:
         header_reader = _LineReader(handle)
         try:
@@ -201,7 +229,7 @@ def _read_chunks(path: Path, resume_offset: int, resume_line: int,
             raise ImportFileError(f"{path}:1: no 'email' column in the header ({', '.join(columns)})")
         email_index = columns.index("email")
         name_index = columns.index("name") if "name" in columns else None
-        extra = [(i, c) for i, c in enumerate(columns) if i not in (email_index, name_index) and c]
+        extra = define([(i, c) for i, c in enumerate(columns) if i not in (email_index, name_index) and c])
         if resume_offset:
             handle.seek(resume_offset)
             source = _LineReader(handle, line=resume_line)
@@ -229,15 +257,32 @@ def _read_chunks(path: Path, resume_offset: int, resume_line: int,
                 problems.append((start_line, values[email_index] if len(values) > email_index else "",
                                  f"expected {len(columns)} columns, found {len(values)}"))
             else:
-                chunk.append(_Row(start_line, csvsafe.read_cell(values[email_index]),
-                                  csvsafe.read_cell(values[name_index].strip()) if name_index is not None else "",
-                                  {column: values[i] for i, column in extra if values[i] != ""}))
+                email = csvsafe.read_cell(values[email_index])
+                try:
+                    attributes = _typed(values, extra)
+                except ServiceError as exc:
+                    problems.append((start_line, email, f"{exc}; row not imported"))
+                else:
+                    chunk.append(_Row(start_line, email, csvsafe.read_cell(values[name_index].strip())
+                                      if name_index is not None else "", attributes))
             if len(chunk) + len(problems) >= CHUNK_ROWS:
                 valid, merged = _prepare(chunk, problems, check)
                 yield _Chunk(valid, problems, merged, source.offset, source.line)
                 chunk, problems = [], []
         valid, merged = _prepare(chunk, problems, check)
         yield _Chunk(valid, problems, merged, source.offset, source.line, finished=True)
+
+
+def _typed(values: list[str], extra: list[tuple[int, str, fields.Converter]]) -> dict[str, Any]:
+    """A row's field values, typed (ServiceError names the first that does not fit); empty cells are left out."""
+    attributes: dict[str, Any] = {}
+    for index, key, convert in extra:
+        raw = values[index]
+        if raw:
+            value = convert(csvsafe.read_cell(raw) if raw[0] == "'" else raw)
+            if value is not None:
+                attributes[key] = value
+    return attributes
 
 
 def _runaway_quote(first: int, last: int, values: list[str], email_index: int) -> list[tuple[int, str, str]]:
@@ -406,10 +451,13 @@ def _write_postgresql(session: Session, list_id: int, direct: bool, valid: dict[
 
 
 def export_csv(session: Session, list_slug: str, out: IO[str], *, status: SubscriptionStatus | None = None) -> int:
-    """Stream a list's subscribers as CSV (email, name, status, dates, attributes as extra columns)."""
+    """Stream a list's subscribers as CSV: email, name, status, dates, the list's fields in definition order (the
+    default where a subscriber has no value), then any other attributes as one `key=value;...` column."""
     mailing_list = session.scalar(select(MailingList).where(MailingList.slug == list_slug))
     if mailing_list is None:
         raise ServiceError(f"No list called '{list_slug}'.")
+    defined = [(field.name, field.default) for field in fields.fields_of(session, mailing_list.id)]
+    names = {name for name, _default in defined}
     query = (select(Subscriber.email, Subscriber.name, Subscription.status, Subscription.created_at,
                     Subscription.confirmed_at, Subscriber.attributes)
              .join(Subscription, Subscription.subscriber_id == Subscriber.id)
@@ -418,12 +466,15 @@ def export_csv(session: Session, list_slug: str, out: IO[str], *, status: Subscr
     if status is not None:
         query = query.where(Subscription.status == status)
     writer = csvsafe.writer(out)
-    writer.writerow(["email", "name", "status", "subscribed_at", "confirmed_at", "attributes"])
+    writer.writerow(["email", "name", "status", "subscribed_at", "confirmed_at", *(name for name, _default in defined),
+                     "attributes"])
     count = 0
     for email, name, row_status, created, confirmed_at, attributes in session.execute(query):
+        values = attributes or {}
         writer.writerow([email, name, SubscriptionStatus(row_status).value, created.isoformat(),
                          confirmed_at.isoformat() if confirmed_at else "",
-                         ";".join(f"{k}={v}" for k, v in (attributes or {}).items())])
+                         *(fields.display(values.get(key, default)) for key, default in defined),
+                         ";".join(f"{k}={v}" for k, v in values.items() if k not in names)])
         count += 1
     return count
 

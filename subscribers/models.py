@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -146,6 +147,28 @@ class Segment(Base):
     name: Mapped[str] = mapped_column(String(100))
     expression: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ListField(Base):
+    """A custom field of a list: its name, type and options (subscribers/fields.py has the rules).
+
+    Values live in `Subscriber.attributes` under the field's name, stored typed (a number as a JSON number, a date
+    as 'YYYY-MM-DD', yes/no as a boolean), so a field defined later types the values imported before it.
+    The type is a stored string (not a database enum): a new type needs no migration.
+    """
+
+    __tablename__ = "list_fields"
+    __table_args__ = (UniqueConstraint("list_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(16))
+    options: Mapped[list[str]] = mapped_column(JSON, default=list)
+    default: Mapped[Any] = mapped_column(JSON, nullable=True)
+    subscriber_editable: Mapped[bool] = mapped_column(Boolean, default=False)
+    position: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -18,6 +18,7 @@ mistake is reported with the column where it was found.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
@@ -44,6 +45,8 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 _DATE_TERMS = {"subscribed_at", "confirmed_at", "last_human_open", "last_human_click"}
 _TEXT_TERMS = {"email", "name", "email_domain"}
+_NUMBER_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _KEYWORDS = {"and", "or", "not", "in", "is", "empty", "contains", "days", "ago", "true", "false"}
 
 
@@ -76,7 +79,8 @@ class number_of(FunctionElement[float]):
 @compiles(number_of, "postgresql")
 def _number_pg(element: number_of, compiler: SQLCompiler, **kw: Any) -> str:
     text = compiler.process(element.clauses, **kw)
-    return f"(CASE WHEN {text} ~ '^\\s*-?[0-9]+(\\.[0-9]+)?\\s*$' THEN CAST({text} AS double precision) END)"
+    return (f"(CASE WHEN {text} ~ '^\\s*-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?\\s*$' "
+            f"THEN CAST({text} AS double precision) END)")
 
 
 @compiles(number_of)
@@ -127,8 +131,9 @@ def _unquote(text: str) -> str:
 class _Parser:
     """Recursive descent over the tokens; builds SQLAlchemy clauses as it goes."""
 
-    def __init__(self, expression: str, now: datetime) -> None:
+    def __init__(self, expression: str, now: datetime, field_types: Mapping[str, str] | None = None) -> None:
         self.expression = expression
+        self.field_types = field_types or {}
         self.tokens = _tokens(expression)
         self.index = 0
         self.now = now
@@ -230,17 +235,16 @@ class _Parser:
             values = self.value_list()
             if not values:
                 raise self.error("the list is empty")
-            kinds = {type(v) for v in values}
+            kinds = {float if type(v) is int else type(v) for v in values}  # 9 and 100.5 are both numbers
             if len(kinds) > 1:
                 raise self.error("the values in a list must all be of one kind")
-            column = self._column_for(name, term, values[0])
-            clause = column.in_(values)
+            typed = [self._typed(name, term, value) for value in values]
+            clause = typed[0][0].in_([value for _column, value in typed])
             return not_(clause) if negate else clause
         op = self.take()
         if op.kind != "op":
             raise self.error("expected an operator (=, !=, <, <=, >, >=, contains, in, is empty)", op)
-        value = self.value()
-        column = self._column_for(name, term, value)
+        column, value = self._typed(name, term, self.value())
         compare: dict[str, ColumnElement[bool]] = {
             "=": column == value, "!=": column != value, "<": column < value, "<=": column <= value,
             ">": column > value, ">=": column >= value}
@@ -281,6 +285,27 @@ class _Parser:
                          token)
 
     # terms
+    def _typed(self, name: str, term: _Tok, value: Any) -> tuple[SQLColumnExpression[Any], Any]:
+        """The column to compare and the value to compare it with. A custom field defined as a number compares
+        numbers (`fields.age > "17"` too); a date (2024-01-31, N days ago) compares with a field's text as
+        'YYYY-MM-DD', the way a date field is stored, whose text order is time order; a field defined as a date
+        takes nothing else."""
+        if name.lower().startswith("fields."):
+            field = self._field(name, term)
+            kind = self.field_types.get(field)
+            if kind == "number":
+                number = _as_number(value)
+                if number is None:
+                    raise self.error(f"{name} is a number: compare it with a number, e.g. 42", term)
+                return number_of(_field_text(field)), float(number)  # bound as a float in every list
+            if isinstance(value, datetime):
+                return _field_text(field), value.date().isoformat()
+            if kind == "date" and not (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+                raise self.error(f"{name} is a date: compare it with a date (2024-01-31) or N days ago", term)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return number_of(_field_text(field)), float(value)
+        return self._column_for(name, term, value), value
+
     def _column_for(self, name: str, term: _Tok, value: Any) -> SQLColumnExpression[Any]:
         lowered = name.lower()
         if lowered.startswith("fields."):
@@ -289,8 +314,6 @@ class _Parser:
                 return _field_bool(field)
             if isinstance(value, int | float):
                 return number_of(_field_text(field))
-            if isinstance(value, datetime):
-                raise self.error("compare a custom field with a date written as text, e.g. \"2024-01-31\"", term)
             return _field_text(field)
         if lowered in _DATE_TERMS:
             if not isinstance(value, datetime):
@@ -337,6 +360,17 @@ class _Parser:
                           "last_human_open, last_human_click or fields.NAME", term)
 
 
+def _as_number(value: Any) -> int | float | None:
+    """A number, or text that is one ("42"), as a number; anything else None."""
+    if isinstance(value, bool | datetime):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value) if "." in value else int(value)
+    return None
+
+
 def _field_text(field: str) -> ColumnElement[str]:
     """A custom field (in the subscriber's JSON attributes) as text; SQLAlchemy leaves these accessors untyped."""
     return cast(ColumnElement[str], Subscriber.attributes[field].as_string())
@@ -346,7 +380,11 @@ def _field_bool(field: str) -> ColumnElement[bool]:
     return cast(ColumnElement[bool], Subscriber.attributes[field].as_boolean())
 
 
-def compile_segment(expression: str, now: datetime | None = None) -> ColumnElement[bool]:
-    """The expression as a WHERE clause over Subscriber joined with the list's Subscription."""
-    return _Parser(expression, now or utcnow()).parse()
+def compile_segment(expression: str, now: datetime | None = None,
+                    field_types: Mapping[str, str] | None = None) -> ColumnElement[bool]:
+    """The expression as a WHERE clause over Subscriber joined with the list's Subscription.
+
+    `field_types` maps the list's custom fields to their type (subscribers.fields.types_of): a field defined as a
+    "number" or a "date" is compared as one."""
+    return _Parser(expression, now or utcnow(), field_types).parse()
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.db import email_hash
+from subscribers import fields
 from subscribers.models import ConsentKind, ConsentSource, MailingList, Subscriber, Suppression, SuppressionReason
 from subscribers.service import Notify, ServiceError, normalise_email, record_consent, subscribe
 
@@ -113,11 +114,18 @@ def update_subscriber(session: Session, subscriber_id: int, *, name: str | None 
             changed.append("name")
     if attributes:
         values = dict(subscriber.attributes or {})
+        defined = fields.definitions_by_name(session, [s.list_id for s in subscriber.subscriptions])
         for key, raw in attributes.items():
             value, known = (raw or "").strip(), key in values
             if not value:
                 if known:
                     del values[key]
+                    changed.append(f"fields.{key}")
+                continue
+            if key in defined:  # a field of one of their lists: stored typed, refused when it does not fit
+                typed, *_others = [fields.coerce(definition, value) for definition in defined[key]]
+                if not known or type(values[key]) is not type(typed) or values[key] != typed:
+                    values[key] = typed
                     changed.append(f"fields.{key}")
                 continue
             if known and str(values[key]) == value:

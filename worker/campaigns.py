@@ -34,7 +34,7 @@ from mailer.models import IssueRecord
 from mailer.settings import Settings, TransportName, get_settings
 from mailer.transports import get_transport
 from mailer.transports.base import Transport
-from subscribers import audience
+from subscribers import audience, fields
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import suppressed_among
 from worker import engagement, refusals
@@ -158,7 +158,8 @@ def plan_send(session: Session, send_id: int) -> int:
         select(literal(send_id), Subscriber.id, literal(DeliveryStatus.PENDING.value), literal(0))
         .select_from(Subscription)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(*audience.conditions(send.list_id, send.segment_expression, now=send.started_at))
+        .where(*audience.conditions(send.list_id, send.segment_expression, now=send.started_at,
+                                    field_types=fields.types_of(session, send.list_id)))
         .order_by(Subscriber.id))
     statement = _insert(session)(Delivery).from_select(["send_id", "subscriber_id", "status", "attempts"], eligible)
     session.execute(statement.on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"]))

@@ -10,7 +10,6 @@ import uvicorn
 from rich.text import Text
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Recipient
 from mailer.db import session_scope
@@ -21,6 +20,7 @@ from mailer.render import RenderedIssue, RenderError, render_issue
 from mailer.settings import get_settings
 from newsletter.cli.common import console, err
 from newsletter.web.preview import preview_app
+from subscribers import fields
 from subscribers.models import MailingList
 from worker import content as send_content
 
@@ -87,31 +87,20 @@ def render(issue_path: Path = typer.Argument(..., help="The issue's Markdown fil
     console.print(f"{len(issue.stories)} stories, subject: {personal_subject(content, recipient)}", highlight=False)
 
 
-def list_field_names(session: Session, list_id: int) -> set[str] | None:
-    """The custom fields a list defines, for `check --list`; None while the service has no field definitions
-    (then the fields an issue uses cannot be checked, and check says so). The one place to connect them."""
-    return None
-
-
 def _field_check(issue: Issue, path: Path, slug: str) -> bool:
     """Print the issue's uses of fields the list does not define; True when there is one. An unknown list is an
     error too: a check against nothing would pass."""
     try:
         with session_scope() as session:
             list_id = session.scalar(select(MailingList.id).where(MailingList.slug == slug))
-            known = None if list_id is None else list_field_names(session, list_id)
+            known = None if list_id is None else fields.field_names(session, list_id)
     except SQLAlchemyError as exc:
         err.print(f"error: cannot read list '{slug}': {type(exc).__name__}", style="red", highlight=False)
         return True
     if list_id is None:
         err.print(f"error: no list '{slug}'", style="red", highlight=False)
         return True
-    if known is None:
-        if issue.field_uses:
-            err.print(f"warning: fields of list '{slug}' are not known here; "
-                      f"{len(issue.field_uses)} use(s) of subscriber.fields not checked",
-                      style="yellow", highlight=False)
-        return False
+    assert known is not None
     problems = field_problems(issue, known, str(path))
     for problem in problems:
         err.print(str(problem), style="red", highlight=False)

@@ -22,8 +22,8 @@ from mailer.store import find_issue, issues_page, save_issue
 from newsletter.auth import Principal
 from newsletter.web.deps import api_admin, api_user, db_session
 from newsletter.web.embed import json_router
-from subscribers import audience, mailing_lists, queries, service, staff
-from subscribers.models import ConsentSource, MailingList, Subscriber, SubscriptionStatus, SuppressionReason
+from subscribers import audience, fields, mailing_lists, queries, service, staff
+from subscribers.models import ConsentSource, ListField, MailingList, Subscriber, SubscriptionStatus, SuppressionReason
 from subscribers.queries import ListOrder
 from subscribers.segments import SegmentError
 from subscribers.service import Refusal
@@ -131,6 +131,24 @@ class SegmentOut(BaseModel):
     name: str
     where: str
     matching: int
+
+
+class FieldIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64, description="A letter, then lowercase letters, digits or _.")
+    type: fields.FieldType = fields.FieldType.TEXT
+    options: list[str] = Field(default=[], max_length=fields.MAX_OPTIONS,
+                               description="The allowed values of a oneof field.")
+    default: str | None = Field(default=None, max_length=fields.MAX_VALUE,
+                                description="The value when a subscriber has none, as text (e.g. \"42\", \"yes\").")
+    subscriber_editable: bool = False
+
+
+class FieldOut(BaseModel):
+    name: str
+    type: str
+    options: list[str]
+    default: str | int | float | bool | None
+    subscriber_editable: bool
 
 
 class CountOut(BaseModel):
@@ -412,6 +430,32 @@ def post_segment(body: SegmentIn, user: Principal = Depends(api_user),
     session.commit()
     return SegmentOut(list=mailing_list.slug, name=segment.name, where=segment.expression,
                       matching=audience.count(session, mailing_list.id, segment.expression))
+
+
+def _field_out(field: ListField) -> FieldOut:
+    return FieldOut(name=field.name, type=field.type, options=list(field.options or ()), default=field.default,
+                    subscriber_editable=field.subscriber_editable)
+
+
+@api_app.get("/lists/{slug}/fields", response_model=list[FieldOut])
+def get_fields(slug: str, user: Principal = Depends(api_user), session: Session = db_session) -> list[FieldOut]:
+    """A list's custom fields in definition order (the order of the export's columns)."""
+    return [_field_out(field) for field in fields.fields_of(session, _list(session, slug).id)]
+
+
+@api_app.post("/lists/{slug}/fields", response_model=FieldOut, status_code=201)
+def post_field(slug: str, body: FieldIn, user: Principal = Depends(api_admin),
+               session: Session = db_session) -> FieldOut:
+    """Define a field: 422 for a bad name, option or default, 409 when the list already has it."""
+    mailing_list = _list(session, slug)
+    exists = body.name.strip().lower() in fields.field_names(session, mailing_list.id)
+    try:
+        field = fields.define_field(session, mailing_list, body.name, body.type.value, options=body.options,
+                                    default=body.default, editable=body.subscriber_editable)
+    except service.ServiceError as exc:
+        raise _bad(str(exc), 409 if exists else 422) from exc
+    session.commit()
+    return _field_out(field)
 
 
 @api_app.get("/segments/count", response_model=CountOut)

@@ -9,6 +9,8 @@ Rules that shape this file:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
@@ -21,8 +23,15 @@ from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, form_data
 from newsletter.web.signup import Result, captcha_widget
 from newsletter.web.templating import gettext_for, render_page
-from subscribers import mailing_lists, service
-from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, SubscriptionStatus
+from subscribers import fields, mailing_lists, service
+from subscribers.models import (
+    ConsentSource,
+    ListField,
+    MailingList,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+)
 from subscribers.service import NotSubscribed, ServiceError
 from subscribers.tokens import Purpose, TokenError, link, read_token
 from worker.notifications import notify_after_commit
@@ -257,14 +266,48 @@ def unsubscribe(request: Request, token: str, form: FormData = Depends(form_data
 # Preferences --------------------------------------------------------------------------------------------------
 
 def _preferences_page(request: Request, session: Session, subscriber: Subscriber, token: str,
-                      notice: str = "") -> HTMLResponse:
+                      notice: str = "", *, field_errors: dict[str, str] | None = None,
+                      typed: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
     rows = session.execute(select(Subscription, MailingList).join(MailingList)
                            .where(Subscription.subscriber_id == subscriber.id).order_by(MailingList.name)).all()
+    home = _home_list(session, subscriber)
+    _ = gettext_for(home)
+    typed, errors = typed or {}, field_errors or {}
+    details = [{"field": field,
+                "value": typed.get(field.name, fields.display(subscriber.attributes.get(field.name))),
+                "error": _field_problem(_, field, typed.get(field.name, "")) if field.name in errors else ""}
+               for field in _editable(session, subscriber)]
     return render_page(request, "public/preferences.html", {
         "email": subscriber.email, "name": subscriber.name, "notice": notice,
-        "tracking": not subscriber.tracking_opt_out,
+        "tracking": not subscriber.tracking_opt_out, "details": details, "max_value": fields.MAX_VALUE,
         "rows": [{"list": mailing_list, "status": sub.status.value} for sub, mailing_list in rows],
-        "export_url": f"/preferences/{token}/export"}, mailing_list=_home_list(session, subscriber))
+        "export_url": f"/preferences/{token}/export"}, status_code=status_code, mailing_list=home)
+
+
+def _active_lists(session: Session, subscriber: Subscriber) -> list[int]:
+    """The lists whose editable fields the person sees: those they are on or waiting to confirm."""
+    return list(session.scalars(select(Subscription.list_id).where(
+        Subscription.subscriber_id == subscriber.id, Subscription.status != SubscriptionStatus.UNSUBSCRIBED)
+        .order_by(Subscription.created_at, Subscription.id)))
+
+
+def _editable(session: Session, subscriber: Subscriber) -> list[ListField]:
+    return fields.editable_fields(session, _active_lists(session, subscriber))
+
+
+def _field_problem(_: Callable[[str], str], field: ListField, raw: str) -> str:
+    """What to fix, in the page's language (the service's message is English, for staff)."""
+    if len(raw.strip()) > fields.MAX_VALUE:
+        return _("That is too long.")
+    hints = {"number": _("Enter a number, such as 42 or 3.5."), "date": _("Enter a date as YYYY-MM-DD."),
+             "yesno": _("Choose yes or no."), "oneof": _("Choose one of the options.")}
+    return hints.get(field.type, _("That is too long."))
+
+
+def _field_values(form: FormData) -> dict[str, str]:
+    """`field.NAME` inputs as NAME -> text; a repeated name keeps its last value (a checkbox after its hidden
+    "no")."""
+    return {key.removeprefix("field."): str(form.getlist(key)[-1]) for key in form if key.startswith("field.")}
 
 
 def _home_list(session: Session, subscriber: Subscriber) -> MailingList | None:
@@ -316,6 +359,15 @@ def update_preferences(request: Request, token: str, form: FormData = Depends(fo
     if action == "name":
         service.update_preferences(session, subscriber.id, name=str(form.get("name", "")), ip=ip,
                                    user_agent=user_agent)
+        notice = _("Saved.")
+    elif action == "fields":
+        typed = _field_values(form)
+        errors = fields.apply_values(session, subscriber, _active_lists(session, subscriber), typed,
+                                     editable_only=True, source=ConsentSource.FORM, ip=ip, user_agent=user_agent)
+        if errors:
+            session.commit()  # the values that fit are kept
+            return _preferences_page(request, session, subscriber, token, _("Some values were not saved."),
+                                     field_errors=errors, typed=typed, status_code=400)
         notice = _("Saved.")
     elif action == "tracking":
         service.update_preferences(session, subscriber.id, tracking=form.get("tracking") == "on", ip=ip,

@@ -1,4 +1,5 @@
-"""Lists: all of them with their counts, creating one, and one list's settings with its sign-up form snippet."""
+"""Lists: all of them with their counts, creating one, and one list's settings, custom fields and sign-up form
+snippet."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from newsletter.web import embed
 from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
-from subscribers import audience, mailing_lists, queries, service
+from subscribers import audience, fields, mailing_lists, queries, service
 from subscribers.models import MailingList
 
 router = admin_router()
@@ -41,7 +42,9 @@ def list_view(request: Request, user: Principal, session: Session, mailing_list:
     context.setdefault("segment_form", {})
     return page(request, "list.html", user, "lists", mailing_list=mailing_list, snippet=_snippet(mailing_list),
                 counts=mailing_lists.list_counts(session, mailing_list.id), languages=supported_languages(),
-                segments=[segment for segment, _slug in audience.segments_of(session, mailing_list.id)], **context)
+                segments=[segment for segment, _slug in audience.segments_of(session, mailing_list.id)],
+                fields=fields.fields_of(session, mailing_list.id), field_types=list(fields.FieldType),
+                display=fields.display, **context)
 
 
 async def _apply_look(mailing_list: MailingList, form: dict[str, Any]) -> None:
@@ -115,3 +118,43 @@ async def edit_list(request: Request, slug: str, user: Principal = Depends(page_
         return list_view(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
     session.commit()
     return redirect(f"/admin/lists/{slug}", "Saved")
+
+
+@router.post("/lists/{slug}/fields", dependencies=[Depends(verify_csrf)])
+async def add_field(request: Request, slug: str, user: Principal = Depends(page_admin),
+                    session: Session = db_session) -> Response:
+    """Define a custom field from the list page's form (options one a line; an empty default means none)."""
+    try:
+        mailing_list = mailing_lists.get_list(session, slug)
+    except service.ServiceError as exc:
+        return _lists_page(request, user, session, str(exc), 404)
+    form = await read_form(request)
+    try:
+        field = fields.define_field(session, mailing_list, str(form.get("field_name") or ""),
+                                    str(form.get("field_type") or "text"),
+                                    options=str(form.get("field_options") or "").splitlines(),
+                                    default=str(form.get("field_default") or "") or None,
+                                    editable=form.get("field_editable") == "1")
+    except service.ServiceError as exc:
+        session.rollback()
+        return list_view(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
+    session.commit()
+    return redirect(f"/admin/lists/{slug}", f"Field {field.name} added")
+
+
+@router.post("/lists/{slug}/fields/remove", dependencies=[Depends(verify_csrf)])
+async def remove_field(request: Request, slug: str, user: Principal = Depends(page_admin),
+                       session: Session = db_session) -> Response:
+    """Remove a definition; subscribers' values stay in their attributes."""
+    try:
+        mailing_list = mailing_lists.get_list(session, slug)
+    except service.ServiceError as exc:
+        return _lists_page(request, user, session, str(exc), 404)
+    form = await read_form(request)
+    try:
+        fields.remove_field(session, mailing_list, str(form.get("field_name") or ""))
+    except service.ServiceError as exc:
+        session.rollback()
+        return list_view(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=404)
+    session.commit()
+    return redirect(f"/admin/lists/{slug}", "Field removed")
