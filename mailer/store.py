@@ -62,3 +62,7 @@ def issues_page(session: Session, limit: int, before: int | None = None) -> list
     if before is not None:
         query = query.where(IssueRecord.id < min(before, MAX_ID))
     return list(session.scalars(query.order_by(IssueRecord.id.desc()).limit(limit)))
+
+
+def issue_by_slug(session: Session, slug: str) -> IssueRecord | None:
+    return session.scalar(select(IssueRecord).where(IssueRecord.slug == slug))

@@ -109,8 +109,11 @@ class _LineReader:
 
 def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: str, *, confirmed: bool = False,
                consent_source: str = "", report_path: Path | None = None,
-               progress: Callable[[int, int], None] | None = None) -> ImportResult:
+               progress: Callable[[int, int], None] | None = None, welcome: bool = False) -> ImportResult:
     """Import `path` into a list. `progress(bytes_done, bytes_total)` is called after each committed chunk.
+
+    `welcome`: the list's welcome series mails the new subscriptions once confirmed (off by default: an import
+    must not mail a whole list out of the blue). A resumed import takes the option given to the new run.
 
     Reading and validating the next chunk overlaps the database writing the previous one, so Python and the
     database each keep a core busy. There is a single writer, so chunks commit in file order and the checkpoint
@@ -143,7 +146,8 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
         with report.open("w", newline="") as out:
             csvsafe.writer(out).writerow(REPORT_HEADER)
 
-    commit = partial(_commit_chunk, session_factory, job_id, list_id, direct, consent_source, report=report)
+    commit = partial(_commit_chunk, session_factory, job_id, list_id, direct, consent_source, report=report,
+                     welcome=welcome)
     define = partial(_define_columns, session_factory, list_id, path)
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer") as writer:
@@ -333,10 +337,11 @@ class _Chunk:
 
 
 def _commit_chunk(session_factory: Callable[[], Session], job_id: int, list_id: int, direct: bool,
-                  consent_source: str, chunk: _Chunk, report: Path) -> None:
+                  consent_source: str, chunk: _Chunk, report: Path, welcome: bool = False) -> None:
     """Write a chunk's rows, report lines and checkpoint in one transaction."""
     with session_factory() as session:
-        imported, skipped = _write_rows(session, list_id, direct, consent_source, chunk.rows, chunk.problems)
+        imported, skipped = _write_rows(session, list_id, direct, consent_source, chunk.rows, chunk.problems,
+                                        welcome=welcome)
         job = session.get(ImportJob, job_id)
         assert job is not None
         job.byte_offset, job.line_no = chunk.offset, chunk.line
@@ -355,7 +360,7 @@ def _commit_chunk(session_factory: Callable[[], Session], job_id: int, list_id: 
 
 
 def _write_rows(session: Session, list_id: int, direct: bool, consent_source: str, valid: dict[str, _Row],
-                problems: list[tuple[int, str, str]]) -> tuple[int, int]:
+                problems: list[tuple[int, str, str]], *, welcome: bool = False) -> tuple[int, int]:
     """Returns (new subscriptions, skipped rows); appends a report line for every row skipped."""
     if not valid:
         return 0, 0
@@ -370,7 +375,7 @@ def _write_rows(session: Session, list_id: int, direct: bool, consent_source: st
     # One "imported" event per new subscription, saying whether it arrived confirmed and on what consent.
     detail = {"consent_source": consent_source, "double_opt_in": not direct, "confirmed": direct}
     write = _write_postgresql if session.get_bind().dialect.name == "postgresql" else _write_generic
-    new_count, unchanged = write(session, list_id, direct, valid, detail, now)
+    new_count, unchanged = write(session, list_id, direct, valid, detail, now, welcome)
     for address in unchanged:
         # Existing subscriptions are left alone: above all, people who unsubscribed stay unsubscribed.
         problems.append((valid[address].line, address, "already on the list, left unchanged"))
@@ -378,7 +383,7 @@ def _write_rows(session: Session, list_id: int, direct: bool, consent_source: st
 
 
 def _write_generic(session: Session, list_id: int, direct: bool, valid: dict[str, _Row], detail: dict[str, Any],
-                   now: Any) -> tuple[int, list[str]]:
+                   now: Any, welcome: bool) -> tuple[int, list[str]]:
     """Any database with INSERT .. ON CONFLICT .. RETURNING (SQLite): executemany of cached statements.
 
     Returns (new subscriptions, addresses already on the list)."""
@@ -398,7 +403,7 @@ def _write_generic(session: Session, list_id: int, direct: bool, valid: dict[str
                  .returning(subscriptions_table.c.subscriber_id))
     new_ids = set(connection.execute(statement, [
         {"subscriber_id": ids[a], "list_id": list_id, "status": status, "source": "import", "created_at": now,
-         "confirmed_at": now if direct else None} for a in valid]).scalars())
+         "confirmed_at": now if direct else None, "welcome": welcome} for a in valid]).scalars())
     if new_ids:
         connection.execute(table_of(ConsentEvent).insert(), [
             {"subscriber_id": i, "list_id": list_id, "kind": ConsentKind.IMPORTED.value,
@@ -415,8 +420,8 @@ WITH upserted AS (
     ON CONFLICT (email) DO UPDATE SET name = COALESCE(NULLIF(EXCLUDED.name, ''), subscribers.name)
     RETURNING id, email),
 subscribed AS (
-    INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, confirmed_at)
-    SELECT id, %(list)s, %(status)s, 'import', %(now)s, %(confirmed_at)s FROM upserted
+    INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, confirmed_at, welcome)
+    SELECT id, %(list)s, %(status)s, 'import', %(now)s, %(confirmed_at)s, %(welcome)s FROM upserted
     ON CONFLICT (subscriber_id, list_id) DO NOTHING
     RETURNING subscriber_id),
 logged AS (
@@ -429,7 +434,7 @@ SELECT (SELECT count(*) FROM logged),
 
 
 def _write_postgresql(session: Session, list_id: int, direct: bool, valid: dict[str, _Row],
-                      detail: dict[str, Any], now: Any) -> tuple[int, list[str]]:
+                      detail: dict[str, Any], now: Any, welcome: bool) -> tuple[int, list[str]]:
     """PostgreSQL: COPY the chunk into a temporary table, then one statement. Several times faster than any
     parameterised INSERT, because the rows cross the wire in one stream and are parsed once."""
     raw = session.connection().connection.driver_connection
@@ -443,6 +448,7 @@ def _write_postgresql(session: Session, list_id: int, direct: bool, valid: dict[
         status = SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING
         cursor.execute(_PG_WRITE, {"now": now, "list": list_id, "status": status.value,
                                    "confirmed_at": now if direct else None, "kind": ConsentKind.IMPORTED.value,
+                                   "welcome": welcome,
                                    "source": ConsentSource.IMPORT.value, "detail": json.dumps(detail)})
         row = cursor.fetchone()
         assert row is not None

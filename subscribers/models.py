@@ -198,6 +198,7 @@ class Subscription(Base):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "list_id"),
         Index("ix_subscriptions_list_status", "list_id", "status", "subscriber_id"),
+        Index("ix_subscriptions_list_confirmed", "list_id", "confirmed_at"),  # the welcome series' window
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -208,6 +209,9 @@ class Subscription(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Whether the list's welcome series mails this subscription once confirmed: yes for sign-ups, no for an
+    # import unless staff ask for it (worker/welcome.py).
+    welcome: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     mailing_list: Mapped[MailingList] = relationship()

@@ -196,13 +196,16 @@ def _subscriber_for(session: Session, email: str, name: str) -> Subscriber:
 def subscribe(session: Session, mailing_list: MailingList, email: str, name: str = "", *, source: ConsentSource,
               ip: str | None = None, user_agent: str | None = None, confirmed: bool = False,
               consent_note: str = "", override_suppression: bool = False, ask_confirmation: bool = False,
-              extra: Mapping[str, Any] | None = None) -> Outcome:
+              extra: Mapping[str, Any] | None = None, welcome: bool | None = None) -> Outcome:
     """Start (or restart) a subscription. `confirmed` is for consent obtained elsewhere and must say where.
 
     `ask_confirmation` sends the confirmation email even on a list without double opt-in: staff adding someone by
     hand have no proof of consent unless the person confirms. `extra` goes into the consent events' detail (who did
-    it, on whose word).
+    it, on whose word). `welcome`: whether the list's welcome series mails this person once confirmed; by default
+    yes, except for an import (a CSV import opts in explicitly, see importer.import_csv).
     """
+    if welcome is None:
+        welcome = source is not ConsentSource.IMPORT
     address = normalise_email(email)
     check_local_part(address, mailing_list.allow_international)
     name = " ".join((name or "").split())[:200]
@@ -231,7 +234,8 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
     if subscription is None:
         status = SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING
         created = Subscription(subscriber_id=subscriber.id, list_id=mailing_list.id, status=status,
-                               source=source.value, created_at=now, confirmed_at=now if direct else None)
+                               source=source.value, created_at=now, confirmed_at=now if direct else None,
+                               welcome=welcome)
         try:
             with session.begin_nested():
                 session.add(created)
@@ -252,6 +256,7 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
     if (not direct and subscription.status is SubscriptionStatus.PENDING and subscription.created_at is not None
             and as_utc(subscription.created_at) > now - REQUEST_AGAIN_AFTER):
         return Outcome(subscription)  # a confirmation just went out: a double click or a replay gets no second one
+    subscription.welcome = welcome  # the newest sign-up decides
     if direct:
         was = subscription.status
         subscription.status, subscription.confirmed_at, subscription.unsubscribed_at = (

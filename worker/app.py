@@ -54,6 +54,7 @@ def make_celery() -> Celery:
             # Every third of a lease: a dead worker's rows are back within about 1.3 leases.
             "sweep-leases": {"task": "worker.tasks.sweep_leases", "schedule": max(5.0, settings.claim_lease_s / 3)},
             "start-due-sends": {"task": "worker.tasks.start_due_sends", "schedule": 30.0},
+            "welcome-series": {"task": "worker.tasks.run_welcome_series", "schedule": 30.0},
             "purge-pending": {"task": "worker.subscriber_tasks.purge_pending", "schedule": 6 * 3600.0},
             "apply-events": {"task": "worker.event_tasks.apply_events", "schedule": 60.0},
             "fetch-bounces": {"task": "worker.event_tasks.fetch_bounces", "schedule": 300.0},

@@ -20,7 +20,7 @@ from mailer.i18n import DEFAULT_LANGUAGE
 from mailer.models import IssueRecord
 from subscribers.mailing_lists import plausible_slug
 from subscribers.models import MailingList
-from worker.models import Send, SendStatus
+from worker.models import Send, SendKind, SendStatus
 
 SENT = (SendStatus.RUNNING, SendStatus.DONE, SendStatus.PAUSED)
 
@@ -48,14 +48,18 @@ class Copy:
     mailing_list: MailingList
 
 
-def _public_sends(list_id: int | None = None) -> Select[int, int]:
+def _public_sends(list_id: int | None = None, *, welcome: bool = False) -> Select[int, int]:
     """The first public send of each issue (of each issue to one list, with `list_id`): (issue_id, send_id).
 
-    The first, so the copy an issue's address shows does not change when it is sent again later.
+    The first, so the copy an issue's address shows does not change when it is sent again later. A welcome step's
+    send (`welcome`) is no issue of the newsletter: it stays out of the indexes and feeds, but its own page answers,
+    since the message's "view online" link points there.
     """
     query = (select(Send.issue_id, func.min(Send.id).label("send_id"))
              .join(MailingList, MailingList.id == Send.list_id)
              .where(Send.status.in_(SENT), MailingList.archive_private.is_(False)))
+    if not welcome:
+        query = query.where(Send.kind == SendKind.CAMPAIGN.value)
     if list_id is not None:
         query = query.where(Send.list_id == list_id)
     return query.group_by(Send.issue_id)
@@ -104,7 +108,7 @@ def public_list(session: Session, slug: str) -> MailingList | None:
 
 def lists_with_issues(session: Session) -> list[MailingList]:
     """The public lists that have published something, by name: the sections of the global index."""
-    listed = select(Send.list_id).where(Send.status.in_(SENT))
+    listed = select(Send.list_id).where(Send.status.in_(SENT), Send.kind == SendKind.CAMPAIGN.value)
     return list(session.scalars(select(MailingList).where(MailingList.archive_private.is_(False),
                                                           MailingList.id.in_(listed)).order_by(MailingList.name)))
 
@@ -117,7 +121,7 @@ def archived_copy(session: Session, issue_slug: str, mailing_list: MailingList |
     """
     if not plausible_slug(issue_slug):
         return None
-    chosen = _public_sends(mailing_list.id if mailing_list is not None else None).subquery()
+    chosen = _public_sends(mailing_list.id if mailing_list is not None else None, welcome=True).subquery()
     row = session.execute(
         select(Send, IssueRecord, MailingList)
         .join(chosen, Send.id == chosen.c.send_id)

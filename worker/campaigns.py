@@ -42,7 +42,7 @@ from worker.leases import TRANSIENT_DB_ERRORS, Heartbeat, until_stored
 from worker.leases import stalled_sends as stalled_sends  # the sweeper's queries live with the leases
 from worker.leases import sweep_leases as sweep_leases
 from worker.marking import mark
-from worker.models import Delivery, DeliveryStatus, Send, SendStatus
+from worker.models import Delivery, DeliveryStatus, Send, SendKind, SendStatus
 from worker.shutdown import ambiguous_window
 
 log = logging.getLogger(__name__)
@@ -415,12 +415,12 @@ def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Tr
 
 
 def finish_if_complete(send_id: int) -> bool:
-    """A running send with no pending or in-flight rows is done."""
+    """A running send with no pending or in-flight rows is done (a welcome step's never is: it awaits more)."""
     with session_scope() as session:
         open_rows = exists().where(Delivery.send_id == send_id,
                                    Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]))
         done = rowcount(session.execute(update(Send).where(Send.id == send_id, Send.status == SendStatus.RUNNING,
-                                                  ~open_rows)
+                                                  Send.kind == SendKind.CAMPAIGN.value, ~open_rows)
                                .values(status=SendStatus.DONE, finished_at=utcnow())))
     return bool(done)
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.db import id_in, session_scope, table_of, utcnow
-from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendStatus
+from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendKind, SendStatus
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +180,12 @@ def close_idle_sends(session: Session) -> list[int]:
     """Running, planned sends with nothing pending or in flight are done.
 
     The last batch closes its send itself; this catches the send whose last worker died after marking its rows
-    and before closing it, which would otherwise stay `running` for ever.
+    and before closing it, which would otherwise stay `running` for ever. A welcome step's send stays running: it
+    takes new recipients as their delay passes (worker/welcome.py).
     """
     closed = session.execute(
         update(Send).where(Send.status == SendStatus.RUNNING, Send.html.is_not(None),
+                           Send.kind == SendKind.CAMPAIGN.value,
                            ~_has(DeliveryStatus.PENDING),
                            ~_has(DeliveryStatus.SENDING))
         .values(status=SendStatus.DONE, finished_at=utcnow()).returning(Send.id)).scalars().all()

@@ -23,6 +23,14 @@ class SendStatus(StrEnum):
     FAILED = "failed"
 
 
+class SendKind(StrEnum):
+    """A stored string (no database enum): a campaign goes draft -> running -> done; a welcome step's send stays
+    running for as long as its step exists, taking new recipients as their delay passes (worker/welcome.py)."""
+
+    CAMPAIGN = "campaign"
+    WELCOME = "welcome"
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SENDING = "sending"
@@ -68,6 +76,28 @@ class Send(Base):
     # A compacted send (worker/retention.py) has no delivery rows left; its counters and report live here.
     figures: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     compacted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A welcome step's send is never "done", never in the archive's list nor in the recent sends (SendKind).
+    kind: Mapped[str] = mapped_column(String(16), default=SendKind.CAMPAIGN.value, server_default="campaign")
+
+
+class WelcomeStep(Base):
+    """One email of a list's welcome series: its send (kind 'welcome', issue frozen when the step was added)
+    takes every subscriber confirmed at or after `eligible_from` once `delay_seconds` have passed since their
+    confirmation. The ledger's unique (send, subscriber) row makes it once per subscriber, re-confirmations
+    included. Steps are numbered by delay (then age) when shown, so the series reads in the order it is mailed.
+    """
+
+    __tablename__ = "welcome_steps"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"), index=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), unique=True)
+    delay_seconds: Mapped[int] = mapped_column(Integer)
+    eligible_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Confirmations up to here were admitted (less a margin for late commits): each run looks at a short window.
+    covered_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 SENDING_ONLY = "status = 'sending'"

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from mailer.models import IssueRecord
 from subscribers.models import MailingList
+from worker import welcome
 from worker.figures import send_figures
-from worker.models import Delivery, ProviderEvent, Send, SendStatus
+from worker.models import Delivery, ProviderEvent, Send, SendKind, SendStatus, WelcomeStep
 from worker.stats import send_counters
 
 MAX_ID = 2**62  # an id from a URL beyond this cannot exist, and PostgreSQL would refuse it as out of BIGINT range
@@ -29,6 +30,17 @@ class SendRow:
     list_slug: str
     counts: dict[str, int]
     figures: dict[str, int] | None  # only when asked for, and only for a send in WITH_FIGURES
+
+
+@dataclass(frozen=True)
+class WelcomeStepRow:
+    position: int  # 1 = the first mailed (by delay)
+    step: WelcomeStep
+    delay: str  # as staff type it: 0, 30m, 2d, 1w
+    send: Send
+    issue: IssueRecord
+    counts: dict[str, int]
+    figures: dict[str, int]  # opened and clicked count people (machines excluded), as in every send's figures
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,8 @@ def recent_sends(session: Session, limit: int, *, with_figures: bool = False, be
     """The newest sends first, with their issue and list and their counters (the dashboard, `newsletter sends`);
     `before` pages back from a send id (keyset: a page costs the same at any depth)."""
     query = (select(Send, IssueRecord.slug, MailingList.slug)
-             .join(IssueRecord, IssueRecord.id == Send.issue_id).join(MailingList, MailingList.id == Send.list_id))
+             .join(IssueRecord, IssueRecord.id == Send.issue_id).join(MailingList, MailingList.id == Send.list_id)
+             .where(Send.kind == SendKind.CAMPAIGN.value))  # welcome steps: their list's series (welcome_series)
     if before is not None:
         query = query.where(Send.id < min(before, MAX_ID))
     rows = session.execute(query.order_by(Send.id.desc()).limit(limit)).all()
@@ -117,3 +130,17 @@ def subscriber_activity(session: Session, subscriber_id: int, email: str, limit:
                              .order_by(ProviderEvent.id.desc()).limit(limit))
     return SubscriberActivity(deliveries, list(events),
                               deliveries[-1].delivery.id if len(rows) > limit and deliveries else None)
+
+
+def welcome_series(session: Session, list_id: int) -> list[WelcomeStepRow]:
+    """A list's welcome series in mailing order, each step with its ledger counters and figures (`welcome ls`,
+    the list's admin page)."""
+    rows = []
+    for position, step in enumerate(welcome.steps_of(session, list_id), start=1):
+        send = session.get(Send, step.send_id)
+        assert send is not None
+        issue = session.get(IssueRecord, send.issue_id)
+        assert issue is not None
+        rows.append(WelcomeStepRow(position, step, welcome.format_delay(step.delay_seconds), send, issue,
+                                   send_counters(session, send.id), send_figures(session, send.id)))
+    return rows

@@ -35,10 +35,11 @@ from mailer.transports import get_transport
 from subscribers import audience
 from subscribers.models import MailingList
 from subscribers.service import ServiceError, normalise_email
-from worker import campaigns
-from worker.app import CONTINUE_SEND_TASK, PLAN_SEND_TASK, celery_app, is_inline, run_after_commit
+from worker import campaigns, engagement, welcome
+from worker.app import CONTINUE_SEND_TASK, PLAN_SEND_TASK, SEND_BATCH_TASK, celery_app, is_inline, run_after_commit
 from worker.content import SAMPLE_NAME, freeze, slots_of
-from worker.models import Send, SendStatus
+from worker.leases import ranges_of
+from worker.models import Send, SendKind, SendStatus, WelcomeStep
 from worker.ratelimit import throttle_for
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def create(session: Session, issue_id: int, list_id: int, options: SendOptions =
         raise SendError(f"Issue '{issue.slug}' has not been rendered.")
     _parses(issue)
     earlier = session.scalar(select(Send.id).where(
-        Send.issue_id == issue_id, Send.list_id == list_id,
+        Send.issue_id == issue_id, Send.list_id == list_id, Send.kind == SendKind.CAMPAIGN.value,
         Send.status.not_in([SendStatus.CANCELLED, SendStatus.FAILED])))
     if earlier is not None and not options.allow_resend:
         raise SendError(f"Issue '{issue.slug}' was already sent to '{mailing_list.slug}' (send {earlier}). "
@@ -149,6 +150,8 @@ def control(session: Session, send_id: int, action: SendAction, actor: str = "",
     accepts a running send, which is how an operator re-enqueues a send whose queue was lost.
     """
     affected = 0
+    if action is SendAction.CANCEL and session.scalar(select(Send.kind).where(Send.id == send_id)) == SendKind.WELCOME:
+        raise SendError(f"Send {send_id} is a welcome step's: remove the step instead (it stops its deliveries).")
     if action is SendAction.PAUSE:
         campaigns.pause(session, send_id, f"paused by {actor}" if actor else "")
     elif action is SendAction.RESUME:
@@ -160,6 +163,92 @@ def control(session: Session, send_id: int, action: SendAction, actor: str = "",
     if action in (SendAction.RESUME, SendAction.RETRY_FAILED):
         _after_commit(session, send_id, fresh=False, on_progress=on_progress)
     return affected
+
+
+# The welcome series --------------------------------------------------------------------------------------------
+
+def add_welcome_step(session: Session, list_id: int, issue_id: int, delay_seconds: int, *,
+                     since: datetime | None = None, created_by: str = "") -> WelcomeStep:
+    """Add a step to a list's welcome series: its send is created running, with the issue frozen now (later edits
+    of the issue change nothing; remove and add the step to mail a new version).
+
+    It takes subscribers confirmed from now on, or from `since` (in the past) when staff ask to welcome some who
+    are already there; each gets it `delay_seconds` after their confirmation, once.
+    """
+    query = select(MailingList).where(MailingList.id == list_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()  # two staff adding at once take turns, so the limit holds
+    mailing_list = session.scalar(query)
+    issue = session.get(IssueRecord, issue_id)
+    if issue is None or mailing_list is None:
+        raise SendError("No such issue or list.")
+    if not issue.html or not issue.text:
+        raise SendError(f"Issue '{issue.slug}' has not been rendered.")
+    _parses(issue)
+    if not 0 <= delay_seconds <= welcome.MAX_DELAY.total_seconds():
+        raise SendError(f"A welcome email can wait 0 to {welcome.MAX_DELAY.days} days after confirmation.")
+    if len(welcome.steps_of(session, list_id)) >= welcome.MAX_STEPS:
+        raise SendError(f"The list '{mailing_list.slug}' already has {welcome.MAX_STEPS} welcome emails, the most "
+                        "a series may have; remove one first.")
+    now = utcnow()
+    if since is not None and (since.tzinfo is None or since > now):
+        raise SendError("The first confirmation to welcome must be a past time with a time zone.")
+    settings = get_settings()
+    link_problem = settings.base_url_problem()
+    if link_problem and settings.production:
+        raise SendError(link_problem)
+    send = Send(issue_id=issue_id, list_id=list_id, transport=TransportName(settings.transport),
+                kind=SendKind.WELCOME.value, status=SendStatus.RUNNING, started_at=now, created_by=created_by)
+    session.add(send)
+    session.flush()
+    freeze(send, issue, mailing_list, settings)
+    engagement.freeze_links(session, send, mailing_list, settings.base_url)
+    step = WelcomeStep(list_id=list_id, send_id=send.id, delay_seconds=delay_seconds, eligible_from=since or now,
+                       created_by=created_by, created_at=now)
+    session.add(step)
+    session.flush()
+    return step
+
+
+def remove_welcome_step(session: Session, list_id: int, position: int) -> WelcomeStep:
+    """Remove the step at `position` (1 = first mailed): its send is cancelled, so nobody gets it from now on
+    (rows not yet sent are skipped; a batch in flight finds the send stopped). Its send and figures remain."""
+    steps = welcome.steps_of(session, list_id)
+    if not 1 <= position <= len(steps):
+        raise SendError(f"No welcome email at position {position}; the series has {len(steps)}.")
+    step = steps[position - 1]
+    send = session.get(Send, step.send_id)
+    if send is not None and send.status not in (SendStatus.CANCELLED, SendStatus.DONE):
+        campaigns.cancel(session, step.send_id)
+        send.status_reason = "welcome step removed"
+    session.delete(step)
+    session.flush()
+    return step
+
+
+def run_welcome_series(now: datetime | None = None) -> int:
+    """Admit every subscriber now due for a step and send them through the normal batches (beat, every 30 s).
+    Returns how many were admitted. With a broker the new rows' ranges are enqueued (a lost one is the sweeper's,
+    as for any send); without one, each step's pending rows are sent here."""
+    admitted = 0
+    with session_scope() as session:
+        steps = welcome.running_steps(session)
+    batch_size = get_settings().batch_size
+    for step_id, send_id in steps:
+        with session_scope() as session:
+            ids = welcome.admit_due(session, step_id, now)
+        admitted += len(ids)
+        if is_inline():
+            with session_scope() as session:
+                ranges = campaigns.pending_ranges(session, send_id)
+            if ranges:
+                run_inline(send_id, ranges)
+        else:
+            for first, last in ranges_of(ids, batch_size):
+                celery_app.send_task(SEND_BATCH_TASK, args=(send_id, first, last))
+    if admitted:
+        log.info("welcome series: %s deliveries admitted", admitted)
+    return admitted
 
 
 # Running -------------------------------------------------------------------------------------------------------

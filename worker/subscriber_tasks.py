@@ -11,6 +11,7 @@ from mailer.db import session_scope
 from mailer.transports import get_transport
 from subscribers.service import NotificationKind
 from subscribers.service import purge_pending as purge_pending_subscriptions
+from worker import welcome
 from worker.app import HOUSEKEEPING_QUEUE, celery_app
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,9 @@ def send_notification(self: Task, kind: str, subscription_id: int) -> str:
     from subscribers.emails import NotificationSkipped, build_notification  # noqa: PLC0415
 
     with session_scope() as session:
+        if kind == NotificationKind.WELCOME and welcome.series_welcomes(session, subscription_id):
+            log.info("welcome for subscription %s: the list's welcome series sends it", subscription_id)
+            return "skipped"
         try:
             content, recipient = build_notification(session, NotificationKind(kind), subscription_id)
         except NotificationSkipped as exc:

@@ -118,6 +118,12 @@ def compact_ledger() -> int:
     return len(retention.compact(keep_days).sends)
 
 
+@celery_app.task(name="worker.tasks.run_welcome_series", queue=HOUSEKEEPING_QUEUE)
+def run_welcome_series() -> int:
+    """Admit the subscribers due for a welcome step and enqueue their batches (safe to run twice at once)."""
+    return sends.run_welcome_series()
+
+
 def resume_send(send_id: int) -> int:
     """Enqueue a send's open ranges (its plan, if that never ran); returns how many batches were enqueued."""
     ranges = sends.open_ranges(send_id)

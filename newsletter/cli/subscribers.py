@@ -99,7 +99,10 @@ def export(list_slug: str = typer.Option(..., "--list"), out: Path = typer.Optio
 def import_(file: Path, list_slug: str = typer.Option(..., "--list"),
             confirmed: bool = typer.Option(False, help="They already consented (needs --consent-source)."),
             consent_source: str = typer.Option(""),
-            report: Path = typer.Option(None, help="Error report CSV (default: next to the file).")) -> None:
+            report: Path = typer.Option(None, help="Error report CSV (default: next to the file)."),
+            welcome: bool = typer.Option(False, "--welcome/--no-welcome",
+                                         help="The list's welcome series mails them once confirmed (default: "
+                                              "no).")) -> None:
     """Import a CSV (email,name,...); bad rows go to a report with their line numbers. Rerun to resume."""
     if not file.is_file():
         raise fail(f"{file}: {'a directory, not a CSV file' if file.is_dir() else 'no such file'}")
@@ -108,7 +111,7 @@ def import_(file: Path, list_slug: str = typer.Option(..., "--list"),
         task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
         try:
             result = importer.import_csv(new_session, file, list_slug, confirmed=confirmed,
-                                         consent_source=consent_source, report_path=report,
+                                         consent_source=consent_source, report_path=report, welcome=welcome,
                                          progress=lambda done, total: progress.update(task, completed=done))
         except (importer.ImportFileError, service.ServiceError) as exc:
             raise fail(str(exc)) from exc

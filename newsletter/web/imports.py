@@ -30,7 +30,7 @@ _running: dict[str, ImportProgress] = {}
 _lock = threading.Lock()
 
 
-def start(path: Path, list_slug: str, *, confirmed: bool, consent_source: str) -> str:
+def start(path: Path, list_slug: str, *, confirmed: bool, consent_source: str, welcome: bool = False) -> str:
     """Start importing `path`; returns the key to ask `progress` about."""
     key = secrets.token_urlsafe(12)
     state = ImportProgress(list_slug=list_slug, bytes_total=max(1, path.stat().st_size))
@@ -41,7 +41,8 @@ def start(path: Path, list_slug: str, *, confirmed: bool, consent_source: str) -
     def run() -> None:
         try:
             state.result = importer.import_csv(new_session, path, list_slug, confirmed=confirmed,
-                                               consent_source=consent_source, progress=report)
+                                               consent_source=consent_source, progress=report,
+                                               welcome=welcome)
             state.bytes_done = state.bytes_total
         except (importer.ImportFileError, service.ServiceError, service.InvalidEmail, UnicodeDecodeError) as exc:
             state.error = str(exc)

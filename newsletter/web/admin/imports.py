@@ -59,7 +59,8 @@ async def import_upload(request: Request, user: Principal = Depends(page_admin),
         while chunk := await upload.read(1 << 20):
             handle.write(chunk)
         path = Path(handle.name)
-    key = import_runs.start(path, list_slug, confirmed=confirmed, consent_source=consent_source)
+    key = import_runs.start(path, list_slug, confirmed=confirmed, consent_source=consent_source,
+                            welcome=form.get("welcome") == "1")
     return redirect(f"/admin/import/run/{key}")
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from mailer.i18n import supported_languages
+from mailer.store import find_issue, recent_issues
 from newsletter.auth import Principal
 from newsletter.web import embed
 from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
@@ -18,8 +19,10 @@ from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
 from subscribers import audience, fields, mailing_lists, queries, service
 from subscribers.models import MailingList
+from worker import reports, sends, welcome
 
 router = admin_router()
+ISSUES_OFFERED = 50  # the newest issues, offered for a welcome step
 
 
 def list_rows(session: Session) -> list[dict[str, Any]]:
@@ -44,7 +47,8 @@ def list_view(request: Request, user: Principal, session: Session, mailing_list:
                 counts=mailing_lists.list_counts(session, mailing_list.id), languages=supported_languages(),
                 segments=[segment for segment, _slug in audience.segments_of(session, mailing_list.id)],
                 fields=fields.fields_of(session, mailing_list.id), field_types=list(fields.FieldType),
-                display=fields.display, **context)
+                display=fields.display, series=reports.welcome_series(session, mailing_list.id),
+                max_steps=welcome.MAX_STEPS, issues=recent_issues(session, ISSUES_OFFERED), **context)
 
 
 async def _apply_look(mailing_list: MailingList, form: dict[str, Any]) -> None:
@@ -158,3 +162,51 @@ async def remove_field(request: Request, slug: str, user: Principal = Depends(pa
         return list_view(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=404)
     session.commit()
     return redirect(f"/admin/lists/{slug}", "Field removed")
+
+
+def _form_int(value: Any) -> int:
+    """A number from a form field, 0 when it is none (no id is 0): a forged field is an unknown id, not a 500."""
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() and len(text) < 19 else 0
+
+
+@router.post("/lists/{slug}/welcome", dependencies=[Depends(verify_csrf)])
+async def add_welcome_step(request: Request, slug: str, user: Principal = Depends(page_admin),
+                           session: Session = db_session) -> Response:
+    try:
+        mailing_list = mailing_lists.get_list(session, slug)
+    except service.ServiceError as exc:
+        return _lists_page(request, user, session, str(exc), 404)
+    form = await read_form(request)
+    issue = find_issue(session, _form_int(form.get("issue_id")))
+    try:
+        if issue is None:
+            raise sends.SendError("Choose an issue.")
+        step = sends.add_welcome_step(session, mailing_list.id, issue.id, welcome.parse_delay(str(form.get("after")
+                                                                                                     or "")),
+                                      created_by=user.email)
+    except (sends.SendError, welcome.DelayError) as exc:
+        session.rollback()
+        return list_view(request, user, session, mailing_list, flash=str(exc), flash_kind="error", status_code=400)
+    session.commit()
+    return redirect(f"/admin/lists/{slug}#welcome", f"Welcome email added (send {step.send_id})")
+
+
+@router.post("/lists/{slug}/welcome/remove", dependencies=[Depends(verify_csrf)])
+async def remove_welcome_step(request: Request, slug: str, user: Principal = Depends(page_admin),
+                              session: Session = db_session) -> Response:
+    """By the step's id, not its number: a page opened before another removal must not remove the wrong one."""
+    try:
+        mailing_list = mailing_lists.get_list(session, slug)
+    except service.ServiceError as exc:
+        return _lists_page(request, user, session, str(exc), 404)
+    form = await read_form(request)
+    step_id = _form_int(form.get("step"))
+    position = next((row.position for row in reports.welcome_series(session, mailing_list.id)
+                     if row.step.id == step_id), 0)
+    if not position:
+        return list_view(request, user, session, mailing_list, flash="No such welcome email (removed already?).",
+                          flash_kind="error", status_code=404)
+    sends.remove_welcome_step(session, mailing_list.id, position)
+    session.commit()
+    return redirect(f"/admin/lists/{slug}#welcome", f"Welcome email {position} removed")
