@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from mailer.issue import IssueError
 from mailer.render import RenderError
@@ -66,23 +65,22 @@ def add(list_slug: str = typer.Argument(..., metavar="LIST"),
 
 @welcome_app.command("ls")
 def ls(list_slug: str = typer.Argument(..., metavar="LIST")) -> None:
-    """The series in mailing order, with what each email did (opened and clicked count people, not machines)."""
-    table = Table("#", "after", "issue", "send", "status", "sent", "pending", "skipped", "failed", "opened",
-                  "clicked", "unsubscribed")
+    """The series in mailing order, one line per email with what it did (opened and clicked count people, not
+    machines; waiting = admitted, not yet sent)."""
     with db() as session:
         mailing_list = mailing_lists.get_list(session, list_slug)
         rows = reports.welcome_series(session, mailing_list.id)
+        if not rows:
+            console.print(f"{mailing_list.slug} has no welcome series"
+                          f"{' (its fixed welcome email is on)' if mailing_list.welcome_enabled else ''}.",
+                          highlight=False)
         for row in rows:
-            table.add_row(str(row.position), row.delay, row.issue.slug, str(row.send.id), row.send.status.value,
-                          str(row.counts["sent"]), str(row.counts["pending"] + row.counts["sending"]),
-                          str(row.counts["skipped"]), str(row.counts["failed"]), str(row.figures["opened"]),
-                          str(row.figures["clicked"]), str(row.figures["unsubscribed"]))
-    if not rows:
-        console.print(f"{list_slug} has no welcome series"
-                      f"{' (its fixed welcome email is on)' if mailing_list.welcome_enabled else ''}.",
-                      highlight=False)
-        return
-    console.print(table)
+            counts, figures = row.counts, row.figures
+            console.print(f"{row.position}. after {row.delay}: {row.issue.slug} (send {row.send.id}, "
+                          f"{row.send.status.value}) sent {counts['sent']}, waiting "
+                          f"{counts['pending'] + counts['sending']}, skipped {counts['skipped']}, failed "
+                          f"{counts['failed']}; opened {figures['opened']}, clicked {figures['clicked']}, "
+                          f"unsubscribed {figures['unsubscribed']}", highlight=False)
 
 
 @welcome_app.command("rm")
