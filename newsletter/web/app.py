@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -15,8 +19,18 @@ from newsletter.web.deps import LoginRequired
 from newsletter.web.security_headers import SecurityHeadersMiddleware
 
 
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """Once a server process has started: everything loaded so far (the app, its modules, templates) lives as long
+    as the process, so it is moved out of the garbage collector's sight. A full collection otherwise walks those
+    ~170,000 objects and holds every request for 50-150 ms: that pause was the slowest 1% of clicks under load."""
+    gc.collect()
+    gc.freeze()
+    yield
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="Newsletter", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="Newsletter", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
     app.add_middleware(CSRFCookieMiddleware)
     app.add_middleware(BodyLimitMiddleware)  # before anything reads a body (the CSRF check reads forms)
     app.add_middleware(SecurityHeadersMiddleware)  # every answer of the app gets the headers, 413s included
