@@ -5,6 +5,9 @@ Run: .venv/bin/python -m bench.send [--sizes 100000 1000000] [--paths sendgrid s
 smtp-dkim-rsa signs every message with an RSA-2048 DKIM key; smtp-dkim-dual adds an Ed25519 signature beside it.
 --merge-tags sends the issue with two merge tags in every message (the name and a custom field), so the cost of
 reading the subscribers' fields and filling two more slots per recipient can be compared with a plain run.
+--segment EXPR sends to a segment of the list instead of all of it (planned through the compiled expression; with
+an expression every bench subscriber matches, the cost of planning through a segment); the time until the plan is
+stored ("planned after") is printed with --batch-sizes.
 NEWSLETTER_BENCH_REDIS picks the Redis database the bench flushes and uses (default db 13).
 """
 
@@ -34,7 +37,8 @@ from mailer.dkim_signing import signer_from_settings
 from mailer.settings import get_settings, reset_settings
 from mailer.store import save_issue
 from newsletter.migrate import upgrade
-from subscribers import mailing_lists
+from subscribers import audience, mailing_lists
+from subscribers.models import MailingList
 from worker import sends
 from worker.app import reconfigure
 from worker.stats import send_counters
@@ -126,7 +130,7 @@ def dkim_algorithms() -> str:
 
 
 def run(size: int, path: str, batch_size: int = 1000, tracked: bool = True,
-        merge_tags: bool = False) -> dict[str, float | str]:
+        merge_tags: bool = False, segment: str | None = None) -> dict[str, float | str]:
     name, url = create_database()
     redis.Redis.from_url(BROKER).flushdb()
     tmp = Path(tempfile.mkdtemp())
@@ -152,6 +156,11 @@ def run(size: int, path: str, batch_size: int = 1000, tracked: bool = True,
     try:
         os.environ.update({k: v for k, v in env.items() if k.startswith("NEWSLETTER_")})
         list_id, issue_id = populate(url, size, tracked, merge_tags)
+        if segment:  # planned through the segment's compiled expression, inside the plan's INSERT .. SELECT
+            with session_scope() as session:
+                bench_list = session.get(MailingList, list_id)
+                assert bench_list is not None
+                audience.create_segment(session, bench_list, "bench", segment)
         for index in range(2):
             workers.append(subprocess.Popen(
                 [sys.executable, "-m", "newsletter.cli.run", "worker", "--concurrency=1", f"--hostname=bench{index}@%h",
@@ -163,14 +172,16 @@ def run(size: int, path: str, batch_size: int = 1000, tracked: bool = True,
         load = os.getloadavg()[0]
         started = time.perf_counter()
         with session_scope() as session:
-            options = sends.SendOptions(transport=env["NEWSLETTER_TRANSPORT"])
+            options = sends.SendOptions(transport=env["NEWSLETTER_TRANSPORT"], segment="bench" if segment else None)
             send_id = sends.create(session, issue_id, list_id, options).id
-        peak = 0.0
+        peak, planned_after = 0.0, 0.0
         while True:
             time.sleep(1)
             peak = max(peak, *(tree_rss_mb(w.pid) for w in workers))
             with session_scope() as session:
                 counts = send_counters(session, send_id)
+            if counts["planned"] and not planned_after:
+                planned_after = time.perf_counter() - started  # to within the 1 s poll
             if counts["planned"] and counts["pending"] == 0 and counts["sending"] == 0:
                 break
         seconds = time.perf_counter() - started
@@ -182,7 +193,7 @@ def run(size: int, path: str, batch_size: int = 1000, tracked: bool = True,
             tallies = re.findall(rb"mesg=(\d+)", (tmp / "smtp-sink.out").read_bytes())
             received = int(tallies[-1]) if tallies else 0
         return {"size": size, "seconds": seconds, "rate": size / seconds, "rss": peak, "sent": counts["sent"],
-                "received": received, "dkim": signing, "load": load}
+                "received": received, "dkim": signing, "load": load, "planned_after": planned_after}
     finally:
         for worker in workers:
             worker.terminate()
@@ -207,6 +218,9 @@ def main() -> None:
     parser.add_argument("--merge-tags", action="store_true",
                         help="An issue with two merge tags per message, the name and a custom field (compare with a "
                              "plain run).")
+    parser.add_argument("--segment", default=None, metavar="EXPR",
+                        help='Send to a segment of the list, e.g. \'fields.plan = "basic"\' (every bench subscriber '
+                             'matches it, so the same people are sent to: what planning through a segment costs).')
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[],
                         help="Only measure throughput at these batch sizes (printed, nothing written).")
     args = parser.parse_args()
@@ -214,17 +228,19 @@ def main() -> None:
         for path in args.paths:
             for size in args.sizes:
                 for batch_size in args.batch_sizes:
-                    r = run(size, path, batch_size, merge_tags=args.merge_tags)
+                    r = run(size, path, batch_size, merge_tags=args.merge_tags, segment=args.segment)
                     print(f"| {path} | {size:,} | {batch_size} | {r['seconds']:.1f} | {r['rate']:,.0f} | "
-                          f"{r['rss']:.0f} MB | {r['received']:,} |", flush=True)
+                          f"{r['rss']:.0f} MB | {r['received']:,} | planned after {r['planned_after']:.0f} s |",
+                          flush=True)
         return
     store = ROOT / "docs" / "bench-send.json"  # every (path, size) measured so far, so runs add up
     known = {f"{r['path']}:{r['size']}": r for r in (json.loads(store.read_text()) if store.exists() else [])}
     for path in args.paths:
         for size in args.sizes:
-            label = path + (", untracked" if args.untracked else "") + (", merge tags" if args.merge_tags else "")
-            known[f"{label}:{size}"] = run(size, path, tracked=not args.untracked,
-                                           merge_tags=args.merge_tags) | {"path": label}
+            label = (path + (", untracked" if args.untracked else "") + (", merge tags" if args.merge_tags else "")
+                     + (", segment" if args.segment else ""))
+            known[f"{label}:{size}"] = run(size, path, tracked=not args.untracked, merge_tags=args.merge_tags,
+                                           segment=args.segment) | {"path": label}
     store.write_text(json.dumps(sorted(known.values(), key=lambda r: (r["path"], r["size"])), indent=1))
     results = sorted(known.values(), key=lambda r: (r["path"], r["size"]))
     lines = ["## Sending (`python -m bench.send`)", "",
