@@ -122,13 +122,15 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body(server: str
 
 
 def test_a_content_length_that_lies_does_not_get_past_the_count(server: str) -> None:
-    """Declares 100 bytes but streams 60 MB chunked (the chunked framing wins, as HTTP says): the count of what
-    really arrives decides, not the header."""
+    """Declares 100 bytes but streams 60 MB chunked. Under h11 the chunked framing wins, as HTTP says, and the count
+    of what really arrives decides (413); httptools, uvicorn's parser with the project's dependencies, refuses a
+    request carrying both headers before any of its body is read (400: RFC 9112 6.3 calls it a smuggling attempt).
+    Either way nothing gets in and nothing is buffered."""
     _peak_rss_reset()
     before = _peak_rss()
     response, sent = _post(server, "/api/v1/issues", {"Content-Type": "application/json", "Content-Length": "100",
                                                       "Transfer-Encoding": "chunked"}, _chunked(60 * MB))
-    assert response.status == 413, response.data[:300]
+    assert response.status in (400, 413), response.data[:300]
     assert sent < 30 * MB and _peak_rss() - before < 40 * MB
 
 
