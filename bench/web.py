@@ -180,7 +180,10 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ) | {
         "NEWSLETTER_DATABASE_URL": url, "NEWSLETTER_BROKER_URL": args.redis, "NEWSLETTER_DATA_DIR": str(workdir),
-        "NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_BASE_URL": base, "NEWSLETTER_ENV": "production",
+        # Production mode refuses a base URL that is not public https; the links it signs are never followed here
+        # (the load goes to `base`), so a public name stands in.
+        "NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_BASE_URL": "https://news.example.com",
+        "NEWSLETTER_ENV": "production",
         "NEWSLETTER_SUBSCRIBE_RATE_PER_IP": "1000000000", "NEWSLETTER_SUBSCRIBE_RATE_PER_EMAIL": "1000000000"}
     os.environ.update({k: v for k, v in env.items() if k.startswith("NEWSLETTER_")})
     server = None

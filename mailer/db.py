@@ -8,6 +8,7 @@ writing to one file at once.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -76,13 +77,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 _ENGINES: dict[str, Engine] = {}
 _FACTORIES: dict[str, sessionmaker[Session]] = {}
+# One engine (one pool) per process and URL, even when a burst of first requests reaches every thread of the web
+# server's pool at once: without the lock each of them made its own engine, and 2 processes x 40 threads of pools
+# ran PostgreSQL out of connections ("too many clients", bench/web.py).
+_CREATING = threading.Lock()
 
 
 def get_engine(url: str | None = None) -> Engine:
     url = url or default_url()
     engine = _ENGINES.get(url)
     if engine is None:
-        engine = _ENGINES[url] = _make_engine(url)
+        with _CREATING:
+            engine = _ENGINES.get(url)
+            if engine is None:
+                engine = _ENGINES[url] = _make_engine(url)
     return engine
 
 
@@ -113,7 +121,11 @@ def dispose_engines() -> None:
 def _session_factory(url: str) -> sessionmaker[Session]:
     factory = _FACTORIES.get(url)
     if factory is None:
-        factory = _FACTORIES[url] = sessionmaker(bind=get_engine(url), expire_on_commit=False)
+        engine = get_engine(url)
+        with _CREATING:
+            factory = _FACTORIES.get(url)
+            if factory is None:
+                factory = _FACTORIES[url] = sessionmaker(bind=engine, expire_on_commit=False)
     return factory
 
 
