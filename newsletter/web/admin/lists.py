@@ -35,6 +35,14 @@ def _lists_page(request: Request, user: Principal, session: Session, flash: str,
                 status_code=status_code)
 
 
+def _find_list(request: Request, user: Principal, session: Session, slug: str) -> MailingList | HTMLResponse:
+    """The list a page's URL names, or the lists page with a 404 saying there is none."""
+    try:
+        return mailing_lists.get_list(session, slug)
+    except service.ServiceError as exc:
+        return _lists_page(request, user, session, str(exc), 404)
+
+
 def _snippet(mailing_list: MailingList) -> dict[str, str]:
     return embed.snippets(mailing_list)
 
@@ -86,20 +94,18 @@ async def create_list(request: Request, user: Principal = Depends(page_admin),
 @router.get("/lists/{slug}", response_class=HTMLResponse)
 def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
               session: Session = db_session) -> HTMLResponse:
-    try:
-        mailing_list = mailing_lists.get_list(session, slug)
-    except service.ServiceError as exc:
-        return _lists_page(request, user, session, str(exc), 404)
+    mailing_list = _find_list(request, user, session, slug)
+    if not isinstance(mailing_list, MailingList):
+        return mailing_list
     return list_view(request, user, session, mailing_list, flash=flash_message(request))
 
 
 @router.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])
 async def edit_list(request: Request, slug: str, user: Principal = Depends(page_admin),
                     session: Session = db_session) -> Response:
-    try:
-        mailing_list = mailing_lists.get_list(session, slug)
-    except service.ServiceError as exc:
-        return _lists_page(request, user, session, str(exc), 404)
+    mailing_list = _find_list(request, user, session, slug)
+    if not isinstance(mailing_list, MailingList):
+        return mailing_list
     form = await read_form(request)
     try:
         await _apply_look(mailing_list, form)
@@ -128,10 +134,9 @@ async def edit_list(request: Request, slug: str, user: Principal = Depends(page_
 async def add_field(request: Request, slug: str, user: Principal = Depends(page_admin),
                     session: Session = db_session) -> Response:
     """Define a custom field from the list page's form (options one a line; an empty default means none)."""
-    try:
-        mailing_list = mailing_lists.get_list(session, slug)
-    except service.ServiceError as exc:
-        return _lists_page(request, user, session, str(exc), 404)
+    mailing_list = _find_list(request, user, session, slug)
+    if not isinstance(mailing_list, MailingList):
+        return mailing_list
     form = await read_form(request)
     try:
         field = fields.define_field(session, mailing_list, str(form.get("field_name") or ""),
@@ -150,10 +155,9 @@ async def add_field(request: Request, slug: str, user: Principal = Depends(page_
 async def remove_field(request: Request, slug: str, user: Principal = Depends(page_admin),
                        session: Session = db_session) -> Response:
     """Remove a definition; subscribers' values stay in their attributes."""
-    try:
-        mailing_list = mailing_lists.get_list(session, slug)
-    except service.ServiceError as exc:
-        return _lists_page(request, user, session, str(exc), 404)
+    mailing_list = _find_list(request, user, session, slug)
+    if not isinstance(mailing_list, MailingList):
+        return mailing_list
     form = await read_form(request)
     try:
         fields.remove_field(session, mailing_list, str(form.get("field_name") or ""))
@@ -173,10 +177,9 @@ def _form_int(value: Any) -> int:
 @router.post("/lists/{slug}/welcome", dependencies=[Depends(verify_csrf)])
 async def add_welcome_step(request: Request, slug: str, user: Principal = Depends(page_admin),
                            session: Session = db_session) -> Response:
-    try:
-        mailing_list = mailing_lists.get_list(session, slug)
-    except service.ServiceError as exc:
-        return _lists_page(request, user, session, str(exc), 404)
+    mailing_list = _find_list(request, user, session, slug)
+    if not isinstance(mailing_list, MailingList):
+        return mailing_list
     form = await read_form(request)
     issue = find_issue(session, _form_int(form.get("issue_id")))
     try:
@@ -196,10 +199,9 @@ async def add_welcome_step(request: Request, slug: str, user: Principal = Depend
 async def remove_welcome_step(request: Request, slug: str, user: Principal = Depends(page_admin),
                               session: Session = db_session) -> Response:
     """By the step's id, not its number: a page opened before another removal must not remove the wrong one."""
-    try:
-        mailing_list = mailing_lists.get_list(session, slug)
-    except service.ServiceError as exc:
-        return _lists_page(request, user, session, str(exc), 404)
+    mailing_list = _find_list(request, user, session, slug)
+    if not isinstance(mailing_list, MailingList):
+        return mailing_list
     form = await read_form(request)
     step_id = _form_int(form.get("step"))
     position = next((row.position for row in reports.welcome_series(session, mailing_list.id)
