@@ -114,14 +114,37 @@ def send_links(session: Session, send_id: int) -> dict[int, str]:
 
 # Recording -----------------------------------------------------------------------------------------------------
 
+_HIT_COLUMNS = ("send_id", "delivery_id", "kind", "position", "source", "method", "at", "network", "user_agent",
+                "reason")
+
+
+def _hit_row(hit: Hit) -> tuple[object, ...]:
+    """A hit as a row. The user agent is whatever a client sent: PostgreSQL refuses a NUL in text, and one such
+    row would fail its whole batch at every retry, so NULs are dropped here."""
+    return (hit.send_id, hit.delivery_id, hit.kind.value, hit.position, hit.source, hit.method[:8], hit.at,
+            hit.network[:64], hit.user_agent.replace("\x00", "")[:300], hit.hint[:200])
+
+
 def store_hits(session: Session, hits: Sequence[Hit]) -> int:
-    """Write raw hits in one statement (the redirect's writer thread calls this with a batch)."""
+    """Write raw hits in one statement (the redirect's writer thread calls this with a batch).
+
+    On PostgreSQL the rows are streamed with COPY: the writer shares its process (and the interpreter lock) with
+    the redirect, and a parameterised INSERT spends ~20 us of Python a row where COPY spends ~3 us, so a flush of
+    4,000 hits holds the lock for ~11 ms instead of ~80 ms, which was the slowest 1% of clicks (bench/tracking.py).
+    """
     if not hits:
         return 0
-    session.execute(insert(table_of(EngagementHit)), [
-        {"send_id": h.send_id, "delivery_id": h.delivery_id, "kind": h.kind.value, "position": h.position,
-         "source": h.source, "method": h.method[:8], "at": h.at, "network": h.network[:64],
-         "user_agent": h.user_agent[:300], "verdict": None, "reason": h.hint[:200]} for h in hits])
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        raw = connection.connection.driver_connection
+        assert raw is not None  # a checked-out connection
+        with raw.cursor() as cursor, cursor.copy(
+                f"COPY engagement_hits ({', '.join(_HIT_COLUMNS)}) FROM STDIN") as copy:
+            for hit in hits:
+                copy.write_row(_hit_row(hit))
+        return len(hits)
+    session.execute(insert(table_of(EngagementHit)),
+                    [dict(zip(_HIT_COLUMNS, _hit_row(hit), strict=True)) for hit in hits])
     return len(hits)
 
 

@@ -2,7 +2,8 @@
 
 A request verifies the token (one HMAC), finds the URL in a per-process cache of the send's links (the database is
 read once per send and process), queues the hit in memory and answers. A writer thread stores queued hits in
-batches every `FLUSH_S` seconds; classification and counting happen later, in the worker (worker/engagement.py).
+batches every `FLUSH_S` seconds (small and frequent, so each holds the interpreter lock for a few ms only);
+classification and counting happen later, in the worker (worker/engagement.py).
 Only URLs that were in the send's message are ever redirected to, so the endpoint is no open redirect; tokens never
 expire, so a link in a message works for years.
 """
@@ -28,7 +29,7 @@ from worker.engagement import EngagementKind, Hit, send_links, store_hits, trunc
 
 log = logging.getLogger(__name__)
 
-FLUSH_S = 0.5
+FLUSH_S = 0.1
 MAX_QUEUED = 100_000  # beyond this (the database is away for minutes) new hits are dropped, never the service
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,"
          b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")

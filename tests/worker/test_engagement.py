@@ -362,6 +362,25 @@ def test_recorder_keeps_hits_while_the_database_is_away(db_url: str) -> None:
     assert recorder.flush() == 3 and stored == [1, 2, 3]
 
 
+def test_stored_hits_keep_hostile_user_agents_intact(db_url: str) -> None:
+    """The writer streams hits with COPY on PostgreSQL: tabs, newlines, backslashes, quotes and non-ASCII in a user
+    agent must arrive as sent (COPY's own delimiters are in that set), a NUL is dropped instead of failing the batch,
+    and an overlong agent is cut, not refused."""
+    agents = ["Mozilla/5.0\tTab\nNew line\\N \\. backslash", "quote ' \" end", "Ünïcödé 😀 агент",
+              "nul\x00inside", "x" * 1000, ""]
+    at = utcnow()
+    with session_scope() as session:
+        stored = engagement.store_hits(session, [
+            Hit(7, n, EngagementKind.OPEN, None, "pixel", "GET", at, "198.51.100.0/24", agent)
+            for n, agent in enumerate(agents)])
+    with session_scope() as session:
+        rows = session.execute(select(EngagementHit.delivery_id, EngagementHit.user_agent, EngagementHit.verdict,
+                                      EngagementHit.position).order_by(EngagementHit.delivery_id)).all()
+    assert stored == len(agents) == len(rows)
+    assert [row.user_agent for row in rows] == [*agents[:3], "nulinside", "x" * 300, ""]
+    assert {(row.verdict, row.position) for row in rows} == {(None, None)}
+
+
 def _in_own_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     """asyncio.run in a thread of its own: a browser test earlier in the session may leave a loop running in this
     one (Playwright's sync API does)."""
