@@ -228,7 +228,8 @@ def main() -> None:
         for path in args.paths:
             for size in args.sizes:
                 for batch_size in args.batch_sizes:
-                    r = run(size, path, batch_size, merge_tags=args.merge_tags, segment=args.segment)
+                    r = run(size, path, batch_size, tracked=not args.untracked, merge_tags=args.merge_tags,
+                            segment=args.segment)
                     print(f"| {path} | {size:,} | {batch_size} | {r['seconds']:.1f} | {r['rate']:,.0f} | "
                           f"{r['rss']:.0f} MB | {r['received']:,} | planned after {r['planned_after']:.0f} s |",
                           flush=True)

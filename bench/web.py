@@ -143,6 +143,17 @@ def wrk(base: str, script: Path, seconds: int, connections: int) -> dict[str, fl
     return figures
 
 
+def profile(server_pid: int, directory: Path, name: str, seconds: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every process of the server (the supervisor and its workers) for the length of one route."""
+    directory.mkdir(parents=True, exist_ok=True)
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    return [subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "-p", pid, "-d",
+                              str(max(1, seconds - 1)), "-r", "250", "-f", "raw", "-o",
+                              str(directory / f"{name}-{pid}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for pid in [str(server_pid), *children]]
+
+
 def after_burst(base: str, url: str) -> tuple[float, int]:
     """Seconds a page takes right after the burst, and the app's connections still in a transaction once the server
     has finished what it had accepted (polled for up to 10 s): 0 means nothing is stuck."""
@@ -169,6 +180,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--redis", default=os.environ.get("NEWSLETTER_BENCH_REDIS", "redis://127.0.0.1:6379/7"))
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy (pip install py-spy) samples every server process during each route and writes "
+                             "collapsed stacks to DIR/<route>-<pid>.txt: where the time goes")
+    parser.add_argument("--routes", nargs="*", default=None, metavar="N",
+                        help="only these routes, by number (1-5, in the order printed)")
     parser.add_argument("--server-root", type=Path, default=None,
                         help="serve the code of another checkout (a 'before' figure; its serve has no --workers)")
     args = parser.parse_args()
@@ -216,8 +232,13 @@ def main() -> None:
             ("GET /archive", lua_paths("archive", ["/archive"], "GET", "", {}, workdir)),
         ]
         rows = []
-        for label, script in routes:
+        for number, (label, script) in enumerate(routes, start=1):
+            if args.routes and str(number) not in args.routes:
+                continue
+            samplers = profile(server.pid, args.profile, f"route{number}", args.seconds) if args.profile else []
             figures = wrk(base, script, args.seconds, args.connections)
+            for sampler in samplers:
+                sampler.wait(timeout=30)
             took, stuck = after_burst(base, url)
             rows.append((label, figures, took, stuck))
             print(f"{label:<45} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:7.1f} ms  "
