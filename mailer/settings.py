@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: str = "none"  # none | starttls | ssl
     smtp_timeout_s: float = 30.0
+    # Connections per worker process, each sending its share of a batch (mailer/transports/smtp.py). A relay
+    # that limits connections per client sees at most this times the worker processes.
+    smtp_connections: int = Field(default=4, ge=1, le=32)
     unsubscribe_mailto: str | None = None  # e.g. unsubscribe@news.example.com, also listed in List-Unsubscribe
     max_delivery_attempts: int = 5
     bounce_domain: str | None = None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import replace
 
 import pytest
 
-from mailer.batch import Content, Recipient
+from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.placeholders import Key
-from mailer.transports.smtp import SMTPTransport
+from mailer.transports.smtp import MIN_SHARE, SMTPTransport, _gather
 from mailer.transports.smtp_session import dot_stuff
 from tests.support.smtp_sink import SMTPSink
 
@@ -30,16 +31,68 @@ def sink(request: pytest.FixtureRequest) -> Iterator[SMTPSink]:
     server.stop()
 
 
-def transport(sink: SMTPSink) -> SMTPTransport:
+def transport(sink: SMTPSink, connections: int = 1) -> SMTPTransport:
     return SMTPTransport("127.0.0.1", sink.port, message_id_domain="news.example.com",
-                        default_return_path="bounces@news.example.com", timeout_s=5)
+                        default_return_path="bounces@news.example.com", timeout_s=5, connections=connections)
+
+
+def test_a_batch_shared_over_connections_arrives_once_and_in_order(sink: SMTPSink) -> None:
+    """Four connections, each a contiguous share: every recipient once, results in the batch's order, refusals
+    per recipient wherever they fall, and the connections kept for the next batch."""
+    batch = people(4 * MIN_SHARE + 3)
+    for refused in (0, MIN_SHARE, 2 * MIN_SHARE + 1, len(batch) - 1):  # at the edges of the shares
+        sink.reject(f"p{refused}@example.com")
+    client = transport(sink, connections=4)
+    results = client.send(CONTENT, batch)
+    assert sink.handler.greetings == 4
+    assert [r.recipient.email for r in results] == [r.email for r in batch]
+    assert [i for i, r in enumerate(results) if not r.ok] == [0, MIN_SHARE, 2 * MIN_SHARE + 1, len(batch) - 1]
+    assert len({r.message_id for r in results if r.ok}) == len(batch) - 4
+    client.send(CONTENT, people(MIN_SHARE - 1, "example.org"))  # too small to share: one connection, reused
+    client.close()
+    assert sink.handler.greetings == 4
+    counts = sink.counts()
+    assert sum(counts.values()) == len(batch) - 4 + MIN_SHARE - 1 and set(counts.values()) == {1}
+
+
+def test_a_dropped_line_in_one_share_is_redialled_and_nobody_is_lost(sink: SMTPSink) -> None:
+    sink.handler.hang_up_at_data = {7}
+    client = transport(sink, connections=3)
+    results = client.send(CONTENT, people(3 * MIN_SHARE))
+    client.close()
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert sink.counts() == {f"p{i}@example.com": 1 for i in range(3 * MIN_SHARE)}
+    assert sink.handler.greetings == 4  # three connections and one redial
+
+
+def _done(value: list[Result] | TransportError) -> Future[list[Result]]:
+    future: Future[list[Result]] = Future()
+    if isinstance(value, TransportError):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+    return future
+
+
+def test_a_share_that_could_not_connect_comes_back_for_later_once_others_went_out() -> None:
+    """Raising after another share went out would hand its sent rows back as unsent, and they would go again."""
+    first, second = people(2), people(2, "example.org")
+    sent = [Result(r, ok=True, message_id="m") for r in first]
+    results = _gather([_done(sent), _done(TransportError("connection refused", retryable=True))], [first, second])
+    assert [r.ok for r in results] == [True, True, False, False]
+    assert all(r.retryable and "connection refused" in (r.error or "") for r in results[2:])
+    with pytest.raises(TransportError) as info:  # nothing went out: the batch is retried whole, or paused
+        _gather([_done(TransportError("busy", retryable=True)), _done(TransportError("login refused", fatal=True))],
+                [first, second])
+    assert info.value.fatal
 
 
 def test_the_client_pipelines_only_when_the_server_offers_it(sink: SMTPSink) -> None:
     client = transport(sink)
     client.send(CONTENT, people(1))
-    assert client._connection is not None
-    assert bool(client._connection.has_extn("pipelining")) is sink.handler.pipelining
+    connection = client._lanes[0]._connection
+    assert connection is not None
+    assert bool(connection.has_extn("pipelining")) is sink.handler.pipelining
     client.close()
 
 

@@ -7,6 +7,7 @@ In-process: `SMTPSink().start()`. As a process for multi-process tests:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import email
 import socket
 import threading
@@ -43,10 +44,14 @@ class SinkHandler:
     hang_up_at_data: set[int] = field(default_factory=set)  # the Nth messages (1-based) at which to drop the line
     data_count: int = 0
     reject_senders: dict[str, str] = field(default_factory=dict)  # MAIL FROM address -> SMTP reply
+    greetings: int = 0  # EHLOs seen: one per connection a client opened
+    data_delay_s: float = 0.0  # answer each end of data this late (a distant or slow relay; other sessions go on)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
+        with self.lock:
+            self.greetings += 1
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
@@ -69,6 +74,8 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_delay_s:
+            await asyncio.sleep(self.data_delay_s)
         data = envelope.original_content or b""
         with self.lock:
             self.data_count += 1
@@ -130,8 +137,12 @@ def main(argv: Any = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--pipelining", action="store_true")
+    parser.add_argument("--data-delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
-    sink = SMTPSink(args.port, args.log).start()
+    sink = SMTPSink(args.port, args.log, pipelining=args.pipelining)
+    sink.handler.data_delay_s = args.data_delay_ms / 1000
+    sink.start()
     print(f"listening on {sink.port}", flush=True)
     try:
         while True:
