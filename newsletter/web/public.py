@@ -34,6 +34,7 @@ from subscribers.models import (
 )
 from subscribers.service import NotSubscribed, ServiceError
 from subscribers.tokens import Purpose, TokenError, link, read_token
+from worker.campaigns import await_handover
 from worker.notifications import notify_after_commit
 
 router = APIRouter()
@@ -251,6 +252,7 @@ def unsubscribe(request: Request, token: str, form: FormData = Depends(form_data
                             detail={"method": "one-click" if one_click else "page", "scope": "all" if scope_all
                                     else "list"})
         session.commit()
+        await_handover(subscriber.id)  # answered once no batch in flight can still hand them the issue
     if one_click:
         return Response("Unsubscribed.", status_code=200, media_type="text/plain")
     mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
@@ -389,11 +391,15 @@ def update_preferences(request: Request, token: str, form: FormData = Depends(fo
         if form.get("confirm_erase") != "yes":
             return _preferences_page(request, session, subscriber, token, _("Tick the box to confirm erasure."))
         home = _home_list(session, subscriber)
+        erased_id = subscriber.id
         service.erase(session, subscriber.id, source=ConsentSource.FORM)
         session.commit()
+        await_handover(erased_id)
         return _message(request, _("Your data is erased"),
                         _("We deleted your address and everything we knew about you. We keep only a one-way "
                           "fingerprint of the address so that it is never added again by mistake."),
                         mailing_list=home)
     session.commit()
+    if action == "unsubscribe":
+        await_handover(subscriber.id)
     return _preferences_page(request, session, subscriber, token, notice)
