@@ -6,10 +6,10 @@ Only [a-z0-9] are used: local parts survive case-folding MTAs that way.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
+from mailer.keyed_hash import keyed_hash
 from mailer.settings import Settings, get_settings
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -26,7 +26,7 @@ def _base36(number: int) -> str:
 
 
 def _mac(delivery: str, secret: str) -> str:
-    digest = hmac.new(secret.encode(), f"verp:{delivery}".encode(), hashlib.sha256).digest()
+    digest = keyed_hash(secret.encode(), "sha256").digest(f"verp:{delivery}".encode())
     return _base36(int.from_bytes(digest[:7], "big")).rjust(10, "0")[-10:]
 
 

@@ -19,6 +19,7 @@ from functools import lru_cache
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from itsdangerous.encoding import base64_encode, int_to_bytes
 
+from mailer.keyed_hash import keyed_hash
 from mailer.settings import Settings, get_settings
 
 
@@ -67,7 +68,7 @@ def _sign(key: bytes, value: str, stamp: str) -> str:
     """itsdangerous' TimestampSigner format, `value.stamp.mac`, with one C-level HMAC-SHA1: a send signs two links
     per recipient, and the general signer spends most of its time deriving the same key again."""
     signed = f"{value}.{stamp}"
-    return f"{signed}.{base64_encode(hmac.digest(key, signed.encode(), 'sha1')).decode()}"
+    return f"{signed}.{base64_encode(keyed_hash(key, 'sha1').digest(signed.encode())).decode()}"
 
 
 def _value(subscriber_id: int, list_id: int | None) -> str:
@@ -150,11 +151,11 @@ class TrackTokens:
 
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or get_settings()
-        self._key = _signing_key(Purpose.TRACK, settings.secret)
+        self._mac = keyed_hash(_signing_key(Purpose.TRACK, settings.secret), "sha256")
 
     def __call__(self, send_id: int, delivery_id: int, record: bool = True) -> str:
         value = f"{send_id:x}.{delivery_id:x}.{1 if record else 0}"
-        mac = hmac.digest(self._key, value.encode(), "sha256")[:_TRACK_MAC_BYTES]
+        mac = self._mac.digest(value.encode())[:_TRACK_MAC_BYTES]
         return f"{value}.{base64.urlsafe_b64encode(mac).decode()}"
 
     def read(self, token: str) -> TrackData | None:
@@ -168,7 +169,7 @@ class TrackTokens:
             send_id, delivery_id = int(parts[0], 16), int(parts[1], 16)
         except ValueError:
             return None
-        expected = hmac.digest(self._key, value.encode(), "sha256")[:_TRACK_MAC_BYTES]
+        expected = self._mac.digest(value.encode())[:_TRACK_MAC_BYTES]
         if not hmac.compare_digest(mac, expected) or not (0 < send_id < 2**62 and 0 < delivery_id < 2**62):
             return None
         return TrackData(send_id, delivery_id, parts[2] == "1")
