@@ -1,6 +1,8 @@
 """CPU per recipient of the batch path, without the noise of wall time: one process runs `campaigns.send_batch` over a
 planned send of --recipients through a SendGrid transport that builds and JSON-encodes each request but sends
-nothing, and reports the process's CPU (time.process_time) and its PostgreSQL backends' CPU (/proc) per recipient.
+nothing, and reports the process's CPU (time.process_time) and its PostgreSQL backends' CPU (/proc) per recipient,
+the statements and commits a batch costs, and the rows each table had written per recipient (pg_stat_user_tables,
+with the share of updates that were HOT, i.e. wrote no index entry).
 Wall time on a shared 2-core machine moves 20-30% between runs; these two figures move a few percent, so they can
 tell where a change in throughput comes from.
 
@@ -22,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from sqlalchemy.event import listen
 
 from bench.send import populate
 from mailer.batch import Content, Recipient, Result
-from mailer.db import dispose_engines, session_scope, utcnow
+from mailer.db import dispose_engines, get_engine, session_scope, utcnow
 from mailer.settings import get_settings, reset_settings
 from mailer.transports import get_transport
 from worker import campaigns
@@ -47,6 +50,15 @@ def backend_cpu_s(database: str) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def table_writes(url: str) -> dict[str, tuple[int, int, int, int]]:
+    """{table: (inserted, updated, of which HOT, deleted)} so far. Call after the app's connections are closed: a
+    backend reports its counts when it exits (or at most once a second while idle)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        return {row[0]: tuple(row[1:]) for row in conn.execute(  # type: ignore[misc]
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables")}
 
 
 def main() -> None:
@@ -94,13 +106,32 @@ def main() -> None:
 
         transport: Any = Encoded()
         campaigns.send_batch(send_id, *ranges[0], transport=transport)  # warm: caches, pool, prepared statements
+        dispose_engines()  # the warm-up's table counts are reported now, not mixed into the measured ones
+        writes_before = table_writes(url)
+        statements: list[str] = []
+        listen(get_engine(), "before_cursor_execute", lambda *args: statements.append(args[2]))
+        listen(get_engine(), "commit", lambda *args: statements.append("COMMIT"))
+        campaigns.send_batch(send_id, *ranges[1], transport=transport)  # connect outside the measured part
         database_before, python_before = backend_cpu_s(name), time.process_time()
-        for first, last in ranges[1:]:
+        for first, last in ranges[2:]:
             campaigns.send_batch(send_id, first, last, transport=transport)
         python_s, database_s = time.process_time() - python_before, backend_cpu_s(name) - database_before
-        count = sum(1 for _ in ranges[1:]) * 1000
+        dispose_engines()
+        writes = {table: [after - before for after, before in zip(counts, writes_before.get(table, (0, 0, 0, 0)),
+                                                                   strict=True)]
+                  for table, counts in table_writes(url).items()}
+        batches = len(ranges) - 1
+        count = sum(1 for _ in ranges[2:]) * 1000
         print(f"python {python_s / count * 1e6:.1f} us/recipient, postgres {database_s / count * 1e6:.1f} "
               f"us/recipient ({count:,} recipients, load {os.getloadavg()[0]:.1f})")
+        commits = statements.count("COMMIT")
+        print(f"per batch of 1,000: {(len(statements) - commits) / batches:.1f} statements, "
+              f"{commits / batches:.1f} commits")
+        for table, (inserted, updated, hot, deleted) in sorted(writes.items()):
+            if inserted or updated or deleted:
+                print(f"  {table}: per recipient {inserted / (batches * 1000):.2f} inserted, "
+                      f"{updated / (batches * 1000):.2f} updated ({hot / max(updated, 1):.0%} HOT), "
+                      f"{deleted / (batches * 1000):.2f} deleted")
     finally:
         dispose_engines()
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
