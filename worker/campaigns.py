@@ -165,7 +165,7 @@ def plan_send(session: Session, send_id: int) -> int:
                                     field_types=fields.types_of(session, send.list_id)))
         .order_by(Subscriber.id))
     statement = _insert(session)(Delivery).from_select(["send_id", "subscriber_id", "status", "attempts"], eligible)
-    session.execute(statement.on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"]))
+    session.execute(statement.on_conflict_do_nothing(index_elements=["subscriber_id", "send_id"]))
     send.planned = session.scalar(select(func.count()).where(Delivery.send_id == send_id)) or 0
     return send.planned
 

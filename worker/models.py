@@ -101,7 +101,6 @@ class WelcomeStep(Base):
 
 
 SENDING_ONLY = "status = 'sending'"
-HAS_MESSAGE_ID = "provider_message_id IS NOT NULL"
 
 
 class Delivery(Base):
@@ -109,19 +108,18 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("send_id", "subscriber_id"),
+        # Few indexes, on purpose: an index entry costs every UPDATE that moves a row, and the ledger moves each
+        # row twice (migration 0016). Unique per plan, and "this subscriber's deliveries" by its prefix.
+        UniqueConstraint("subscriber_id", "send_id"),
         Index("ix_deliveries_send_status_id", "send_id", "status", "id"),
-        # Partial: an index entry costs every UPDATE that moves a row, and the ledger moves each row twice.
-        # Only in-flight rows are looked up by claim time (the lease sweeper), only sent rows by message id.
+        # Partial: only in-flight rows are looked up by claim time (the lease sweeper).
         Index("ix_deliveries_sending_claimed", "claimed_at", postgresql_where=text(SENDING_ONLY),
               sqlite_where=text(SENDING_ONLY)),
-        Index("ix_deliveries_provider_message_id", "provider_message_id",
-              postgresql_where=text(HAS_MESSAGE_ID), sqlite_where=text(HAS_MESSAGE_ID)),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"))
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     status: Mapped[DeliveryStatus] = mapped_column(enum_column(DeliveryStatus, "delivery_status"),
                                                    default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -122,7 +122,7 @@ def admit_due(session: Session, step_id: int, now: datetime | None = None) -> li
                   Subscription.confirmed_at >= lower, Subscription.confirmed_at <= cutoff)
            .order_by(Subscriber.id))
     insert = _insert(dialect)(Delivery).from_select(["send_id", "subscriber_id", "status", "attempts"], due)
-    ids = sorted(session.execute(insert.on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"])
+    ids = sorted(session.execute(insert.on_conflict_do_nothing(index_elements=["subscriber_id", "send_id"])
                                  .returning(Delivery.id)).scalars())
     session.execute(update(WelcomeStep).where(WelcomeStep.id == step_id)
                     .where((WelcomeStep.covered_until.is_(None)) | (WelcomeStep.covered_until < cutoff))
