@@ -216,8 +216,10 @@ def _fill_encoded(template: _Template, table: Mapping[str, str], memo: dict[str,
 
 
 def _ascii_header(name: str, value: str) -> bytes:
+    """One header line as bytes. Non-ASCII goes through a header object, which makes encoded words of it at any
+    length (fold_binary given a plain str encodes only what it has to fold, and fails on a short value)."""
     if not value.isascii() or _NEWLINES.search(value):
-        return SMTP.fold_binary(name, clean_header(value))
+        return SMTP.fold_binary(name, SMTP.header_factory(name, clean_header(value)))
     return f"{name}: {value}\r\n".encode()
 
 

@@ -208,6 +208,11 @@ def test_non_ascii_addresses_and_extra_headers_take_the_same_path(example: Conte
         assert message.get_body(("html",)).get_content().replace("\r\n", "\n") == html
         assert message["Message-ID"] == f"<{message_id}>" and message["Bcc"] is None
     assert message["X-Campaign"] == "7 Bcc: b"
+    for value in ("ü", "Das Wöchenblatt", "x" * 90 + " Wöchenblatt"):  # short non-ASCII failed to encode once
+        data, _ = encode_message(example, Recipient(email="a@example.com", values={}, headers={"X-Campaign": value}),
+                                 message_id_domain=DOMAIN)
+        _check_lines(data)
+        assert data.split(b"\r\n\r\n", 1)[0].isascii() and _parse(data)["X-Campaign"] == value
     for name in ("Bcc: x@example.com\r\nX-A", "X A", "", "X:A"):
         with pytest.raises(ValueError, match="header name"):
             encode_message(example, Recipient(email="a@example.com", values={}, headers={name: "1"}),
