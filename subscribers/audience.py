@@ -85,16 +85,23 @@ def _count_sqlite(session: Session, list_id: int, expression: str | None, second
         raw.set_progress_handler(None, 0)
 
 
+def _checked(session: Session, mailing_list: MailingList, expression: str) -> str:
+    """The expression, refused now with its location if it is broken, not at send time."""
+    if not expression.strip():
+        raise ServiceError("A segment needs an expression.")
+    compile_segment(expression, field_types=fields.types_of(session, mailing_list.id))
+    return expression.strip()
+
+
 def create_segment(session: Session, mailing_list: MailingList, name: str, expression: str,
                    created_by: str = "") -> Segment:
     name = name.strip()
     if not name or len(name) > MAX_SEGMENT_NAME:
         raise ServiceError(f"A segment needs a name of 1 to {MAX_SEGMENT_NAME} characters.")
-    # refuse a broken expression now, with its location, not at send time
-    compile_segment(expression, field_types=fields.types_of(session, mailing_list.id))
+    expression = _checked(session, mailing_list, expression)
     if session.scalar(select(Segment.id).where(Segment.list_id == mailing_list.id, Segment.name == name)):
         raise ServiceError(f"The list '{mailing_list.slug}' already has a segment named '{name}'.")
-    segment = Segment(list_id=mailing_list.id, name=name, expression=expression.strip(), created_by=created_by)
+    segment = Segment(list_id=mailing_list.id, name=name, expression=expression, created_by=created_by)
     session.add(segment)
     session.flush()
     return segment
@@ -105,6 +112,19 @@ def get_segment(session: Session, list_id: int, name: str) -> Segment:
     if segment is None:
         raise ServiceError(f"No segment named '{name}' on this list.")
     return segment
+
+
+def change_segment(session: Session, mailing_list: MailingList, name: str, expression: str) -> Segment:
+    """A saved segment's new expression. Sends already made keep the one they were made with (sends freeze it)."""
+    segment = get_segment(session, mailing_list.id, name)
+    segment.expression = _checked(session, mailing_list, expression)
+    return segment
+
+
+def delete_segment(session: Session, list_id: int, name: str) -> None:
+    """Forget a saved segment; a send made with it keeps its frozen expression (its segment_id becomes NULL)."""
+    session.delete(get_segment(session, list_id, name))
+    session.flush()
 
 
 def segments_of(session: Session, list_id: int | None = None) -> list[tuple[Segment, str]]:

@@ -40,6 +40,28 @@ def ls(list_slug: str = typer.Option(None, "--list")) -> None:
     console.print(table)
 
 
+@segments_app.command("set")
+def set_where(name: str, list_slug: str = typer.Option(..., "--list"),
+              where: str = typer.Option(..., "--where", help="The segment's new expression.")) -> None:
+    """Change a segment's expression (checked now); sends already made keep the one they were made with."""
+    try:
+        with db() as session:
+            mailing_list = mailing_lists.get_list(session, list_slug)
+            segment = audience.change_segment(session, mailing_list, name, where)
+            matching = audience.count(session, mailing_list.id, segment.expression)
+    except SegmentError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"segment {name} on {list_slug}: {matching} subscribers match", highlight=False)
+
+
+@segments_app.command("rm")
+def rm(name: str, list_slug: str = typer.Option(..., "--list")) -> None:
+    """Forget a segment; sends already made with it keep its expression."""
+    with db() as session:
+        audience.delete_segment(session, mailing_lists.get_list(session, list_slug).id, name)
+    console.print(f"segment {name} removed from {list_slug}", highlight=False)
+
+
 @segments_app.command("count")
 def count(name: str = typer.Argument(None, help="A saved segment (or give --where)."),
           list_slug: str = typer.Option(..., "--list"),

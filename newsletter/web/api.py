@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -20,6 +20,9 @@ from mailer.issue import IssueError, parse_issue
 from mailer.render import RenderError, render_issue
 from mailer.store import find_issue, issues_page, save_issue
 from newsletter.auth import Principal
+from newsletter.web import api_segments
+from newsletter.web.api_support import bad as _bad
+from newsletter.web.api_support import list_or_404 as _list
 from newsletter.web.deps import api_admin, api_user, db_session
 from newsletter.web.embed import json_router
 from subscribers import audience, fields, mailing_lists, queries, service, staff
@@ -119,20 +122,6 @@ class SendIn(BaseModel):
     segment: str | None = Field(default=None, max_length=100, description="Only this segment of the list.")
 
 
-class SegmentIn(BaseModel):
-    list: str = Field(max_length=100)
-    name: str = Field(min_length=1, max_length=100)
-    where: str = Field(min_length=1, max_length=2000, description='e.g. fields.city = "Berlin" and '
-                                                                  'subscribed_at >= 2024-01-01')
-
-
-class SegmentOut(BaseModel):
-    list: str
-    name: str
-    where: str
-    matching: int
-
-
 class FieldIn(BaseModel):
     name: str = Field(min_length=1, max_length=64, description="A letter, then lowercase letters, digits or _.")
     type: fields.FieldType = fields.FieldType.TEXT
@@ -172,6 +161,7 @@ api_app = FastAPI(title="Newsletter API", version="1", docs_url=None, redoc_url=
 
 
 api_app.include_router(json_router)
+api_app.include_router(api_segments.router)
 
 
 @api_app.exception_handler(StarletteHTTPException)
@@ -184,17 +174,6 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> JS
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
-
-
-def _bad(message: str, status: int = 400) -> HTTPException:
-    return HTTPException(status_code=status, detail=message)
-
-
-def _list(session: Session, slug: str) -> MailingList:
-    try:
-        return mailing_lists.get_list(session, slug)
-    except service.ServiceError as exc:
-        raise _bad(str(exc), 404) from exc
 
 
 def _list_out(mailing_list: MailingList, counts: dict[str, int]) -> ListOut:
@@ -406,30 +385,6 @@ def post_send(body: SendIn, user: Principal = Depends(api_user), session: Sessio
     session.commit()  # inline mode runs the send right here, in other sessions
     session.expire_all()
     return _send_out(session, send.id)
-
-
-@api_app.get("/segments", response_model=list[SegmentOut])
-def get_segments(list: str | None = None, user: Principal = Depends(api_user),
-                 session: Session = db_session) -> list[SegmentOut]:
-    list_id = _list(session, list).id if list else None
-    return [SegmentOut(list=slug, name=segment.name, where=segment.expression,
-                       matching=audience.count(session, segment.list_id, segment.expression))
-            for segment, slug in audience.segments_of(session, list_id)]
-
-
-@api_app.post("/segments", response_model=SegmentOut, status_code=201)
-def post_segment(body: SegmentIn, user: Principal = Depends(api_user),
-                 session: Session = db_session) -> SegmentOut:
-    mailing_list = _list(session, body.list)
-    try:
-        segment = audience.create_segment(session, mailing_list, body.name, body.where, created_by=user.email)
-    except SegmentError as exc:
-        raise _bad(exc.short, 422) from exc
-    except service.ServiceError as exc:
-        raise _bad(str(exc), 409) from exc
-    session.commit()
-    return SegmentOut(list=mailing_list.slug, name=segment.name, where=segment.expression,
-                      matching=audience.count(session, mailing_list.id, segment.expression))
 
 
 def _field_out(field: ListField) -> FieldOut:

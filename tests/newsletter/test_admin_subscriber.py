@@ -332,14 +332,39 @@ def test_segment_saved_from_the_list_page(audience_of_three: TestClient) -> None
     saved = admin.post("/admin/lists/weekly/segments", data={"csrf_token": token, "name": "Berliners",
                                                             "where": 'fields.city = "Berlin"'})
     assert saved.status_code == 200 and "Segment Berliners saved" in saved.text
-    twice = admin.post("/admin/lists/weekly/segments", data={"csrf_token": token, "name": "Berliners",
-                                                            "where": "name = 'x'"})
-    assert twice.status_code == 400 and "already has a segment" in twice.text
     assert admin.post("/admin/lists/weekly/segments", data={"name": "X", "where": "name = 'x'"}).status_code == 403
     with session_scope() as session:
         [(segment, _slug)] = audience.segments_of(session)
         assert segment.created_by == "admin@example.com"
         assert audience.count(session, segment.list_id, segment.expression) == 2
+
+
+def test_segment_changed_and_removed_from_the_list_page(audience_of_three: TestClient) -> None:
+    """Saving under an existing name changes that segment (the Change link fills the form with it); Remove forgets
+    it. Both need the CSRF field, and a broken expression changes nothing."""
+    admin = audience_of_three
+    token = csrf(admin, "/admin/lists/weekly")
+    admin.post("/admin/lists/weekly/segments", data={"csrf_token": token, "name": "Berliners",
+                                                    "where": 'fields.city = "Berlin"'})
+    page = admin.get("/admin/lists/weekly", params={"edit_segment": "Berliners"})
+    assert 'value="Berliners"' in page.text and 'value="fields.city = &#34;Berlin&#34;"' in page.text
+    broken = admin.post("/admin/lists/weekly/segments", data={"csrf_token": token, "name": "Berliners",
+                                                             "where": "fields.city = "})
+    assert broken.status_code == 400 and "column" in broken.text
+    changed = admin.post("/admin/lists/weekly/segments", data={"csrf_token": token, "name": "Berliners",
+                                                              "where": 'fields.city = "Paris"'})
+    assert changed.status_code == 200 and "Segment Berliners changed" in changed.text
+    with session_scope() as session:
+        [(segment, _slug)] = audience.segments_of(session)
+        assert segment.expression == 'fields.city = "Paris"' and segment.created_by == "admin@example.com"
+    forged = admin.post("/admin/lists/weekly/segments/remove", data={"name": "Berliners"})
+    assert forged.status_code == 403
+    removed = admin.post("/admin/lists/weekly/segments/remove", data={"csrf_token": token, "name": "Berliners"})
+    assert removed.status_code == 200 and "Segment Berliners removed" in removed.text
+    again = admin.post("/admin/lists/weekly/segments/remove", data={"csrf_token": token, "name": "Berliners"})
+    assert again.status_code == 200 and "No segment named" in again.text
+    with session_scope() as session:
+        assert audience.segments_of(session) == []
 
 
 def test_a_slow_count_is_given_up_not_waited_for(audience_of_three: TestClient, lists: dict[str, int]) -> None:

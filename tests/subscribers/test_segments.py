@@ -165,3 +165,45 @@ def test_api_segments_count_and_send(weekly: int) -> None:
     unknown = api.post("/api/v1/sends", json={"issue_id": issue["id"], "list": "weekly", "segment": "kids",
                                               "allow_resend": True})
     assert unknown.status_code == 409 and "No segment" in unknown.json()["error"]
+
+
+def test_a_segment_changed_or_removed_leaves_the_sends_made_with_it_alone(weekly: int) -> None:
+    """API and CLI: a segment's expression can be corrected and the segment forgotten between issues; a send made
+    with it (here scheduled, not yet planned) keeps the expression it was made with. Unknown names are 404s or
+    clean errors, a broken expression is refused with its column, and nothing changes then."""
+    with session_scope() as session:
+        token = create_api_token(session, create_user(session, "s@example.com", "correct horse battery", Role.STAFF),
+                                 "t")
+    api = TestClient(create_app(), headers={"Authorization": f"Bearer {token}"})
+    assert api.post("/api/v1/segments", json={"list": "weekly", "name": "adults", "where": "fields.age >= 18"}
+                    ).json()["matching"] == 2
+    issue = api.post("/api/v1/issues", json={"markdown": EXAMPLE.read_text()}).json()
+    later = (utcnow() + timedelta(days=1)).isoformat()
+    made = api.post("/api/v1/sends", json={"issue_id": issue["id"], "list": "weekly", "segment": "adults",
+                                           "scheduled_at": later})
+    assert made.status_code == 201, made.text
+    broken = api.patch("/api/v1/lists/weekly/segments/adults", json={"where": "fields.age >>= 30"})
+    assert broken.status_code == 422 and re.search(r"at column \d+", broken.json()["error"])
+    changed = api.patch("/api/v1/lists/weekly/segments/adults", json={"where": "fields.age >= 30"})
+    assert changed.status_code == 200 and changed.json() == {"list": "weekly", "name": "adults",
+                                                              "where": "fields.age >= 30", "matching": 1}
+    assert api.patch("/api/v1/lists/weekly/segments/kids", json={"where": "fields.age < 18"}).status_code == 404
+    assert api.patch("/api/v1/lists/nope/segments/adults", json={"where": "fields.age < 18"}).status_code == 404
+    assert api.delete("/api/v1/lists/weekly/segments/adults").status_code == 204
+    assert api.delete("/api/v1/lists/weekly/segments/adults").status_code == 404
+    with session_scope() as session:
+        send = session.get(Send, made.json()["id"])
+        assert send is not None and send.segment_id is None and send.segment_expression == "fields.age >= 18"
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["segments", "create", "pros", "--list", "weekly", "--where",
+                                   'fields.plan = "pro"']).exit_code == 0
+    result = runner.invoke(cli_app, ["segments", "set", "pros", "--list", "weekly", "--where", 'fields.plan = "team"'])
+    assert result.exit_code == 0 and "1 subscribers match" in result.output
+    for args in (["segments", "set", "pros", "--list", "weekly", "--where", "fields.plan = "],
+                 ["segments", "set", "nobody", "--list", "weekly", "--where", "name = 'x'"],
+                 ["segments", "rm", "nobody", "--list", "weekly"]):
+        failed = runner.invoke(cli_app, args)
+        assert failed.exit_code == 1 and "Traceback" not in failed.output, failed.output
+    assert runner.invoke(cli_app, ["segments", "rm", "pros", "--list", "weekly"]).exit_code == 0
+    with session_scope() as session:
+        assert audience.segments_of(session) == []

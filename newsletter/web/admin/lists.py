@@ -97,7 +97,10 @@ def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
     mailing_list = _find_list(request, user, session, slug)
     if not isinstance(mailing_list, MailingList):
         return mailing_list
-    return list_view(request, user, session, mailing_list, flash=flash_message(request))
+    editing = request.query_params.get("edit_segment")  # the segment form, filled to change that segment
+    segment = next((s for s, _slug in audience.segments_of(session, mailing_list.id) if s.name == editing), None)
+    form = {"name": segment.name, "where": segment.expression} if segment else {}
+    return list_view(request, user, session, mailing_list, flash=flash_message(request), segment_form=form)
 
 
 @router.post("/lists/{slug}", dependencies=[Depends(verify_csrf)])

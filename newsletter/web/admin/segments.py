@@ -1,4 +1,5 @@
-"""Segments on a list's page: saving one, and the live count while staff type its expression.
+"""Segments on a list's page: saving one (or changing it, under its name), removing one, and the live count while
+staff type an expression.
 
 The count is a small JSON endpoint the page's script asks (debounced) as the expression changes: the number of
 recipients it matches now, by the same definition the send's plan uses (`subscribers.audience`), or the parser's
@@ -52,23 +53,42 @@ def live_count(slug: str, where: str = "", user: Principal = Depends(page_user),
 
 
 @router.post("/lists/{slug}/segments", dependencies=[Depends(verify_csrf)])
-async def create_segment(request: Request, slug: str, user: Principal = Depends(page_user),
-                         session: Session = db_session) -> Response:
-    """Staff may save a segment (as through the API): it only names a part of a list for a later send."""
+async def save_segment(request: Request, slug: str, user: Principal = Depends(page_user),
+                       session: Session = db_session) -> Response:
+    """Staff may save a segment (as through the API): it only names a part of a list for a later send. Saving
+    under a name the list has changes that segment's expression; sends already made keep theirs."""
     try:
         mailing_list = mailing_lists.get_list(session, slug)
     except service.ServiceError:
         return redirect("/admin/lists", "No such list")
     form = await read_form(request)
-    name, where = str(form.get("name") or ""), str(form.get("where") or "")
+    name, where = str(form.get("name") or "").strip(), str(form.get("where") or "")
     try:
-        if not where.strip():
-            raise service.ServiceError("A segment needs an expression.")
-        segment = audience.create_segment(session, mailing_list, name, where, created_by=user.email)
+        if any(segment.name == name for segment, _slug in audience.segments_of(session, mailing_list.id)):
+            segment, done = audience.change_segment(session, mailing_list, name, where), "changed"
+        else:
+            segment, done = audience.create_segment(session, mailing_list, name, where, created_by=user.email), "saved"
     except (SegmentError, service.ServiceError) as exc:
         session.rollback()
         message = exc.short if isinstance(exc, SegmentError) else str(exc)
         return list_view(request, user, session, mailing_list, flash=message, flash_kind="error", status_code=400,
                          segment_form={"name": name[:200], "where": where[:MAX_EXPRESSION]})
     session.commit()
-    return redirect(f"/admin/lists/{slug}", f"Segment {segment.name} saved")
+    return redirect(f"/admin/lists/{slug}", f"Segment {segment.name} {done}")
+
+
+@router.post("/lists/{slug}/segments/remove", dependencies=[Depends(verify_csrf)])
+async def remove_segment(request: Request, slug: str, user: Principal = Depends(page_user),
+                         session: Session = db_session) -> Response:
+    """Forget a segment; a send made with it keeps the expression it was made with."""
+    try:
+        mailing_list = mailing_lists.get_list(session, slug)
+    except service.ServiceError:
+        return redirect("/admin/lists", "No such list")
+    name = str((await read_form(request)).get("name") or "")
+    try:
+        audience.delete_segment(session, mailing_list.id, name)
+    except service.ServiceError as exc:
+        return redirect(f"/admin/lists/{slug}", str(exc))
+    session.commit()
+    return redirect(f"/admin/lists/{slug}", f"Segment {name} removed")
