@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from mailer.settings import get_settings
-from newsletter.web import signup
+from newsletter.web import pagecache, signup
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, form_data
 from newsletter.web.signup import Result, captcha_widget
@@ -99,8 +99,9 @@ def logo(slug: str, session: Session = db_session) -> Response:
 # Subscribe ----------------------------------------------------------------------------------------------------
 
 @router.get("/lists/{slug}/subscribe", response_class=HTMLResponse)
-def subscribe_form(request: Request, slug: str, session: Session = db_session) -> HTMLResponse:
-    mailing_list = _list_or_404(session, slug)
+async def subscribe_form(request: Request, slug: str) -> HTMLResponse:
+    """Async, with the list from the page cache: under a crowd most requests never leave the event loop."""
+    mailing_list = await pagecache.list_by_slug(slug)
     if mailing_list is None:
         return _no_such_list(request)
     return render_page(request, "public/subscribe.html", {"mailing_list": mailing_list,
