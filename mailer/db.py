@@ -112,7 +112,10 @@ def _make_engine(url: str) -> Engine:
     # No pool_pre_ping: its SELECT 1 was a round trip on every checkout, a request's worth of waiting on a busy
     # server for each web request. _check_idle_connection finds the connections a restart closed without one, and
     # pool_recycle retires those a firewall or an idle timeout might cut without a word.
-    engine = create_engine(url, pool_size=5, max_overflow=10, pool_recycle=RECYCLE_S)
+    # Ten kept, five more in a burst (each closed again when returned to a full pool): 15 at most per process, as
+    # before, but a crowd on a web process's 40 threads no longer opens and closes a connection per request beyond
+    # the fifth. Two web processes, workers and beat stay well under PostgreSQL's default max_connections of 100.
+    engine = create_engine(url, pool_size=10, max_overflow=5, pool_recycle=RECYCLE_S)
     event.listen(engine, "checkout", _check_idle_connection)
     return engine
 

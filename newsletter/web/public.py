@@ -165,23 +165,23 @@ def subscribe(request: Request, slug: str, form: FormData = Depends(form_data),
 
 # Confirm ------------------------------------------------------------------------------------------------------
 
-def _confirm_target(session: Session, token: str) -> tuple[Subscriber, MailingList, Subscription | None]:
+def _confirm_target(session: Session, token: str) -> tuple[Subscriber, MailingList]:
     data = read_token(Purpose.CONFIRM, token)
     subscriber = session.get(Subscriber, data.subscriber_id)
     mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
     if subscriber is None or mailing_list is None or subscriber.erased_at is not None:
         raise TokenError("This link is not valid.")
-    subscription = session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber.id,
-                                                             Subscription.list_id == mailing_list.id))
-    return subscriber, mailing_list, subscription
+    return subscriber, mailing_list
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
 def confirm_page(request: Request, token: str, session: Session = db_session) -> HTMLResponse:
     try:
-        subscriber, mailing_list, subscription = _confirm_target(session, token)
+        subscriber, mailing_list = _confirm_target(session, token)
     except TokenError as exc:
         return _token_problem(request, exc, session, exc.list_id if exc.expired else None)
+    subscription = session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber.id,
+                                                             Subscription.list_id == mailing_list.id))
     _ = gettext_for(mailing_list)
     if subscription is not None and subscription.status is SubscriptionStatus.CONFIRMED:
         return _message(request, _("You're already subscribed"), _("%(list)s is on its way to %(email)s.") % {
@@ -193,7 +193,7 @@ def confirm_page(request: Request, token: str, session: Session = db_session) ->
 @router.post("/confirm/{token}", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
 def confirm(request: Request, token: str, session: Session = db_session) -> HTMLResponse:
     try:
-        subscriber, mailing_list, _subscription = _confirm_target(session, token)
+        subscriber, mailing_list = _confirm_target(session, token)  # service.confirm reads the subscription
         ip, user_agent = _client(request)
         outcome = service.confirm(session, subscriber.id, mailing_list.id, ip=ip, user_agent=user_agent)
     except TokenError as exc:
