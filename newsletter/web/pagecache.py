@@ -14,6 +14,7 @@ up to that many seconds later.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -48,21 +49,21 @@ def reset() -> None:
 
 
 class TTLCache(Generic[V]):
-    """Values by key for `ttl_s()` seconds. Thread-safe; a miss loads outside the lock (two threads missing at once
-    both load, and the later one's answer is kept: the same rows, moments apart)."""
+    """Values by key for `ttl_s()` seconds. Thread-safe for `get`; `aget` also loads each key once at a time on its
+    event loop: when a value expires under a crowd, one request reloads it while those arriving meanwhile are
+    answered with the value just expired (for at most another `ttl_s()`), instead of all of them querying at once
+    (a stampede every few seconds, the slowest 1% of a burst)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._entries: dict[str, tuple[float, V]] = {}
         self._lock = threading.Lock()
+        self._loading: dict[tuple[int, str], asyncio.Future[None]] = {}  # touched on event loops only
         _ALL.append(self)  # type: ignore[arg-type]  # only cleared through it, whatever it holds
 
-    def _fresh(self, key: str) -> tuple[bool, V | None]:
+    def _kept(self, key: str) -> tuple[float, V] | None:
         with self._lock:
-            found = self._entries.get(key)
-        if found is not None and found[0] > self._clock():
-            return True, found[1]
-        return False, None
+            return self._entries.get(key)
 
     def _store(self, key: str, value: V, ttl: float) -> None:
         now = self._clock()
@@ -77,9 +78,9 @@ class TTLCache(Generic[V]):
         """The kept value, or `load()`'s (kept for next time). For code already off the event loop."""
         ttl = ttl_s()
         if ttl > 0:
-            hit, value = self._fresh(key)
-            if hit:
-                return value  # type: ignore[return-value]  # a kept None is a value (a list that is not there)
+            kept = self._kept(key)
+            if kept is not None and kept[0] > self._clock():
+                return kept[1]  # a kept None is a value (a list that is not there)
         value = load()
         if ttl > 0:
             self._store(key, value, ttl)
@@ -87,13 +88,37 @@ class TTLCache(Generic[V]):
 
     async def aget(self, key: str, load: Callable[[], V]) -> V:
         """The same from an async handler: a hit is answered on the event loop, with no thread-pool hand-off; only
-        a miss sends `load` (which queries) to the thread pool."""
+        a miss sends `load` (which queries) to the thread pool, once per key at a time."""
         ttl = ttl_s()
-        if ttl > 0:
-            hit, value = self._fresh(key)
-            if hit:
-                return value  # type: ignore[return-value]
-        return await run_in_threadpool(self.get, key, load)
+        if ttl <= 0:
+            return await run_in_threadpool(load)
+        while True:
+            kept = self._kept(key)
+            now = self._clock()
+            if kept is not None and kept[0] > now:
+                return kept[1]
+            slot = (id(asyncio.get_running_loop()), key)
+            pending = self._loading.get(slot)
+            if pending is None:
+                break
+            if kept is not None and kept[0] + ttl > now:
+                return kept[1]  # just expired, and being reloaded: this once more
+            await asyncio.wait([pending])  # the first load of it, or one long expired: wait for the fresh one
+            if pending.cancelled() or pending.exception() is not None:
+                return await run_in_threadpool(self.get, key, load)  # that load failed: try our own
+        done = asyncio.get_running_loop().create_future()
+        self._loading[slot] = done
+        try:
+            value = await run_in_threadpool(load)
+            self._store(key, value, ttl)
+            done.set_result(None)
+            return value
+        except BaseException as exc:
+            done.set_exception(RuntimeError(f"loading {key!r} failed: {exc!r}"))
+            done.exception()  # retrieved: waiters look at it, and nobody need be told it was never read
+            raise
+        finally:
+            self._loading.pop(slot, None)
 
     def clear(self) -> None:
         with self._lock:

@@ -3,7 +3,9 @@ never keeps (the per-request CSRF token and CSP nonce)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import time
 
 import pytest
@@ -146,3 +148,62 @@ def test_the_archive_index_is_kept_for_its_seconds(pg_url: str, monkeypatch: pyt
     assert "/lists/weekly/archive" in again and other_nonce != nonce
     time.sleep(1.1)
     assert "/lists/weekly/archive" not in _page(client, "/archive")[0]
+
+
+def test_a_crowd_loads_once_and_an_expired_value_is_reloaded_by_one_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty requests at once on a cold key make one query; when it expires, the first request reloads it and
+    those arriving meanwhile get the value just expired, at once; a value long expired is never served."""
+    _cache_for(monkeypatch, "5")
+    clock, loads = Clock(), []
+    cache: TTLCache[str] = TTLCache(clock)
+    gate = threading.Event()
+
+    def slow_load() -> str:
+        gate.wait(timeout=10)
+        loads.append(clock.now)
+        return f"v{len(loads)}"
+
+    async def crowd() -> None:
+        cold = [asyncio.ensure_future(cache.aget("k", slow_load)) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in cold)  # all wait for the one load
+        gate.set()
+        assert set(await asyncio.gather(*cold)) == {"v1"} and len(loads) == 1
+        gate.clear()
+        clock.now += 6  # expired a second ago
+        reloading = asyncio.ensure_future(cache.aget("k", slow_load))
+        await asyncio.sleep(0.05)
+        assert [await cache.aget("k", slow_load) for _ in range(5)] == ["v1"] * 5  # not waiting on the reload
+        gate.set()
+        assert await reloading == "v2" and await cache.aget("k", slow_load) == "v2" and len(loads) == 2
+        gate.clear()
+        clock.now += 60  # long expired: nobody gets v2 now
+        stale = [asyncio.ensure_future(cache.aget("k", slow_load)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert set(await asyncio.gather(*stale)) == {"v3"} and len(loads) == 3
+
+    asyncio.run(crowd())
+
+
+def test_a_failed_load_is_not_kept_and_its_waiters_load_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    _cache_for(monkeypatch, "5")
+    cache: TTLCache[str] = TTLCache(Clock())
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            gate.wait(timeout=10)
+            raise ConnectionError("database restarting")
+        return "fresh"
+
+    async def crowd() -> list[str | BaseException]:
+        tasks = [asyncio.ensure_future(cache.aget("k", flaky)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    results = asyncio.run(crowd())
+    assert isinstance(results[0], ConnectionError) and results[1:] == ["fresh", "fresh"]
