@@ -7,6 +7,8 @@ import asyncio
 import re
 import threading
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +22,8 @@ from subscribers import mailing_lists
 from tests.support.audience import make_audience
 from worker.models import Send, SendStatus
 
+T = TypeVar("T")
+
 
 class Clock:
     def __init__(self) -> None:
@@ -27,6 +31,25 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on a thread of its own: an earlier test in this process may have left a loop running here."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            result.append(asyncio.run(coroutine))
+        except BaseException as exc:  # re-raised below, in the test's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join(timeout=60)
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _cache_for(monkeypatch: pytest.MonkeyPatch, seconds: str) -> None:
@@ -183,7 +206,7 @@ def test_a_crowd_loads_once_and_an_expired_value_is_reloaded_by_one_request(monk
         gate.set()
         assert set(await asyncio.gather(*stale)) == {"v3"} and len(loads) == 3
 
-    asyncio.run(crowd())
+    _run(crowd())
 
 
 def test_a_failed_load_is_not_kept_and_its_waiters_load_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,5 +228,5 @@ def test_a_failed_load_is_not_kept_and_its_waiters_load_again(monkeypatch: pytes
         gate.set()
         return list(await asyncio.gather(*tasks, return_exceptions=True))
 
-    results = asyncio.run(crowd())
+    results = _run(crowd())
     assert isinstance(results[0], ConnectionError) and results[1:] == ["fresh", "fresh"]
