@@ -312,9 +312,13 @@ def confirm(session: Session, subscriber_id: int, list_id: int, *, ip: str | Non
 def unsubscribe(session: Session, subscriber_id: int, list_id: int | None, *, source: ConsentSource,
                 ip: str | None = None, user_agent: str | None = None, detail: Mapping[str, Any] | None = None,
                 provider_event_id: int | None = None) -> int:
-    """Leave one list (or every list when list_id is None). Idempotent; returns how many subscriptions changed."""
-    query = select(Subscription).where(Subscription.subscriber_id == subscriber_id,
-                                       Subscription.status != SubscriptionStatus.UNSUBSCRIBED)
+    """Leave one list (or every list when list_id is None). Idempotent; returns how many subscriptions changed.
+
+    An erased person is left alone (erasure already ended every subscription), so callers holding only an id from a
+    link need not read the person first."""
+    query = (select(Subscription).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+             .where(Subscription.subscriber_id == subscriber_id, Subscriber.erased_at.is_(None),
+                    Subscription.status != SubscriptionStatus.UNSUBSCRIBED))
     if list_id is not None:
         query = query.where(Subscription.list_id == list_id)
     changed = 0

@@ -246,14 +246,13 @@ def unsubscribe(request: Request, token: str, form: FormData = Depends(form_data
         return _token_problem(request, exc, session)
     scope_all = form.get("scope") == "all" or data.list_id is None
     ip, user_agent = _client(request)
-    subscriber = session.get(Subscriber, data.subscriber_id)
-    if subscriber is not None and subscriber.erased_at is None:
-        service.unsubscribe(session, subscriber.id, None if scope_all else data.list_id,
-                            source=ConsentSource.FORM, ip=ip, user_agent=user_agent,
-                            detail={"method": "one-click" if one_click else "page", "scope": "all" if scope_all
-                                    else "list"})
+    # No read of the person first: service.unsubscribe skips a missing or erased one in its own query.
+    if service.unsubscribe(session, data.subscriber_id, None if scope_all else data.list_id,
+                           source=ConsentSource.FORM, ip=ip, user_agent=user_agent,
+                           detail={"method": "one-click" if one_click else "page", "scope": "all" if scope_all
+                                   else "list"}):
         session.commit()
-        await_handover(subscriber.id)  # answered once no batch in flight can still hand them the issue
+        await_handover(data.subscriber_id)  # answered once no batch in flight can still hand them the issue
     if one_click:
         return Response("Unsubscribed.", status_code=200, media_type="text/plain")
     mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
