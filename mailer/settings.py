@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     import_max_upload_bytes: int = 200 << 20  # the admin's CSV upload
     session_cookie_secure: bool | None = None  # None = secure when base_url is https
     login_attempts_per_window: int = 10
+    public_cache_s: float | None = None  # newsletter/web/pagecache.py; None = 5 s in production, else off
 
     # Fields derived in the validator.
     secret_generated: bool = Field(default=False, exclude=True)

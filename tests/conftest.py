@@ -20,6 +20,7 @@ from mailer import db as db_module
 from mailer.settings import get_settings, reset_settings
 from newsletter.migrate import upgrade
 from newsletter.schema import metadata
+from newsletter.web import pagecache
 from tests.support.browser import launch
 from worker.app import reconfigure
 
@@ -31,7 +32,7 @@ TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 def _reset_process_state() -> None:
     reset_settings()
     db_module.dispose_engines()
-
+    pagecache.reset()
     reconfigure()
 
 

@@ -11,12 +11,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from mailer.settings import get_settings
 from newsletter.web import admin, apidocs, archive, embed, preview, public, tracking, webhooks
 from newsletter.web.api import api_app
 from newsletter.web.bodylimit import BodyLimitMiddleware
 from newsletter.web.csrf import CSRFCookieMiddleware
 from newsletter.web.deps import LoginRequired
 from newsletter.web.security_headers import SecurityHeadersMiddleware
+from newsletter.web.templating import configure_templates
 
 
 @asynccontextmanager
@@ -31,6 +33,7 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Newsletter", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
+    configure_templates(development=get_settings().env.lower() == "development")
     app.add_middleware(CSRFCookieMiddleware)
     app.add_middleware(BodyLimitMiddleware)  # before anything reads a body (the CSRF check reads forms)
     app.add_middleware(SecurityHeadersMiddleware)  # every answer of the app gets the headers, 413s included

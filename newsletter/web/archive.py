@@ -22,9 +22,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
+from mailer.db import new_session
 from mailer.i18n import long_date, translations
 from mailer.settings import get_settings
 from newsletter.web.deps import db_session
+from newsletter.web.pagecache import TTLCache
 from newsletter.web.templating import gettext_for, page_language, render_page
 from subscribers.models import MailingList
 from worker import archive
@@ -58,12 +60,27 @@ def issue_url(entry: Entry) -> str:
 
 # The global index ----------------------------------------------------------------------------------------------
 
+Section = tuple[MailingList, str, list[Entry]]
+_INDEX: TTLCache[list[Section]] = TTLCache()
+
+
+def _index_sections() -> list[Section]:
+    session = new_session()
+    try:
+        sections = [(mailing_list, _list_name(mailing_list),
+                     archive.published_to(session, mailing_list, SECTION_SIZE))
+                    for mailing_list in archive.lists_with_issues(session)]
+    finally:
+        session.close()
+    return [section for section in sections if section[2]]
+
+
 @router.get("/archive", response_class=HTMLResponse)
-def archive_index(request: Request, session: Session = db_session) -> HTMLResponse:
-    sections = [(mailing_list, _list_name(mailing_list), archive.published_to(session, mailing_list, SECTION_SIZE))
-                for mailing_list in archive.lists_with_issues(session)]
+async def archive_index(request: Request) -> HTMLResponse:
+    """Async, with its sections from the page cache (newsletter/web/pagecache.py): rendered per request, queried
+    once per process every few seconds."""
     return render_page(request, "archive/index.html", {
-        "sections": [s for s in sections if s[2]], "long_date": long_date, "issue_url": issue_url,
+        "sections": await _INDEX.aget("index", _index_sections), "long_date": long_date, "issue_url": issue_url,
         "list_archive_url": list_archive_url, "feed_url": "/archive.rss"})
 
 

@@ -26,6 +26,18 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
+# Two limits in one round trip: count KEYS[1]; count KEYS[2] only while KEYS[1] is within ARGV[2] (a client over
+# its own limit cannot spend other keys' allowance either). Returns both counts (0 = not counted).
+_COUNT_BOTH = """
+local function count(key)
+  local n = redis.call('INCR', key)
+  if n == 1 or redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[1]) end
+  return n
+end
+local first = count(KEYS[1])
+if first > tonumber(ARGV[2]) then return {first, 0} end
+return {first, count(KEYS[2])}
+"""
 # Refund into the window still open, if any: never create a key, never extend one.
 _REFUND = """
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -40,6 +52,7 @@ class RateLimiter:
         if self._redis is not None:
             self._count_script = self._redis.register_script(_COUNT)
             self._refund_script = self._redis.register_script(_REFUND)
+            self._count_both_script = self._redis.register_script(_COUNT_BOTH)
         self._local: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
@@ -65,6 +78,15 @@ class RateLimiter:
             if len(self._local) > 100_000:  # keep memory bounded under a flood of distinct keys
                 self._local = {k: v for k, v in self._local.items() if now - v[1] < window_s}
             return Counted(count <= limit, key, start)
+
+    def hit_both(self, first: str, first_limit: int, second: str, second_limit: int, window_s: int) -> bool:
+        """hit(first), then hit(second) only if the first was within its limit; True when both were. One Redis
+        round trip instead of two (a sign-up counts its client and its address)."""
+        if self._redis is None or first_limit <= 0 or second_limit <= 0:
+            return self.hit(first, first_limit, window_s) and self.hit(second, second_limit, window_s)
+        counts = self._count_both_script(keys=[f"nl:rl:{first}", f"nl:rl:{second}"], args=[window_s, first_limit])
+        first_count, second_count = (int(n) for n in counts)
+        return first_count <= first_limit and 0 < second_count <= second_limit
 
     def refund(self, counted: Counted) -> None:
         """Take back an attempt that turned out not to count (a successful sign-in). Counting first and refunding

@@ -107,16 +107,27 @@ def attempt(session: Session, request: Request, mailing_list: MailingList, *, em
             return Attempt(Result.ORIGIN_REFUSED)
     if honeypot.strip():  # only bots fill a field nobody can see; they get the answer a person gets
         return Attempt(Result.ACCEPTED)
-    if not limiter().hit(f"sub:ip:{ip}", settings.subscribe_rate_per_ip, settings.subscribe_rate_window_s):
-        return Attempt(Result.RATE_LIMITED)
-    if settings.captcha_provider and not verify_captcha(settings, captcha_token or "", ip):
-        return Attempt(Result.CAPTCHA_FAILED)
+    per_ip = (f"sub:ip:{ip}", settings.subscribe_rate_per_ip)
+    window = settings.subscribe_rate_window_s
+    # Every post counts against its client, then (once the address is valid, and the client within its limit)
+    # against the address. With a CAPTCHA the client is counted before the provider is asked, so nobody can make
+    # us call it without limit; without one, both are counted in one round trip once the address is known.
+    if settings.captcha_provider:
+        if not limiter().hit(*per_ip, window):
+            return Attempt(Result.RATE_LIMITED)
+        if not verify_captcha(settings, captcha_token or "", ip):
+            return Attempt(Result.CAPTCHA_FAILED)
     try:
         address = service.normalise_email(email)
         service.check_local_part(address, mailing_list.allow_international)
     except InvalidEmail as exc:
+        if not settings.captcha_provider and not limiter().hit(*per_ip, window):
+            return Attempt(Result.RATE_LIMITED)
         return Attempt(Result.INVALID_EMAIL, str(exc))
-    if not limiter().hit(f"sub:addr:{address}", settings.subscribe_rate_per_email, settings.subscribe_rate_window_s):
+    per_address = (f"sub:addr:{address}", settings.subscribe_rate_per_email)
+    within = (limiter().hit(*per_address, window) if settings.captcha_provider
+              else limiter().hit_both(*per_ip, *per_address, window))
+    if not within:
         return Attempt(Result.RATE_LIMITED)
     source_detail = (request_origin(request) or "")[:200] if embedded else None
     outcome = service.subscribe(session, mailing_list, address, name, source=ConsentSource.FORM, ip=ip,

@@ -20,6 +20,13 @@ PAGES_DIR = Path(templates_pkg.__file__).parent / "pages"
 templates = Jinja2Templates(directory=str(PAGES_DIR))
 
 
+def configure_templates(development: bool) -> None:
+    """Re-read a changed template file only in development. Jinja's auto_reload stats every template a page
+    extends or includes on every render (py-spy showed getmtime on each request); a deployed server's templates
+    change only with a new release, which restarts it."""
+    templates.env.auto_reload = development
+
+
 def page_language(mailing_list: MailingList | None) -> str:
     """A list's page speaks the list's language; a page for no list (the archive, a broken link), the default."""
     return (mailing_list.language if mailing_list is not None else None) or get_settings().language

@@ -1,0 +1,81 @@
+"""A sign-up's two rate limits (its client, its address) counted in one Redis round trip, with the rules of two
+separate counts: the address is counted only for a client within its limit, an invalid address still costs its
+client an attempt, and the in-process limiter (no Redis) behaves the same."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_lib
+from fastapi.testclient import TestClient
+
+from mailer.db import session_scope
+from mailer.settings import Settings
+from newsletter.web import ratelimit
+from newsletter.web.app import create_app
+from newsletter.web.ratelimit import RateLimiter
+from subscribers import mailing_lists
+
+
+@pytest.fixture(params=["redis", "in-process"])
+def limiter_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    yield str(request.getfixturevalue("redis_url")) if request.param == "redis" else None
+
+
+def test_the_second_key_is_counted_only_within_the_first_limit(limiter_url: str | None) -> None:
+    limiter = RateLimiter(limiter_url)
+    answers = [limiter.hit_both("ip", 2, "addr", 10, 3600) for _ in range(4)]
+    assert answers == [True, True, False, False]
+    # "addr" was counted twice, not four times: 8 of its 10 remain.
+    assert [limiter.hit("addr", 10, 3600) for _ in range(9)] == [True] * 8 + [False]
+
+
+def test_either_limit_refuses(limiter_url: str | None) -> None:
+    limiter = RateLimiter(limiter_url)
+    assert [limiter.hit_both("ip", 10, "addr", 1, 3600) for _ in range(2)] == [True, False]
+    assert limiter.hit_both("ip", 10, "other", 1, 3600) is True  # the client is still within its own limit
+    assert limiter.hit_both("off", 0, "addr2", 1, 3600) is True  # a limit of 0 is no limit
+    assert limiter.hit_both("ip2", 1, "addr3", 0, 3600) is True and limiter.hit_both("ip2", 1, "x", 0, 3600) is False
+
+
+def test_both_keys_get_their_window_in_redis(redis_url: str) -> None:
+    RateLimiter(redis_url).hit_both("ip", 5, "addr", 5, 120)
+    store = redis_lib.Redis.from_url(redis_url)
+    assert 0 < store.ttl("nl:rl:ip") <= 120 and 0 < store.ttl("nl:rl:addr") <= 120
+    store.close()
+
+
+@pytest.fixture
+def crowd(pg_url: str, redis_url: str, settings: Settings) -> Iterator[tuple[TestClient, Settings]]:
+    settings.redis_url = redis_url
+    ratelimit.reset()
+    with session_scope() as session:
+        mailing_lists.create_list(session, "weekly", "Digital Digest Weekly")
+    yield TestClient(create_app()), settings
+    ratelimit.reset()
+
+
+def _embed(client: TestClient, email: str) -> int:
+    client.cookies.clear()
+    return client.post("/lists/weekly/embed", data={"email": email, "name": ""},
+                       headers={"Origin": "https://blog.example.org"}, follow_redirects=False).status_code
+
+
+def test_a_client_over_its_limit_spends_nobody_elses_allowance(crowd: tuple[TestClient, Settings],
+                                                                redis_url: str) -> None:
+    client, settings = crowd
+    settings.subscribe_rate_per_ip, settings.subscribe_rate_per_email = 2, 3
+    assert [_embed(client, "victim@example.com") for _ in range(5)] == [200, 200, 429, 429, 429]
+    store = redis_lib.Redis.from_url(redis_url)
+    assert int(store.get("nl:rl:sub:addr:victim@example.com") or 0) == 2
+    store.close()
+    elsewhere = TestClient(client.app, client=("203.0.113.7", 50000))
+    assert _embed(elsewhere, "victim@example.com") == 200  # the address's third attempt of three
+
+
+def test_invalid_addresses_cost_their_client_attempts(crowd: tuple[TestClient, Settings]) -> None:
+    client, settings = crowd
+    settings.subscribe_rate_per_ip = 2
+    assert [_embed(client, "not-an-address") for _ in range(3)] == [400, 400, 429]
+    assert _embed(client, "valid@example.com") == 429
