@@ -147,8 +147,10 @@ def profile(server_pid: int, directory: Path, name: str, seconds: int) -> list[s
     """py-spy on every process of the server (the supervisor and its workers) for the length of one route."""
     directory.mkdir(parents=True, exist_ok=True)
     children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
-    return [subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "-p", pid, "-d",
-                              str(max(1, seconds - 1)), "-r", "250", "-f", "raw", "-o",
+    # BENCH_PYSPY_GIL=1: only threads holding the interpreter lock, i.e. where the CPU goes, not where threads wait.
+    gil = ["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []
+    return [subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", *gil, "-p",
+                              pid, "-d", str(max(1, seconds - 1)), "-r", "250", "-f", "raw", "-o",
                               str(directory / f"{name}-{pid}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for pid in [str(server_pid), *children]]

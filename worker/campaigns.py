@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Result, TransportError
-from mailer.db import id_in, rowcount, session_scope, table_of, utcnow
+from mailer.db import get_engine, id_in, rowcount, session_scope, table_of, utcnow
 from mailer.merge_tags import Slot, field_names
 from mailer.models import IssueRecord
 from mailer.settings import Settings, TransportName, get_settings
@@ -338,10 +338,12 @@ def await_handover(subscriber_id: int, limit_s: float = HANDOVER_WAIT_S, poll_s:
     and only a provider call slower than the limit could still deliver.
     """
     deadline = time.monotonic() + limit_s
+    query = select(_DELIVERIES.c.id).where(_DELIVERIES.c.subscriber_id == subscriber_id,
+                                           _DELIVERIES.c.status == DeliveryStatus.SENDING).limit(1)
     while True:
-        with session_scope() as session:
-            in_flight = session.scalar(select(Delivery.id).where(Delivery.subscriber_id == subscriber_id,
-                                                                 Delivery.status == DeliveryStatus.SENDING).limit(1))
+        # Autocommit: one round trip, no BEGIN and COMMIT around a single read (every one-click unsubscribe pays it).
+        with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            in_flight = connection.scalar(query)
         if in_flight is None:
             return True
         if time.monotonic() >= deadline:
