@@ -3,6 +3,8 @@ a send keeps the expression it was made with (worker/sends.py), so a segment can
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -50,18 +52,25 @@ def get_segments(list: str | None = None, user: Principal = Depends(api_user),
             for segment, slug in audience.segments_of(session, list_id)]
 
 
+def _saved(session: Session, mailing_list: MailingList, save: Callable[[], Segment], refused: int) -> SegmentOut:
+    """Run a save, answer a broken expression with 422 (and its column) and the service's refusal with `refused`
+    (409: the name is taken; 404: there is no such segment), commit, and show the segment as it is now."""
+    try:
+        segment = save()
+    except SegmentError as exc:
+        raise bad(exc.short, 422) from exc
+    except service.ServiceError as exc:
+        raise bad(str(exc), refused) from exc
+    session.commit()
+    return _out(session, mailing_list, segment)
+
+
 @router.post("/segments", response_model=SegmentOut, status_code=201)
 def post_segment(body: SegmentIn, user: Principal = Depends(api_user),
                  session: Session = db_session) -> SegmentOut:
     mailing_list = list_or_404(session, body.list)
-    try:
-        segment = audience.create_segment(session, mailing_list, body.name, body.where, created_by=user.email)
-    except SegmentError as exc:
-        raise bad(exc.short, 422) from exc
-    except service.ServiceError as exc:
-        raise bad(str(exc), 409) from exc
-    session.commit()
-    return _out(session, mailing_list, segment)
+    return _saved(session, mailing_list, lambda: audience.create_segment(
+        session, mailing_list, body.name, body.where, created_by=user.email), 409)
 
 
 @router.patch("/lists/{slug}/segments/{name}", response_model=SegmentOut)
@@ -69,14 +78,8 @@ def patch_segment(slug: str, name: str, body: SegmentChange, user: Principal = D
                   session: Session = db_session) -> SegmentOut:
     """A new expression; sends already made keep theirs."""
     mailing_list = list_or_404(session, slug)
-    try:
-        segment = audience.change_segment(session, mailing_list, name, body.where)
-    except SegmentError as exc:
-        raise bad(exc.short, 422) from exc
-    except service.ServiceError as exc:
-        raise bad(str(exc), 404) from exc
-    session.commit()
-    return _out(session, mailing_list, segment)
+    return _saved(session, mailing_list, lambda: audience.change_segment(session, mailing_list, name, body.where),
+                  404)
 
 
 @router.delete("/lists/{slug}/segments/{name}", status_code=204)
