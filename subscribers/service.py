@@ -301,7 +301,17 @@ def confirm(session: Session, subscriber_id: int, list_id: int, *, ip: str | Non
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or is_suppressed(session, subscriber.email):
         return Outcome(subscription, refused=Refusal.SUPPRESSED)
-    subscription.status, subscription.confirmed_at = SubscriptionStatus.CONFIRMED, utcnow()
+    # Only while still pending, in the UPDATE itself: two clicks of one link at the same moment (a mail client's
+    # prefetch and the person) both read "pending", and the second must not confirm again (a second consent record
+    # and a second welcome email). The database settles it: the later UPDATE finds the row confirmed.
+    moved = rowcount(session.execute(
+        update(Subscription).where(Subscription.id == subscription.id,
+                                   Subscription.status == SubscriptionStatus.PENDING)
+        .values(status=SubscriptionStatus.CONFIRMED, confirmed_at=utcnow())
+        .execution_options(synchronize_session=False)))
+    session.refresh(subscription)
+    if not moved:
+        return Outcome(subscription)
     record_consent(session, subscriber_id, list_id, ConsentKind.CONFIRMED, source=ConsentSource.FORM, ip=ip,
                    user_agent=user_agent, detail={"double_opt_in": True})
     mailing_list = session.get(MailingList, list_id)

@@ -61,3 +61,33 @@ def test_one_new_address_on_two_lists_at_once(pg_url: str) -> None:
     assert len([n for r in results if isinstance(r, Outcome) for n in r.notify]) == 2
     with session_scope() as session:
         assert session.scalar(select(Subscriber.name)) == "Ann"
+
+
+def test_a_link_confirmed_twice_at_the_same_moment_confirms_once(db_url: str) -> None:
+    """Both requests read "pending"; the first commits while the second waits to write. The second must find the
+    subscription confirmed: no second consent record, no second welcome email (both databases)."""
+    with session_scope() as session:
+        mailing_list = mailing_lists.create_list(session, "weekly", "Weekly")
+        mailing_list.welcome_enabled = True
+        outcome = service.subscribe(session, mailing_list, "twice@example.com", "Ann", source=ConsentSource.FORM)
+        subscriber_id, list_id = outcome.subscription.subscriber_id, mailing_list.id
+    second: list[Outcome | BaseException] = []
+    with session_scope() as first:
+        assert service.confirm(first, subscriber_id, list_id).changed  # written, not committed yet
+
+        def click_again() -> None:
+            try:
+                with session_scope() as session:
+                    second.append(service.confirm(session, subscriber_id, list_id))
+            except BaseException as exc:  # shown by the assertion below
+                second.append(exc)
+
+        other = threading.Thread(target=click_again)
+        other.start()
+        other.join(timeout=0.5)  # it has read "pending" and waits for the first one's row (or write lock)
+        assert other.is_alive()
+    other.join(timeout=30)  # the first committed when its block ended
+    assert len(second) == 1 and isinstance(second[0], Outcome), second
+    assert not second[0].changed and not second[0].notify
+    assert second[0].subscription.status.value == "confirmed"
+    assert _count(ConsentEvent, ConsentEvent.kind == ConsentKind.CONFIRMED) == 1
