@@ -30,6 +30,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
@@ -186,6 +187,12 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def upsert_insert(session: Session) -> Any:
+    """The INSERT construct of the session's database, the one that has `on_conflict_do_nothing` (both PostgreSQL's
+    and SQLite's spell ON CONFLICT the same way; the generic insert has none)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def id_in(column: Any, ids: Any, dialect: str) -> Any:

@@ -16,12 +16,10 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import any_, bindparam, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from mailer.addresses import mixes_scripts
-from mailer.db import as_utc, email_hash, rowcount, utcnow
+from mailer.db import as_utc, email_hash, rowcount, upsert_insert, utcnow
 from mailer.settings import get_settings
 from subscribers.models import (
     ConsentEvent,
@@ -183,8 +181,7 @@ def _insert_new(session: Session, model: type[Subscriber] | type[Subscription], 
     """INSERT ... ON CONFLICT DO NOTHING RETURNING the row: the new ORM object, or None when the row exists (made
     by a concurrent request too: PostgreSQL waits for its commit, then does nothing). One statement where a
     savepoint took three round trips (SAVEPOINT, INSERT, RELEASE)."""
-    dialect = session.get_bind().dialect.name
-    statement = (pg_insert(model) if dialect == "postgresql" else sqlite_insert(model)).values(**values)
+    statement = upsert_insert(session)(model).values(**values)
     return session.scalar(statement.on_conflict_do_nothing(index_elements=keys).returning(model))
 
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mailer.db import rowcount, table_of, utcnow
+from mailer.db import rowcount, table_of, upsert_insert, utcnow
 from mailer.settings import get_settings
 from worker.models import Send, SendOutcome, SendStatus
 
@@ -38,7 +37,7 @@ def count(session: Session, send_id: int, *, outcomes: int = 0, hard_bounces: in
     """
     if not (outcomes or hard_bounces or complaints):
         return
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = upsert_insert(session)
     table = table_of(SendOutcome)
     statement = insert(table).values(send_id=send_id, bucket=_bucket(utcnow()), outcomes=outcomes,
                                      hard_bounces=hard_bounces, complaints=complaints)

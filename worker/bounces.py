@@ -23,9 +23,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from mailer.db import session_scope, table_of
+from mailer.db import session_scope, table_of, upsert_insert
 from mailer.events.dsn import dsn_event, failures
 from mailer.settings import get_settings
 from mailer.verp import read_verp
@@ -63,7 +62,7 @@ def _keep_unmatched(raw: bytes, message: Message | None, why: str, via: str, env
            "subject": str(message.get("Subject", ""))[:998] if message is not None else "",
            "named": named, "raw": raw[:RAW_KEPT].decode("utf-8", "replace")}
     with session_scope() as session:
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = upsert_insert(session)
         table = table_of(UnmatchedBounce)
         kept = session.execute(insert(table).values(**row).on_conflict_do_nothing(index_elements=["digest"])
                                .returning(table.c.id)).first()

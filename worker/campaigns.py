@@ -23,14 +23,12 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import and_, exists, func, literal, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Result, TransportError
-from mailer.db import get_engine, id_in, rowcount, session_scope, table_of, utcnow
+from mailer.db import get_engine, id_in, rowcount, session_scope, table_of, upsert_insert, utcnow
 from mailer.merge_tags import Slot, field_names
 from mailer.models import IssueRecord
 from mailer.settings import Settings, TransportName, get_settings
@@ -139,10 +137,6 @@ def retry_failed(session: Session, send_id: int) -> int:
 
 # Planning -----------------------------------------------------------------------------------------------------
 
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def plan_send(session: Session, send_id: int) -> int:
     """Freeze the rendered issue on the send and write one pending row per eligible recipient, in the database."""
     send = _send(session, send_id, lock=True)
@@ -164,7 +158,8 @@ def plan_send(session: Session, send_id: int) -> int:
         .where(*audience.conditions(send.list_id, send.segment_expression, now=send.started_at,
                                     field_types=fields.types_of(session, send.list_id)))
         .order_by(Subscriber.id))
-    statement = _insert(session)(Delivery).from_select(["send_id", "subscriber_id", "status", "attempts"], eligible)
+    statement = upsert_insert(session)(Delivery).from_select(["send_id", "subscriber_id", "status", "attempts"],
+                                                             eligible)
     session.execute(statement.on_conflict_do_nothing(index_elements=["subscriber_id", "send_id"]))
     send.planned = session.scalar(select(func.count()).where(Delivery.send_id == send_id)) or 0
     return send.planned

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from mailer.db import session_scope, table_of, utcnow
+from mailer.db import session_scope, table_of, upsert_insert, utcnow
 from mailer.events import MAX_ROW_ID, DeliveryEvent, EventKind
 from mailer.settings import TransportName, get_settings
 from subscribers import policy
@@ -29,7 +28,7 @@ def store(session: Session, events: Sequence[DeliveryEvent]) -> int:
     """Insert events, ignoring ones already stored (providers retry, and deliver at least once)."""
     if not events:
         return 0
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = upsert_insert(session)
     now = utcnow()
     rows = [{"provider": e.provider, "provider_event_id": e.event_id, "kind": e.kind.value, "email": e.email,
              "send_id": None, "delivery_id": None, "payload": e.payload | {"_reason": e.reason, "_status": e.status,

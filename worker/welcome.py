@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mailer.db import as_utc, utcnow
+from mailer.db import as_utc, upsert_insert, utcnow
 from subscribers import audience
 from subscribers.models import Subscriber, Subscription
 from worker.models import Delivery, DeliveryStatus, Send, SendKind, SendStatus, WelcomeStep
@@ -121,7 +119,7 @@ def admit_due(session: Session, step_id: int, now: datetime | None = None) -> li
            .where(*audience.conditions(step.list_id), Subscription.welcome.is_(True),
                   Subscription.confirmed_at >= lower, Subscription.confirmed_at <= cutoff)
            .order_by(Subscriber.id))
-    insert = _insert(dialect)(Delivery).from_select(["send_id", "subscriber_id", "status", "attempts"], due)
+    insert = upsert_insert(session)(Delivery).from_select(["send_id", "subscriber_id", "status", "attempts"], due)
     ids = sorted(session.execute(insert.on_conflict_do_nothing(index_elements=["subscriber_id", "send_id"])
                                  .returning(Delivery.id)).scalars())
     session.execute(update(WelcomeStep).where(WelcomeStep.id == step_id)
@@ -131,7 +129,3 @@ def admit_due(session: Session, step_id: int, now: datetime | None = None) -> li
         session.execute(update(Send).where(Send.id == send.id).values(planned=Send.planned + len(ids))
                         .execution_options(synchronize_session=False))
     return ids
-
-
-def _insert(dialect: str) -> Any:
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
