@@ -21,19 +21,17 @@ from mailer.settings import get_settings
 
 # Count, and start the window at the first attempt. A key found without a TTL (it cannot be made here, but would
 # otherwise refuse forever) gets one.
-_COUNT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-# Two limits in one round trip: count KEYS[1]; count KEYS[2] only while KEYS[1] is within ARGV[2] (a client over
-# its own limit cannot spend other keys' allowance either). Returns both counts (0 = not counted).
-_COUNT_BOTH = """
+_COUNT_FUNCTION = """
 local function count(key)
   local n = redis.call('INCR', key)
   if n == 1 or redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[1]) end
   return n
 end
+"""
+_COUNT = _COUNT_FUNCTION + "return count(KEYS[1])\n"
+# Two limits in one round trip: count KEYS[1]; count KEYS[2] only while KEYS[1] is within ARGV[2] (a client over
+# its own limit cannot spend other keys' allowance either). Returns both counts (0 = not counted).
+_COUNT_BOTH = _COUNT_FUNCTION + """
 local first = count(KEYS[1])
 if first > tonumber(ARGV[2]) then return {first, 0} end
 return {first, count(KEYS[2])}
