@@ -72,7 +72,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
         undefined=StrictUndefined,
         keep_trailing_newline=True,
-        auto_reload=get_settings().env.lower() == "development",  # else no stat of each template per render
+        auto_reload=get_settings().development,  # else no stat of each template per render
     )
 
 

@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     def production(self) -> bool:
         return self.env.lower() == "production"
 
+    @property
+    def development(self) -> bool:
+        """Templates are re-read when their files change only here (a deployed server restarts on a release)."""
+        return self.env.lower() == "development"
+
     @field_validator("dkim_selector", "dkim_domain", "dkim_private_key_path", "dkim_ed25519_selector",
                      "dkim_ed25519_private_key_path", mode="before")
     @classmethod

@@ -33,7 +33,7 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Newsletter", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
-    configure_templates(development=get_settings().env.lower() == "development")
+    configure_templates(development=get_settings().development)
     app.add_middleware(CSRFCookieMiddleware)
     app.add_middleware(BodyLimitMiddleware)  # before anything reads a body (the CSRF check reads forms)
     app.add_middleware(SecurityHeadersMiddleware)  # every answer of the app gets the headers, 413s included
