@@ -99,7 +99,7 @@ def create_segment(session: Session, mailing_list: MailingList, name: str, expre
     if not name or len(name) > MAX_SEGMENT_NAME:
         raise ServiceError(f"A segment needs a name of 1 to {MAX_SEGMENT_NAME} characters.")
     expression = _checked(session, mailing_list, expression)
-    if session.scalar(select(Segment.id).where(Segment.list_id == mailing_list.id, Segment.name == name)):
+    if find_segment(session, mailing_list.id, name) is not None:
         raise ServiceError(f"The list '{mailing_list.slug}' already has a segment named '{name}'.")
     segment = Segment(list_id=mailing_list.id, name=name, expression=expression, created_by=created_by)
     session.add(segment)
@@ -107,8 +107,12 @@ def create_segment(session: Session, mailing_list: MailingList, name: str, expre
     return segment
 
 
+def find_segment(session: Session, list_id: int, name: str) -> Segment | None:
+    return session.scalar(select(Segment).where(Segment.list_id == list_id, Segment.name == name))
+
+
 def get_segment(session: Session, list_id: int, name: str) -> Segment:
-    segment = session.scalar(select(Segment).where(Segment.list_id == list_id, Segment.name == name))
+    segment = find_segment(session, list_id, name)
     if segment is None:
         raise ServiceError(f"No segment named '{name}' on this list.")
     return segment

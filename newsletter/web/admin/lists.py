@@ -98,7 +98,7 @@ def list_page(request: Request, slug: str, user: Principal = Depends(page_user),
     if not isinstance(mailing_list, MailingList):
         return mailing_list
     editing = request.query_params.get("edit_segment")  # the segment form, filled to change that segment
-    segment = next((s for s, _slug in audience.segments_of(session, mailing_list.id) if s.name == editing), None)
+    segment = audience.find_segment(session, mailing_list.id, editing) if editing else None
     form = {"name": segment.name, "where": segment.expression} if segment else {}
     return list_view(request, user, session, mailing_list, flash=flash_message(request), segment_form=form)
 

@@ -64,7 +64,7 @@ async def save_segment(request: Request, slug: str, user: Principal = Depends(pa
     form = await read_form(request)
     name, where = str(form.get("name") or "").strip(), str(form.get("where") or "")
     try:
-        if any(segment.name == name for segment, _slug in audience.segments_of(session, mailing_list.id)):
+        if audience.find_segment(session, mailing_list.id, name) is not None:
             segment, done = audience.change_segment(session, mailing_list, name, where), "changed"
         else:
             segment, done = audience.create_segment(session, mailing_list, name, where, created_by=user.email), "saved"
