@@ -65,13 +65,10 @@ _INDEX: TTLCache[list[Section]] = TTLCache()
 
 
 def _index_sections() -> list[Section]:
-    session = new_session()
-    try:
+    with new_session() as session:  # closed, not committed: it only reads
         sections = [(mailing_list, _list_name(mailing_list),
                      archive.published_to(session, mailing_list, SECTION_SIZE))
                     for mailing_list in archive.lists_with_issues(session)]
-    finally:
-        session.close()
     return [section for section in sections if section[2]]
 
 

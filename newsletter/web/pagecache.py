@@ -129,11 +129,8 @@ LISTS: TTLCache[MailingList | None] = TTLCache()
 
 
 def _load_list(slug: str) -> MailingList | None:
-    session = new_session()
-    try:
+    with new_session() as session:  # closing detaches it, columns loaded (sessions do not expire on commit)
         return session.scalar(select(MailingList).where(MailingList.slug == slug))
-    finally:
-        session.close()  # detaches it, columns loaded (sessions do not expire on commit)
 
 
 async def list_by_slug(slug: str) -> MailingList | None:
