@@ -8,18 +8,18 @@ never imports the worker, and the caller enqueues after its commit.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import any_, bindparam, delete, func, select, update
+from sqlalchemy import any_, bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from mailer.addresses import mixes_scripts
-from mailer.db import as_utc, email_hash, rowcount, upsert_insert, utcnow
+from mailer.db import as_utc, email_hash, rowcount, table_of, upsert_insert, utcnow
 from mailer.settings import get_settings
 from subscribers.models import (
     ConsentEvent,
@@ -114,12 +114,20 @@ def check_local_part(address: str, allow_international: bool) -> None:
 
 # Consent trail ------------------------------------------------------------------------------------------------
 
+def consent_values(subscriber_id: int | None, list_id: int | None, kind: ConsentKind, *, source: ConsentSource,
+                   ip: str | None = None, user_agent: str | None = None, detail: Mapping[str, Any] | None = None,
+                   provider_event_id: int | None = None) -> dict[str, Any]:
+    """One consent event's columns: for an INSERT of many at once, and for `record_consent`."""
+    return {"subscriber_id": subscriber_id, "list_id": list_id, "kind": kind, "source": source, "ip": ip,
+            "user_agent": (user_agent or None) and user_agent[:500], "detail": dict(detail or {}),
+            "provider_event_id": provider_event_id, "at": utcnow()}
+
+
 def record_consent(session: Session, subscriber_id: int | None, list_id: int | None, kind: ConsentKind, *,
                    source: ConsentSource, ip: str | None = None, user_agent: str | None = None,
                    detail: Mapping[str, Any] | None = None, provider_event_id: int | None = None) -> ConsentEvent:
-    event = ConsentEvent(subscriber_id=subscriber_id, list_id=list_id, kind=kind, source=source, ip=ip,
-                         user_agent=(user_agent or None) and user_agent[:500], detail=dict(detail or {}),
-                         provider_event_id=provider_event_id, at=utcnow())
+    event = ConsentEvent(**consent_values(subscriber_id, list_id, kind, source=source, ip=ip, user_agent=user_agent,
+                                          detail=detail, provider_event_id=provider_event_id))
     session.add(event)
     return event
 
@@ -199,6 +207,18 @@ def _subscriber_for(session: Session, email: str, name: str) -> tuple[Subscriber
     return subscriber, False
 
 
+def consent_detail(*, direct: bool, double_opt_in: bool, consent_note: str = "",
+                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a sign-up's consent events keep: the note on where they agreed, and whether they were asked to confirm."""
+    detail: dict[str, Any] = {"note": consent_note} if consent_note else {}
+    detail.update(extra or {})
+    if not direct:
+        detail["double_opt_in"] = True
+    elif not double_opt_in:
+        detail["double_opt_in"] = False  # the list explicitly does not ask for confirmation
+    return detail
+
+
 def subscribe(session: Session, mailing_list: MailingList, email: str, name: str = "", *, source: ConsentSource,
               ip: str | None = None, user_agent: str | None = None, confirmed: bool = False,
               consent_note: str = "", override_suppression: bool = False, ask_confirmation: bool = False,
@@ -226,12 +246,8 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
     # Someone made in this transaction has no subscription yet (no other transaction can see them to add one).
     subscription = None if new_person else _subscription(session, subscriber.id, mailing_list.id)
     now = utcnow()
-    detail: dict[str, Any] = {"note": consent_note} if consent_note else {}
-    detail.update(extra or {})
-    if not direct:
-        detail["double_opt_in"] = True
-    elif not mailing_list.double_opt_in:
-        detail["double_opt_in"] = False  # the list explicitly does not ask for confirmation
+    detail = consent_detail(direct=direct, double_opt_in=mailing_list.double_opt_in, consent_note=consent_note,
+                            extra=extra)
 
     def event(kind: ConsentKind) -> None:
         record_consent(session, subscriber.id, mailing_list.id, kind, source=source, ip=ip, user_agent=user_agent,
@@ -276,9 +292,13 @@ def subscribe(session: Session, mailing_list: MailingList, email: str, name: str
 
 
 def _welcome(mailing_list: MailingList, subscription: Subscription, source: ConsentSource) -> list[Notify]:
+    return welcome_notify(mailing_list.welcome_enabled, subscription.id, source)
+
+
+def welcome_notify(welcome_enabled: bool, subscription_id: int, source: ConsentSource) -> list[Notify]:
     # Only people who signed up themselves are welcomed; an import must not mail a whole list out of the blue.
-    if mailing_list.welcome_enabled and source is ConsentSource.FORM:
-        return [Notify(NotificationKind.WELCOME, subscription.id)]
+    if welcome_enabled and source is ConsentSource.FORM:
+        return [Notify(NotificationKind.WELCOME, subscription_id)]
     return []
 
 
@@ -287,56 +307,154 @@ def _subscription(session: Session, subscriber_id: int, list_id: int) -> Subscri
                                                      Subscription.list_id == list_id))
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    """Someone pressing the button of their confirmation email, with where the request came from."""
+
+    subscriber_id: int
+    list_id: int
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+class Confirmed(StrEnum):
+    NOW = "now"              # pending until this request
+    ALREADY = "already"      # confirmed before (a second click, a mail scanner, a link from before an unsubscribe)
+    REFUSED = "refused"      # the address is suppressed: it stays pending, nothing is sent
+    GONE = "gone"            # no such subscription any more (purged, or never made)
+    NOBODY = "nobody"        # the person is gone or erased: the link is not valid
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    state: Confirmed
+    email: str = ""
+    notify: tuple[Notify, ...] = ()
+
+
+def confirm_many(session: Session, requests: Sequence[Confirmation]) -> list[ConfirmResult]:
+    """Confirm many pending subscriptions in four statements, whatever their number (a crowd of confirmation clicks
+    is written by one transaction, see newsletter/web/intake.py). A result per request, in order.
+
+    Only while still pending, in the UPDATE itself: two clicks of one link at the same moment (a mail client's
+    prefetch and the person) both read "pending", and only one may confirm (one consent record, one welcome email).
+    The database settles it: the later UPDATE finds the row confirmed."""
+    pairs = {(r.subscriber_id, r.list_id) for r in requests}
+    if not pairs:
+        return []
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.email, Subscriber.erased_at, Subscription.id, Subscription.list_id,
+               Subscription.status, MailingList.welcome_enabled)
+        .outerjoin(Subscription, (Subscription.subscriber_id == Subscriber.id)
+                   & tuple_(Subscription.subscriber_id, Subscription.list_id).in_(sorted(pairs)))
+        .outerjoin(MailingList, MailingList.id == Subscription.list_id)
+        .where(Subscriber.id.in_({r.subscriber_id for r in requests}))).all()
+    people = {row[0]: (row[1], row[2]) for row in rows}
+    found = {(row[0], row[4]): (row[3], row[5], bool(row[6])) for row in rows if row[3] is not None}
+    pending = {key: value for key, value in found.items() if value[1] is SubscriptionStatus.PENDING}
+    refused = suppressed_among(session, {people[sid][0] for sid, _ in pending})
+    eligible = {key: value for key, value in pending.items() if people[key[0]][0] not in refused}
+    moved: set[int] = set()
+    if eligible:
+        moved = set(session.scalars(
+            update(Subscription).where(Subscription.id.in_([value[0] for value in eligible.values()]),
+                                       Subscription.status == SubscriptionStatus.PENDING)
+            .values(status=SubscriptionStatus.CONFIRMED, confirmed_at=utcnow())
+            .returning(Subscription.id).execution_options(synchronize_session="fetch")))
+    results: list[ConfirmResult] = []
+    events: list[dict[str, Any]] = []
+    for request in requests:
+        key = (request.subscriber_id, request.list_id)
+        email, erased_at = people.get(request.subscriber_id, ("", None))
+        if request.subscriber_id not in people or erased_at is not None:
+            results.append(ConfirmResult(Confirmed.NOBODY))
+        elif key not in found:
+            results.append(ConfirmResult(Confirmed.GONE, email))
+        elif found[key][0] in moved:
+            moved.discard(found[key][0])  # the same link twice in one batch: the first request confirms
+            subscription_id, _, welcome_enabled = found[key]
+            events.append(consent_values(*key, ConsentKind.CONFIRMED, source=ConsentSource.FORM, ip=request.ip,
+                                         user_agent=request.user_agent, detail={"double_opt_in": True}))
+            results.append(ConfirmResult(Confirmed.NOW, email, tuple(
+                welcome_notify(welcome_enabled, subscription_id, ConsentSource.FORM))))
+        elif key in pending and email in refused:
+            results.append(ConfirmResult(Confirmed.REFUSED, email))
+        else:
+            results.append(ConfirmResult(Confirmed.ALREADY, email))
+    if events:
+        session.execute(insert(table_of(ConsentEvent)), events)
+    return results
+
+
 def confirm(session: Session, subscriber_id: int, list_id: int, *, ip: str | None = None,
             user_agent: str | None = None) -> Outcome:
     """Idempotent: confirming twice is fine; a link from before an unsubscribe does not undo it."""
+    result = confirm_many(session, [Confirmation(subscriber_id, list_id, ip, user_agent)])[0]
     subscription = _subscription(session, subscriber_id, list_id)
-    if subscription is None:
+    if subscription is None or result.state is Confirmed.GONE:
         raise ServiceError("This subscription no longer exists. Please sign up again.")
-    if subscription.status is not SubscriptionStatus.PENDING:
-        return Outcome(subscription)
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None or is_suppressed(session, subscriber.email):
+    if result.state in (Confirmed.REFUSED, Confirmed.NOBODY):
         return Outcome(subscription, refused=Refusal.SUPPRESSED)
-    # Only while still pending, in the UPDATE itself: two clicks of one link at the same moment (a mail client's
-    # prefetch and the person) both read "pending", and the second must not confirm again (a second consent record
-    # and a second welcome email). The database settles it: the later UPDATE finds the row confirmed.
-    moved = rowcount(session.execute(
-        update(Subscription).where(Subscription.id == subscription.id,
-                                   Subscription.status == SubscriptionStatus.PENDING)
-        .values(status=SubscriptionStatus.CONFIRMED, confirmed_at=utcnow())
-        .execution_options(synchronize_session=False)))
-    session.refresh(subscription)
-    if not moved:
-        return Outcome(subscription)
-    record_consent(session, subscriber_id, list_id, ConsentKind.CONFIRMED, source=ConsentSource.FORM, ip=ip,
-                   user_agent=user_agent, detail={"double_opt_in": True})
-    mailing_list = session.get(MailingList, list_id)
-    assert mailing_list is not None
-    return Outcome(subscription, _welcome(mailing_list, subscription, ConsentSource.FORM), changed=True)
+    return Outcome(subscription, list(result.notify), changed=result.state is Confirmed.NOW)
+
+
+@dataclass(frozen=True)
+class Leave:
+    """One request to leave a list (or, with no list, every list), and what the consent trail keeps of it."""
+
+    subscriber_id: int
+    list_id: int | None
+    ip: str | None = None
+    user_agent: str | None = None
+    detail: Mapping[str, Any] | None = None
+    provider_event_id: int | None = None
+
+
+def unsubscribe_many(session: Session, leaves: Sequence[Leave], *, source: ConsentSource) -> list[int]:
+    """Many people leaving at once, in two statements whatever their number (a crowd of one-click unsubscribes, or
+    a mailbox provider replaying them, is written by one transaction, see newsletter/web/intake.py). Idempotent;
+    returns how many subscriptions each request ended, in order.
+
+    An erased person is left alone (erasure already ended every subscription), so callers holding only an id from a
+    link need not read the person first."""
+    everywhere = {leave.subscriber_id: n for n, leave in enumerate(leaves) if leave.list_id is None}
+    one_list = {(leave.subscriber_id, leave.list_id): n for n, leave in enumerate(leaves) if leave.list_id is not None}
+    if not leaves:
+        return []
+    which = []
+    if everywhere:
+        which.append(Subscription.subscriber_id.in_(sorted(everywhere)))
+    if one_list:
+        which.append(tuple_(Subscription.subscriber_id, Subscription.list_id).in_(sorted(one_list)))
+    living = select(Subscriber.id).where(Subscriber.id.in_({leave.subscriber_id for leave in leaves}),
+                                         Subscriber.erased_at.is_(None))
+    ended = session.execute(
+        update(Subscription).where(Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+                                   Subscription.subscriber_id.in_(living), or_(*which))
+        .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=utcnow())
+        .returning(Subscription.subscriber_id, Subscription.list_id)
+        .execution_options(synchronize_session="fetch")).all()
+    changed = [0] * len(leaves)
+    events = []
+    for subscriber_id, list_id in ended:
+        n = one_list.get((subscriber_id, list_id), everywhere.get(subscriber_id))
+        assert n is not None
+        leave = leaves[n]
+        changed[n] += 1
+        events.append(consent_values(subscriber_id, list_id, ConsentKind.UNSUBSCRIBED, source=source, ip=leave.ip,
+                                     user_agent=leave.user_agent, detail=leave.detail,
+                                     provider_event_id=leave.provider_event_id))
+    if events:
+        session.execute(insert(table_of(ConsentEvent)), events)
+    return changed
 
 
 def unsubscribe(session: Session, subscriber_id: int, list_id: int | None, *, source: ConsentSource,
                 ip: str | None = None, user_agent: str | None = None, detail: Mapping[str, Any] | None = None,
                 provider_event_id: int | None = None) -> int:
-    """Leave one list (or every list when list_id is None). Idempotent; returns how many subscriptions changed.
-
-    An erased person is left alone (erasure already ended every subscription), so callers holding only an id from a
-    link need not read the person first."""
-    query = (select(Subscription).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-             .where(Subscription.subscriber_id == subscriber_id, Subscriber.erased_at.is_(None),
-                    Subscription.status != SubscriptionStatus.UNSUBSCRIBED))
-    if list_id is not None:
-        query = query.where(Subscription.list_id == list_id)
-    changed = 0
-    now = utcnow()
-    for subscription in session.scalars(query):
-        subscription.status, subscription.unsubscribed_at = SubscriptionStatus.UNSUBSCRIBED, now
-        record_consent(session, subscriber_id, subscription.list_id, ConsentKind.UNSUBSCRIBED, source=source, ip=ip,
-                       user_agent=user_agent, detail=detail, provider_event_id=provider_event_id)
-        changed += 1
-    session.flush()
-    return changed
+    """Leave one list (or every list when list_id is None). Idempotent; returns how many subscriptions changed."""
+    return unsubscribe_many(session, [Leave(subscriber_id, list_id, ip, user_agent, detail, provider_event_id)],
+                            source=source)[0]
 
 
 def resubscribe(session: Session, subscriber_id: int, list_id: int, *, source: ConsentSource,
@@ -388,65 +506,3 @@ def update_preferences(session: Session, subscriber_id: int, *, name: str | None
 
 
 # Personal data ------------------------------------------------------------------------------------------------
-
-def export_subscriber(session: Session, subscriber_id: int) -> dict[str, Any]:
-    """Everything we hold about one person (GDPR art. 15), as plain JSON-able data."""
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        raise ServiceError("This subscriber no longer exists.")
-    lists = {m.id: m.slug for m in session.scalars(select(MailingList))}
-    subscriptions = session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber_id))
-    events = session.scalars(select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id)
-                             .order_by(ConsentEvent.at, ConsentEvent.id))
-    return {
-        "email": subscriber.email,
-        "name": subscriber.name,
-        "attributes": subscriber.attributes,
-        "created_at": subscriber.created_at.isoformat(),
-        "subscriptions": [{"list": lists.get(s.list_id), "status": s.status.value, "source": s.source,
-                           "created_at": s.created_at.isoformat(),
-                           "confirmed_at": s.confirmed_at.isoformat() if s.confirmed_at else None,
-                           "unsubscribed_at": s.unsubscribed_at.isoformat() if s.unsubscribed_at else None}
-                          for s in subscriptions],
-        "consent_events": [{"kind": e.kind.value, "at": e.at.isoformat(), "list": lists.get(e.list_id or 0),
-                            "source": e.source.value, "ip": e.ip, "user_agent": e.user_agent, "detail": e.detail}
-                           for e in events],
-        "suppressed": is_suppressed(session, subscriber.email),
-    }
-
-
-def erase(session: Session, subscriber_id: int, *, source: ConsentSource) -> None:
-    """Right to erasure: drop the address and everything personal, keep only a hash that refuses re-imports.
-
-    The row stays (anonymised) so the delivery ledger and per-send figures remain consistent.
-    """
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None or subscriber.erased_at is not None:
-        return
-    address = subscriber.email
-    unsubscribe(session, subscriber_id, None, source=source)
-    suppress(session, address, SuppressionReason.ERASED, source=source, note="erased on request")
-    session.execute(update(Suppression).where(Suppression.email_hash == email_hash(address)).values(email=None))
-    session.execute(update(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id)
-                    .values(ip=None, user_agent=None))
-    subscriber.email = f"erased-{subscriber_id}@erased.invalid"
-    subscriber.name = ""
-    subscriber.attributes = {}
-    subscriber.erased_at = utcnow()
-    record_consent(session, subscriber_id, None, ConsentKind.ERASED, source=source)
-    session.flush()
-
-
-def purge_pending(session: Session, older_than_days: int | None = None) -> int:
-    """Forget sign-ups never confirmed: an unconfirmed address is not consent, so we should not keep it."""
-    days = get_settings().pending_purge_days if older_than_days is None else older_than_days
-    cutoff = utcnow() - timedelta(days=days)
-    stale = session.execute(select(Subscription.id, Subscription.subscriber_id, Subscription.list_id)
-                            .where(Subscription.status == SubscriptionStatus.PENDING,
-                                   Subscription.created_at < cutoff)).all()
-    for _id, subscriber_id, list_id in stale:
-        record_consent(session, subscriber_id, list_id, ConsentKind.PURGED, source=ConsentSource.SYSTEM,
-                       detail={"after_days": days})
-    if stale:
-        session.execute(delete(Subscription).where(Subscription.id.in_([row[0] for row in stale])))
-    return len(stale)

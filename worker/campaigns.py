@@ -321,6 +321,20 @@ def _recheck_before_sending(send_id: int, list_id: int, ids: Sequence[int],
 HANDOVER_WAIT_S = 30.0
 
 
+def in_flight_among(subscriber_ids: Sequence[int]) -> set[int]:
+    """Which of these people a batch holds in flight now (a row of theirs is `sending`): one indexed read, in
+    autocommit, for a whole group of unsubscribes (newsletter/web/intake.py); only those found need
+    `await_handover`."""
+    if not subscriber_ids:
+        return set()
+    engine = get_engine()
+    query = select(_DELIVERIES.c.subscriber_id).distinct().where(
+        id_in(_DELIVERIES.c.subscriber_id, sorted(set(subscriber_ids)), engine.dialect.name),
+        _DELIVERIES.c.status == DeliveryStatus.SENDING)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return set(connection.scalars(query))
+
+
 def await_handover(subscriber_id: int, limit_s: float = HANDOVER_WAIT_S, poll_s: float = 0.05) -> bool:
     """Return once no batch holds this subscriber in flight; call it after their unsubscribe (or erasure) has
     committed and before telling them it is done. False if `limit_s` passed first.

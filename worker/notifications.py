@@ -6,15 +6,29 @@ place that turns those items into tasks, so the public form, the API and the CLI
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 
 from sqlalchemy.orm import Session
 
 from subscribers.service import Notify
 from worker.app import enqueue_after_commit
-from worker.subscriber_tasks import send_notification
+from worker.subscriber_tasks import send_notification, send_notifications
 
 
 def notify_after_commit(session: Session, items: Iterable[Notify]) -> None:
     for item in items:
         enqueue_after_commit(session, send_notification, item.kind, item.subscription_id)
+
+
+def notify_now(items: Iterable[Notify]) -> None:
+    """Enqueue, for changes already committed, one message per kind of email: a group of sign-ups that committed
+    together (newsletter/web/intake.py) costs one publish, not one each."""
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for item in items:
+        by_kind[item.kind].append(item.subscription_id)
+    for kind, subscription_ids in by_kind.items():
+        if len(subscription_ids) == 1:
+            send_notification.apply_async(args=(kind, subscription_ids[0]))
+        else:
+            send_notifications.apply_async(args=(kind, subscription_ids))

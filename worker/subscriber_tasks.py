@@ -9,8 +9,8 @@ from celery import Task
 from mailer.batch import TransportError
 from mailer.db import session_scope
 from mailer.transports import get_transport
+from subscribers.privacy import purge_pending as purge_pending_subscriptions
 from subscribers.service import NotificationKind
-from subscribers.service import purge_pending as purge_pending_subscriptions
 from worker import welcome
 from worker.app import HOUSEKEEPING_QUEUE, celery_app
 
@@ -49,6 +49,16 @@ def send_notification(self: Task, kind: str, subscription_id: int) -> str:
         log.warning("notification %s for subscription %s failed: %s", kind, subscription_id, result.error)
         return "failed"
     return "sent"
+
+
+@celery_app.task(name="worker.subscriber_tasks.send_notifications", queue=HOUSEKEEPING_QUEUE, acks_late=True)
+def send_notifications(kind: str, subscription_ids: list[int]) -> int:
+    """The emails of a group of sign-ups that committed together (newsletter/web/intake.py), enqueued by the web as
+    one message instead of one each: a publish costs the web ~0.4 ms. Each becomes its own send_notification task
+    here, with its own retries."""
+    for subscription_id in subscription_ids:
+        send_notification.apply_async(args=(kind, subscription_id))
+    return len(subscription_ids)
 
 
 @celery_app.task(name="worker.subscriber_tasks.purge_pending", queue=HOUSEKEEPING_QUEUE)

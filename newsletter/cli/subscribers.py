@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db import new_session
 from newsletter.cli.common import console, db, description_column, fail
-from subscribers import importer, mailing_lists, queries, service
+from subscribers import importer, mailing_lists, privacy, queries, service
 from subscribers.models import ConsentSource, Subscriber, SubscriptionStatus
 from subscribers.service import Refusal
 from worker.notifications import notify_after_commit
@@ -77,7 +77,7 @@ def erase(email: str, yes: bool = typer.Option(False, "--yes", help="Do not ask 
     if not yes:
         typer.confirm(f"Erase {email} and everything we hold about them?", abort=True)
     with db() as session:
-        service.erase(session, _find(session, email).id, source=ConsentSource.ADMIN)
+        privacy.erase(session, _find(session, email).id, source=ConsentSource.ADMIN)
     console.print(f"{email}: erased")
 
 

@@ -25,7 +25,7 @@ from newsletter.web.api_support import bad as _bad
 from newsletter.web.api_support import list_or_404 as _list
 from newsletter.web.deps import api_admin, api_user, db_session
 from newsletter.web.embed import json_router
-from subscribers import audience, fields, mailing_lists, queries, service, staff
+from subscribers import audience, fields, mailing_lists, privacy, queries, service, staff
 from subscribers.models import ConsentSource, ListField, MailingList, Subscriber, SubscriptionStatus, SuppressionReason
 from subscribers.queries import ListOrder
 from subscribers.segments import SegmentError
@@ -284,7 +284,7 @@ def unsubscribe_subscriber(subscriber_id: int, body: UnsubscribeIn, user: Princi
 @api_app.delete("/subscribers/{subscriber_id}", status_code=204)
 def erase_subscriber(subscriber_id: int, user: Principal = Depends(api_admin),
                      session: Session = db_session) -> None:
-    service.erase(session, _subscriber(session, subscriber_id).id, source=ConsentSource.API)
+    privacy.erase(session, _subscriber(session, subscriber_id).id, source=ConsentSource.API)
     session.commit()
 
 

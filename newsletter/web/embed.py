@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 from html import escape
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.datastructures import FormData
 
 from mailer.settings import get_settings
-from newsletter.web import signup
-from newsletter.web.deps import db_session, form_data
+from newsletter.web import pagecache, signup
+from newsletter.web.deps import db_session
 from newsletter.web.public import signup_answer
 from newsletter.web.signup import Result, captcha_widget
 from newsletter.web.templating import render_page
@@ -35,19 +34,20 @@ def _embeddable_list(session: Session, slug: str) -> MailingList | None:
 
 
 @router.post("/lists/{slug}/embed", response_class=HTMLResponse)
-def embedded_signup(request: Request, slug: str, form: FormData = Depends(form_data),
-                    session: Session = db_session) -> Response:
-    """The target of the plain HTML snippet: answers with our own page, or the list's thank-you page."""
-    mailing_list = _embeddable_list(session, slug)
+async def embedded_signup(request: Request, slug: str) -> Response:
+    """The target of the plain HTML snippet: answers with our own page, or the list's thank-you page. Async, as
+    the hosted form (public.subscribe)."""
+    mailing_list = await pagecache.list_by_slug(slug)
     if mailing_list is None:
         return render_page(request, "public/message.html", {"heading": "No such list", "paragraphs": [
             "The form you used points at a list that does not exist (any more)."]}, status_code=404)
+    form = await request.form()
     email, name = str(form.get("email", "")), str(form.get("name", ""))
     widget = captcha_widget(get_settings())
-    result = signup.attempt(session, request, mailing_list, email=email, name=name,
-                            honeypot=str(form.get(signup.HONEYPOT, "")),
-                            captcha_token=str(form.get(widget["field"], "")) if widget else None, embedded=True)
-    session.commit()
+    result = await signup.attempt(request, mailing_list, email=email, name=name,
+                                  honeypot=str(form.get(signup.HONEYPOT, "")),
+                                  captcha_token=str(form.get(widget["field"], "")) if widget else None,
+                                  embedded=True)
     if result.result in (Result.ACCEPTED, Result.SUBSCRIBED) and mailing_list.thank_you_url:
         return RedirectResponse(mailing_list.thank_you_url, status_code=303)
     return signup_answer(request, mailing_list, result, email=email, name=name)
@@ -100,17 +100,16 @@ def signup_preflight(request: Request, slug: str, session: Session = db_session)
 
 @json_router.post("/public/lists/{slug}/subscribe", response_model=SignupOut,
                   responses={429: {"model": SignupOut}})
-def json_signup(request: Request, slug: str, body: SignupIn, session: Session = db_session) -> JSONResponse:
+async def json_signup(request: Request, slug: str, body: SignupIn) -> JSONResponse:
     """Sign up from a JavaScript form on the publisher's site (CORS for the list's allowed origins; no token).
 
     Double opt-in lists answer `accepted` whatever the address's state, so the answer reveals nobody's subscription.
     """
-    mailing_list = _embeddable_list(session, slug)
+    mailing_list = await pagecache.list_by_slug(slug)
     if mailing_list is None:
         return JSONResponse({"error": "No such list."}, status_code=404, headers=_cors(request, None))
-    result = signup.attempt(session, request, mailing_list, email=body.email, name=body.name, honeypot=body.website,
-                            captcha_token=body.captcha_token, embedded=True)
-    session.commit()
+    result = await signup.attempt(request, mailing_list, email=body.email, name=body.name, honeypot=body.website,
+                                  captcha_token=body.captcha_token, embedded=True)
     headers = _cors(request, mailing_list)
     if result.result is Result.INVALID_EMAIL:
         return JSONResponse({"error": result.message, "status": result.result.value}, status_code=400,

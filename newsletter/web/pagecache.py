@@ -139,3 +139,16 @@ async def list_by_slug(slug: str) -> MailingList | None:
         return None
     slug = slug.lower()
     return await LISTS.aget(slug, lambda: _load_list(slug))
+
+
+LISTS_BY_ID: TTLCache[MailingList | None] = TTLCache()
+
+
+def _load_list_by_id(list_id: int) -> MailingList | None:
+    with new_session() as session:
+        return session.get(MailingList, list_id)
+
+
+async def list_by_id(list_id: int) -> MailingList | None:
+    """The list a signed link names (read-only, see above), or None."""
+    return await LISTS_BY_ID.aget(str(list_id), lambda: _load_list_by_id(list_id))

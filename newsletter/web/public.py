@@ -15,15 +15,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from mailer.settings import get_settings
-from newsletter.web import pagecache, signup
+from newsletter.web import intake, pagecache, signup
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, form_data
 from newsletter.web.signup import Result, captcha_widget
 from newsletter.web.templating import gettext_for, render_page
-from subscribers import fields, mailing_lists, service
+from subscribers import fields, mailing_lists, privacy, service
 from subscribers.models import (
     ConsentSource,
     ListField,
@@ -32,10 +33,9 @@ from subscribers.models import (
     Subscription,
     SubscriptionStatus,
 )
-from subscribers.service import NotSubscribed, ServiceError
+from subscribers.service import Confirmation, Confirmed, Leave, NotSubscribed
 from subscribers.tokens import Purpose, TokenError, link, read_token
 from worker.campaigns import await_handover
-from worker.notifications import notify_after_commit
 
 router = APIRouter()
 
@@ -52,10 +52,9 @@ def _message(request: Request, heading: str, *paragraphs: str, status_code: int 
                        status_code=status_code, mailing_list=mailing_list)
 
 
-def _token_problem(request: Request, exc: TokenError, session: Session, list_id: int | None = None) -> HTMLResponse:
-    """Tampered and expired links get a page that says so and offers the way forward."""
-    action_url = None
-    mailing_list = session.get(MailingList, list_id) if list_id is not None else None
+def _token_problem(request: Request, exc: TokenError, mailing_list: MailingList | None = None) -> HTMLResponse:
+    """Tampered and expired links get a page that says so and offers the way forward (to sign up to
+    `mailing_list` again: the list an expired link names)."""
     action_url = f"/lists/{mailing_list.slug}/subscribe" if mailing_list else None
     _ = gettext_for(mailing_list)
     if exc.expired:
@@ -149,17 +148,19 @@ def signup_answer(request: Request, mailing_list: MailingList, result: signup.At
 
 
 @router.post("/lists/{slug}/subscribe", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
-def subscribe(request: Request, slug: str, form: FormData = Depends(form_data),
-              session: Session = db_session) -> HTMLResponse:
-    mailing_list = _list_or_404(session, slug)
+async def subscribe(request: Request, slug: str) -> HTMLResponse:
+    """Async, with the list from the page cache and the write grouped with concurrent ones (intake.py): a crowd's
+    requests never wait for a thread or a pooled connection of their own."""
+    mailing_list = await pagecache.list_by_slug(slug)
     if mailing_list is None:
         return _no_such_list(request)
+    form = await request.form()
     email, name = str(form.get("email", "")), str(form.get("name", ""))
     widget = captcha_widget(get_settings())
-    result = signup.attempt(session, request, mailing_list, email=email, name=name,
-                            honeypot=str(form.get(signup.HONEYPOT, "")),
-                            captcha_token=str(form.get(widget["field"], "")) if widget else None, embedded=False)
-    session.commit()
+    result = await signup.attempt(request, mailing_list, email=email, name=name,
+                                  honeypot=str(form.get(signup.HONEYPOT, "")),
+                                  captcha_token=str(form.get(widget["field"], "")) if widget else None,
+                                  embedded=False)
     return signup_answer(request, mailing_list, result, email=email, name=name)
 
 
@@ -179,7 +180,8 @@ def confirm_page(request: Request, token: str, session: Session = db_session) ->
     try:
         subscriber, mailing_list = _confirm_target(session, token)
     except TokenError as exc:
-        return _token_problem(request, exc, session, exc.list_id if exc.expired else None)
+        return _token_problem(request, exc, session.get(MailingList, exc.list_id) if exc.expired and exc.list_id
+                              else None)
     subscription = session.scalar(select(Subscription).where(Subscription.subscriber_id == subscriber.id,
                                                              Subscription.list_id == mailing_list.id))
     _ = gettext_for(mailing_list)
@@ -191,27 +193,31 @@ def confirm_page(request: Request, token: str, session: Session = db_session) ->
 
 
 @router.post("/confirm/{token}", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
-def confirm(request: Request, token: str, session: Session = db_session) -> HTMLResponse:
+async def confirm(request: Request, token: str) -> HTMLResponse:
+    """Async, the write grouped with concurrent confirmations (intake.py), the list from the page cache."""
     try:
-        subscriber, mailing_list = _confirm_target(session, token)  # service.confirm reads the subscription
-        ip, user_agent = _client(request)
-        outcome = service.confirm(session, subscriber.id, mailing_list.id, ip=ip, user_agent=user_agent)
+        data = read_token(Purpose.CONFIRM, token)
+        if not data.list_id:
+            raise TokenError("This link is not valid.")
     except TokenError as exc:
-        return _token_problem(request, exc, session, exc.list_id if exc.expired else None)
-    except ServiceError:
-        _ = gettext_for(None)
+        return _token_problem(request, exc, await pagecache.list_by_id(exc.list_id) if exc.expired and exc.list_id
+                              else None)
+    ip, user_agent = _client(request)
+    result = await intake.CONFIRMATIONS.submit(Confirmation(data.subscriber_id, data.list_id, ip, user_agent))
+    mailing_list = await pagecache.list_by_id(data.list_id)
+    if result.state is Confirmed.NOBODY or mailing_list is None:
+        return _token_problem(request, TokenError("This link is not valid."))
+    _ = gettext_for(mailing_list)
+    if result.state is Confirmed.GONE:
         return _message(request, _("Nothing to confirm"),
                         _("This subscription no longer exists. Sign up again if you still want it."),
-                        status_code=410)
-    notify_after_commit(session, outcome.notify)
-    session.commit()
-    _ = gettext_for(mailing_list)
-    if outcome.refused:
+                        status_code=410, mailing_list=mailing_list)
+    if result.state is Confirmed.REFUSED:
         return _message(request, _("We can't send to this address"),
                         _("Mail to this address was refused before, so we don't send to it. Contact us if that's "
                           "a mistake."), mailing_list=mailing_list)
     return _message(request, _("You're subscribed"), _("Thanks for confirming. %(list)s will arrive at %(email)s.")
-                    % {"list": mailing_list.name, "email": subscriber.email}, mailing_list=mailing_list)
+                    % {"list": mailing_list.name, "email": result.email}, mailing_list=mailing_list)
 
 
 # Unsubscribe (page + RFC 8058 one-click) ----------------------------------------------------------------------
@@ -221,7 +227,7 @@ def unsubscribe_page(request: Request, token: str, session: Session = db_session
     try:
         data = read_token(Purpose.UNSUBSCRIBE, token)
     except TokenError as exc:
-        return _token_problem(request, exc, session)
+        return _token_problem(request, exc)
     subscriber = session.get(Subscriber, data.subscriber_id)
     mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
     if subscriber is None or subscriber.erased_at is not None:
@@ -234,28 +240,30 @@ def unsubscribe_page(request: Request, token: str, session: Session = db_session
 
 
 @router.post("/unsubscribe/{token}")
-def unsubscribe(request: Request, token: str, form: FormData = Depends(form_data),
-                session: Session = db_session) -> Response:
-    """Page button and RFC 8058 one-click alike: no cookie, no CSRF token, 200 without redirect, idempotent."""
+async def unsubscribe(request: Request, token: str) -> Response:
+    """Page button and RFC 8058 one-click alike: no cookie, no CSRF token, 200 without redirect, idempotent.
+
+    Async, the write grouped with concurrent unsubscribes (intake.py): a mailbox provider replaying one-click
+    unsubscribes, or a crowd leaving after an unpopular issue, costs a few statements per group."""
+    form = await request.form()
     one_click = form.get("List-Unsubscribe") == "One-Click"
     try:
         data = read_token(Purpose.UNSUBSCRIBE, token)
     except TokenError as exc:
         if one_click:
             return Response(str(exc), status_code=410 if exc.expired else 400, media_type="text/plain")
-        return _token_problem(request, exc, session)
+        return _token_problem(request, exc)
     scope_all = form.get("scope") == "all" or data.list_id is None
     ip, user_agent = _client(request)
-    # No read of the person first: service.unsubscribe skips a missing or erased one in its own query.
-    if service.unsubscribe(session, data.subscriber_id, None if scope_all else data.list_id,
-                           source=ConsentSource.FORM, ip=ip, user_agent=user_agent,
-                           detail={"method": "one-click" if one_click else "page", "scope": "all" if scope_all
-                                   else "list"}):
-        session.commit()
-        await_handover(data.subscriber_id)  # answered once no batch in flight can still hand them the issue
+    # No read of the person first: unsubscribe_many skips a missing or erased one in its own statement.
+    answer = await intake.LEAVES.submit(Leave(
+        data.subscriber_id, None if scope_all else data.list_id, ip, user_agent,
+        {"method": "one-click" if one_click else "page", "scope": "all" if scope_all else "list"}))
+    if answer.in_flight:  # answered once no batch in flight can still hand them the issue
+        await run_in_threadpool(await_handover, data.subscriber_id)
     if one_click:
         return Response("Unsubscribed.", status_code=200, media_type="text/plain")
-    mailing_list = session.get(MailingList, data.list_id) if data.list_id else None
+    mailing_list = await pagecache.list_by_id(data.list_id) if data.list_id else None
     _ = gettext_for(mailing_list)
     gone = (_("You won't receive any of our lists any more.") if scope_all or mailing_list is None else
             _("You won't receive %(list)s any more.") % {"list": mailing_list.name})
@@ -331,7 +339,7 @@ def preferences(request: Request, token: str, session: Session = db_session) -> 
     try:
         subscriber = _preferences_subscriber(session, token)
     except TokenError as exc:
-        return _token_problem(request, exc, session)
+        return _token_problem(request, exc)
     return _preferences_page(request, session, subscriber, token)
 
 
@@ -340,8 +348,8 @@ def export(request: Request, token: str, session: Session = db_session) -> Respo
     try:
         subscriber = _preferences_subscriber(session, token)
     except TokenError as exc:
-        return _token_problem(request, exc, session)
-    return JSONResponse(service.export_subscriber(session, subscriber.id),
+        return _token_problem(request, exc)
+    return JSONResponse(privacy.export_subscriber(session, subscriber.id),
                         headers={"Content-Disposition": 'attachment; filename="my-newsletter-data.json"',
                                  "Cache-Control": "no-store"})
 
@@ -352,7 +360,7 @@ def update_preferences(request: Request, token: str, form: FormData = Depends(fo
     try:
         subscriber = _preferences_subscriber(session, token)
     except TokenError as exc:
-        return _token_problem(request, exc, session)
+        return _token_problem(request, exc)
     action = str(form.get("action", ""))
     _ = gettext_for(_home_list(session, subscriber))
     ip, user_agent = _client(request)
@@ -392,7 +400,7 @@ def update_preferences(request: Request, token: str, form: FormData = Depends(fo
             return _preferences_page(request, session, subscriber, token, _("Tick the box to confirm erasure."))
         home = _home_list(session, subscriber)
         erased_id = subscriber.id
-        service.erase(session, subscriber.id, source=ConsentSource.FORM)
+        privacy.erase(session, subscriber.id, source=ConsentSource.FORM)
         session.commit()
         await_handover(erased_id)
         return _message(request, _("Your data is erased"),

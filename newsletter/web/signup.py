@@ -20,15 +20,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from mailer.settings import Settings, get_settings
+from newsletter.web import intake
+from newsletter.web.intake import SignUpRequest
 from newsletter.web.ratelimit import limiter
 from subscribers import service
-from subscribers.models import ConsentSource, MailingList
+from subscribers.intake import SignUp
+from subscribers.models import MailingList
 from subscribers.service import InvalidEmail
-from worker.notifications import notify_after_commit
 
 # The form fields each CAPTCHA widget adds to the form it sits in.
 CAPTCHA_FIELDS = {"turnstile": "cf-turnstile-response", "hcaptcha": "h-captcha-response"}
@@ -95,9 +97,10 @@ def verify_captcha(settings: Settings, token: str, ip: str | None) -> bool:
     return isinstance(answer, dict) and answer.get("success") is True
 
 
-def attempt(session: Session, request: Request, mailing_list: MailingList, *, email: str, name: str,
-            honeypot: str, captcha_token: str | None, embedded: bool) -> Attempt:
-    """Every check, then the subscription itself; the caller commits (its session) and words the answer."""
+async def attempt(request: Request, mailing_list: MailingList, *, email: str, name: str, honeypot: str,
+                  captcha_token: str | None, embedded: bool) -> Attempt:
+    """Every check, then the subscription itself, committed (with the concurrent sign-ups of this process, see
+    newsletter/web/intake.py) before it returns. `mailing_list` may be detached (the page cache's)."""
     settings = get_settings()
     ip, user_agent = client_of(request)
     if embedded:
@@ -113,27 +116,26 @@ def attempt(session: Session, request: Request, mailing_list: MailingList, *, em
     # against the address. With a CAPTCHA the client is counted before the provider is asked, so nobody can make
     # us call it without limit; without one, both are counted in one round trip once the address is known.
     if settings.captcha_provider:
-        if not limiter().hit(*per_ip, window):
+        if not await run_in_threadpool(limiter().hit, *per_ip, window):
             return Attempt(Result.RATE_LIMITED)
-        if not verify_captcha(settings, captcha_token or "", ip):
+        if not await run_in_threadpool(verify_captcha, settings, captcha_token or "", ip):
             return Attempt(Result.CAPTCHA_FAILED)
+    counted_first = (per_ip,) if not settings.captcha_provider else ()
     try:
         address = service.normalise_email(email)
         service.check_local_part(address, mailing_list.allow_international)
     except InvalidEmail as exc:
-        if not settings.captcha_provider and not limiter().hit(*per_ip, window):
+        if counted_first and not (await intake.SIGNUPS.submit(SignUpRequest(counted_first, window, None))
+                                  ).within_limits:
             return Attempt(Result.RATE_LIMITED)
         return Attempt(Result.INVALID_EMAIL, str(exc))
-    per_address = (f"sub:addr:{address}", settings.subscribe_rate_per_email)
-    within = (limiter().hit(*per_address, window) if settings.captcha_provider
-              else limiter().hit_both(*per_ip, *per_address, window))
-    if not within:
-        return Attempt(Result.RATE_LIMITED)
     source_detail = (request_origin(request) or "")[:200] if embedded else None
-    outcome = service.subscribe(session, mailing_list, address, name, source=ConsentSource.FORM, ip=ip,
-                                user_agent=user_agent,
-                                consent_note=f"embedded form on {source_detail}" if source_detail else "")
-    notify_after_commit(session, outcome.notify)
+    signup = SignUp(mailing_list, address, name, ip, user_agent,
+                    consent_note=f"embedded form on {source_detail}" if source_detail else "")
+    per_address = (f"sub:addr:{address}", settings.subscribe_rate_per_email)
+    answer = await intake.SIGNUPS.submit(SignUpRequest((*counted_first, per_address), window, signup))
+    if not answer.within_limits:
+        return Attempt(Result.RATE_LIMITED)
     return Attempt(Result.ACCEPTED if mailing_list.double_opt_in else Result.SUBSCRIBED)
 
 

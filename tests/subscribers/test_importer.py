@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mailer.db import new_session, session_scope
 from newsletter.cli import app
-from subscribers import importer, mailing_lists, service
+from subscribers import importer, mailing_lists, privacy, service
 from subscribers.models import ConsentEvent, ConsentSource, Subscriber, Subscription, SubscriptionStatus
 from subscribers.models import SuppressionReason as Reason
 
@@ -127,7 +127,7 @@ def test_erase_then_import_does_not_bring_them_back(weekly: str, tmp_path: Path)
         outcome = service.subscribe(session, mailing_lists.get_list(session, "weekly"), "gone@example.com",
                                     source=ConsentSource.ADMIN, confirmed=True, consent_note="t")
         assert outcome.subscription is not None
-        service.erase(session, outcome.subscription.subscriber_id, source=ConsentSource.ADMIN)
+        privacy.erase(session, outcome.subscription.subscriber_id, source=ConsentSource.ADMIN)
     path = tmp_path / "again.csv"
     path.write_text("email\ngone@example.com\nnew@example.com\n")
     result = importer.import_csv(new_session, path, "weekly", confirmed=True, consent_source="old sheet")

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from mailer.db import new_session, session_scope, utcnow
 from mailer.models import IssueRecord
 from mailer.store import save_issue
-from subscribers import importer, mailing_lists, service
+from subscribers import importer, mailing_lists, privacy, service
 from subscribers.models import ConsentSource, MailingList, Subscriber, Subscription, SuppressionReason
 from tests.support.audience import EXAMPLE, counters, make_audience, send_status
 from tests.support.mailbox import outbox_messages
@@ -136,7 +136,7 @@ def test_who_left_or_was_suppressed_before_the_step_never_gets_it(weekly: int) -
     with session_scope() as session:
         service.unsubscribe(session, subscriber_id("leaves@example.com"), weekly, source=ConsentSource.FORM)
         service.suppress(session, "bounced@example.com", SuppressionReason.HARD_BOUNCE, source=ConsentSource.PROVIDER)
-        service.erase(session, subscriber_id("erased@example.com"), source=ConsentSource.FORM)
+        privacy.erase(session, subscriber_id("erased@example.com"), source=ConsentSource.FORM)
     due = later(days=2, minutes=1)
     with session_scope() as session:
         [step] = welcome.steps_of(session, weekly)

@@ -15,7 +15,7 @@ from newsletter.auth import Principal
 from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
-from subscribers import queries, service, staff
+from subscribers import privacy, queries, service, staff
 from subscribers.models import ConsentSource, MailingList, Subscriber, SubscriptionStatus, SuppressionReason
 from worker import reports
 from worker.notifications import notify_after_commit
@@ -188,7 +188,7 @@ async def subscriber_action(request: Request, subscriber_id: int, user: Principa
         service.suppress(session, subscriber.email, SuppressionReason.MANUAL, source=ConsentSource.ADMIN,
                          note=f"by {user.email}")
     elif action == "erase" and form.get("confirm") == "yes":
-        service.erase(session, subscriber.id, source=ConsentSource.ADMIN)
+        privacy.erase(session, subscriber.id, source=ConsentSource.ADMIN)
         session.commit()
         return redirect("/admin/subscribers", "Erased")
     session.commit()

@@ -1,0 +1,204 @@
+"""Group commit for the public forms: concurrent sign-ups, confirmations and unsubscribes are written together.
+
+A sign-up page linked from a popular post, or a mailbox provider replaying one-click unsubscribes, sends hundreds of
+writes a second. Written one request at a time, each took a thread, a pooled connection, five to eight statements
+and a commit: about 3 ms of CPU, so two processes topped out near 250 a second (bench/web.py, docs/benchmarks.md).
+
+Here each process has one writer thread per kind of write. A request puts its write in the queue and awaits it on
+the event loop; the writer takes everything queued, writes it with the set-based rules (`subscribers.intake`,
+`service.confirm_many`, `service.unsubscribe_many`: the same statements for one or two hundred) in one transaction,
+commits, and only then answers every request of the group. Nobody is told "done" before it is durable, and a crowd
+costs a few statements per group instead of per person: the busier it is, the larger the groups.
+
+If a group fails (a deadlock, a value the database refuses), each of its writes is retried alone, so one bad
+request cannot fail the others; a write that fails alone answers its request with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session
+
+from mailer.db import session_scope
+from newsletter.web.ratelimit import limiter
+from subscribers.intake import SignedUp, SignUp, signup_many
+from subscribers.models import ConsentSource
+from subscribers.service import Confirmation, ConfirmResult, Leave, Notify, confirm_many, unsubscribe_many
+from worker.campaigns import in_flight_among
+from worker.notifications import notify_now
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+MAX_GROUP = 200  # writes per transaction: bounds one statement's size and how long its row locks are held
+
+
+class GroupWriter(Generic[T, R]):
+    """Writes submitted from event loops, done by one thread in groups: `write(items)` returns a result per item,
+    in order, once its transaction has committed."""
+
+    def __init__(self, name: str, write: Callable[[Sequence[T]], list[R]]) -> None:
+        self._name = name
+        self._write = write
+        self._queue: list[tuple[T, asyncio.Future[R], asyncio.AbstractEventLoop]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    async def submit(self, item: T) -> R:
+        """Queue one write and wait for it; raises what the write raised, alone."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        with self._lock:
+            self._queue.append((item, future, loop))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=f"intake-{self._name}", daemon=True)
+                self._thread.start()
+        self._wake.set()
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while True:
+                with self._lock:
+                    group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                if not group:
+                    break
+                self._settle(group, self._results(group))
+
+    def _results(self, group: list[tuple[T, asyncio.Future[R], asyncio.AbstractEventLoop]]) -> list[R | BaseException]:
+        items = [item for item, _, _ in group]
+        try:
+            return list(self._write(items))
+        except Exception as exc:  # each is retried alone; a lone failure is its answer
+            if len(items) == 1:
+                log.exception("%s: a write failed", self._name)
+                return [exc]
+            log.warning("%s: a group of %s writes failed (%r); writing each alone", self._name, len(items), exc)
+        results: list[R | BaseException] = []
+        for item in items:
+            try:
+                results.append(self._write([item])[0])
+            except Exception as exc:
+                log.exception("%s: a write failed", self._name)
+                results.append(exc)
+        return results
+
+    @staticmethod
+    def _settle(group: list[tuple[T, asyncio.Future[R], asyncio.AbstractEventLoop]],
+                results: list[R | BaseException]) -> None:
+        """Hand each result to its request: one wake-up per event loop for the whole group."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R | BaseException]]] = defaultdict(list)
+        for (_, future, loop), result in zip(group, results, strict=True):
+            by_loop[loop].append((future, result))
+        for loop, answers in by_loop.items():
+            with suppress(RuntimeError):  # that loop has closed (a server shutting down): nobody is waiting now
+                loop.call_soon_threadsafe(_answer, answers)
+
+
+def _answer(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, result in answers:
+        if future.done():  # the request was cancelled; the write stands
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def _enqueue(items: Iterable[Notify]) -> None:
+    """The emails of writes already committed. A broker that is away must not turn them into a failed group (its
+    writes would be tried again); the sign-up stands, and the person can ask again once the two-minute guard of a
+    repeated sign-up has passed (service.REQUEST_AGAIN_AFTER)."""
+    try:
+        notify_now(items)
+    except Exception:
+        log.exception("enqueueing confirmation or welcome emails failed after their sign-ups committed")
+
+
+def _committed(write: Callable[[Session, Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
+    with session_scope() as session:  # commits before returning
+        return write(session, items)
+
+
+# Sign-ups ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SignUpRequest:
+    """A form post: the rate limits it counts against (key, limit), and the sign-up if the address was valid."""
+
+    limits: tuple[tuple[str, int], ...]
+    window_s: int
+    signup: SignUp | None
+
+
+@dataclass(frozen=True)
+class SignUpAnswer:
+    within_limits: bool
+    result: SignedUp | None = None
+
+
+def _signups(requests: Sequence[SignUpRequest]) -> list[SignUpAnswer]:
+    """Count every request's limits (one Redis round trip), then subscribe those within them (one transaction),
+    then enqueue their emails (one message per kind)."""
+    allowed: list[bool] = [True] * len(requests)
+    for window_s in {request.window_s for request in requests}:
+        numbered = [(n, request) for n, request in enumerate(requests) if request.window_s == window_s]
+        for (n, _), ok in zip(numbered, limiter().hit_many([request.limits for _, request in numbered], window_s),
+                              strict=True):
+            allowed[n] = ok
+    wanted = [(n, request.signup) for n, request in enumerate(requests) if allowed[n] and request.signup is not None]
+    done = _committed(signup_many, [signup for _, signup in wanted]) if wanted else []
+    _enqueue(item for result in done for item in result.notify)
+    answers = [SignUpAnswer(ok) for ok in allowed]
+    for (n, _), result in zip(wanted, done, strict=True):
+        answers[n] = SignUpAnswer(True, result)
+    return answers
+
+
+# Confirmations --------------------------------------------------------------------------------------------------
+
+def _confirmations(requests: Sequence[Confirmation]) -> list[ConfirmResult]:
+    results = _committed(confirm_many, requests)
+    _enqueue(item for result in results for item in result.notify)
+    return results
+
+
+# Unsubscribes ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LeaveAnswer:
+    changed: int
+    in_flight: bool  # a batch holds them now: the request must await_handover before saying "done"
+
+
+def _leaves(requests: Sequence[Leave]) -> list[LeaveAnswer]:
+    changed = _committed(_form_leaves, requests)
+    leaving = [leave.subscriber_id for leave, n in zip(requests, changed, strict=True) if n]
+    try:
+        holding = in_flight_among(leaving)
+    except Exception:  # committed already: never write the group again; each request then waits on its own
+        log.exception("reading which of %s unsubscribes a batch holds failed", len(leaving))
+        holding = set(leaving)
+    return [LeaveAnswer(n, bool(n) and leave.subscriber_id in holding)
+            for leave, n in zip(requests, changed, strict=True)]
+
+
+def _form_leaves(session: Session, leaves: Sequence[Leave]) -> list[int]:
+    return unsubscribe_many(session, leaves, source=ConsentSource.FORM)
+
+
+SIGNUPS: GroupWriter[SignUpRequest, SignUpAnswer] = GroupWriter("signups", _signups)
+CONFIRMATIONS: GroupWriter[Confirmation, ConfirmResult] = GroupWriter("confirmations", _confirmations)
+LEAVES: GroupWriter[Leave, LeaveAnswer] = GroupWriter("unsubscribes", _leaves)

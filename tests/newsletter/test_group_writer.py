@@ -1,0 +1,114 @@
+"""The group writer behind the public forms (newsletter/web/intake.py): concurrent writes are done together and each
+request gets its own answer; a bad write fails alone; a request that goes away leaves its write done; requests from
+several event loops (server threads, test clients) are all answered."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import pytest
+
+from newsletter.web.intake import MAX_GROUP, GroupWriter
+
+T = TypeVar("T")
+
+
+class Recorder:
+    """A write that holds its first group until released, so that what arrives meanwhile queues up."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+        self.done: list[str] = []
+        self.release = threading.Event()
+
+    def __call__(self, items: Sequence[str]) -> list[str]:
+        if not self.groups:
+            assert self.release.wait(10)
+        self.groups.append(list(items))
+        if "bad" in items:
+            raise ValueError(f"refused {len(items)}")  # the whole group's transaction is rolled back
+        self.done.extend(items)
+        return [f"done {item}" for item in items]
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run in a thread of its own: a browser test's driver may have left a loop running in this one."""
+    result: list[T] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(coroutine)))
+    thread.start()
+    thread.join(30)
+    assert result, "the scenario did not finish"
+    return result[0]
+
+
+async def _queued_behind_first(writer: GroupWriter[str, str], recorder: Recorder,
+                               items: list[str]) -> tuple[str, list[str | BaseException]]:
+    first = asyncio.create_task(writer.submit("first"))
+    await asyncio.sleep(0.1)  # the writer has taken it, and waits for the release
+    rest = [asyncio.create_task(writer.submit(item)) for item in items]
+    await asyncio.sleep(0.05)
+    recorder.release.set()
+    answers = await asyncio.gather(*rest, return_exceptions=True)
+    return await first, list(answers)
+
+
+def test_concurrent_writes_are_grouped_and_each_answered_in_order() -> None:
+    recorder = Recorder()
+    writer = GroupWriter("test", recorder)
+    items = [f"r{n}" for n in range(MAX_GROUP + 50)]
+    first, answers = run(_queued_behind_first(writer, recorder, items))
+    assert first == "done first"
+    assert answers == [f"done {item}" for item in items]
+    assert recorder.groups[0] == ["first"]
+    assert [len(group) for group in recorder.groups[1:]] == [MAX_GROUP, 50]  # bounded groups, in arrival order
+    assert recorder.done == ["first", *items]
+
+
+def test_a_bad_write_fails_alone_and_the_others_are_written_once() -> None:
+    recorder = Recorder()
+    writer = GroupWriter("test", recorder)
+    items = ["a", "bad", "b", "c"]
+    _, answers = run(_queued_behind_first(writer, recorder, items))
+    assert answers[0] == "done a" and answers[2:] == ["done b", "done c"]
+    assert isinstance(answers[1], ValueError) and str(answers[1]) == "refused 1"
+    assert sorted(recorder.done) == ["a", "b", "c", "first"]  # the failed group wrote nothing; each alone once
+
+
+def test_a_request_that_goes_away_leaves_its_write_done_and_the_writer_working() -> None:
+    recorder = Recorder()
+    writer = GroupWriter("test", recorder)
+
+    async def scenario() -> str:
+        gone = asyncio.create_task(writer.submit("first"))
+        await asyncio.sleep(0.05)
+        gone.cancel()  # the client hung up while its write was in the writer's hands
+        recorder.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await asyncio.wait_for(writer.submit("next"), 5)
+
+    assert run(scenario()) == "done next"
+    assert recorder.done == ["first", "next"]
+
+
+def test_requests_from_several_event_loops_are_all_answered() -> None:
+    recorder = Recorder()
+    recorder.release.set()
+    writer = GroupWriter("test", recorder)
+    answers: dict[int, list[str]] = {}
+
+    def loop_thread(number: int) -> None:
+        async def many() -> list[str]:
+            return list(await asyncio.gather(*(writer.submit(f"{number}-{n}") for n in range(30))))
+        answers[number] = asyncio.run(many())
+
+    threads = [threading.Thread(target=loop_thread, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers == {number: [f"done {number}-{n}" for n in range(30)] for number in range(4)}
+    assert sorted(recorder.done) == sorted(f"{number}-{n}" for number in range(4) for n in range(30))
