@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 DEFAULT_ACCENT = "#1d4ed8"
 LIGHT_CARD = "#ffffff"
@@ -60,8 +61,10 @@ def normalise_accent(value: str) -> str:
     return colour
 
 
+@lru_cache(maxsize=256)
 def dark_tint(colour: str, background: str = DARK_CARD) -> str:
-    """The accent mixed with white in 5% steps until it reads at 4.5:1 on the dark card: the dark-mode link colour."""
+    """The accent mixed with white in 5% steps until it reads at 4.5:1 on the dark card: the dark-mode link colour.
+    Kept per colour: every page and email of a list asks for it, and the search costs ~0.1 ms."""
     rgb = parse_colour(colour)
     for step in range(21):
         mix = step / 20

@@ -31,6 +31,11 @@ from subscribers.models import (
 )
 from subscribers.service import NotificationKind, Notify
 
+# Core tables, and many rows as one executemany: SQLAlchemy sends that as one multi-row INSERT per group from a
+# statement compiled once, where `.values([...])` compiled a new statement for every group (~4 ms each).
+_SUBSCRIBERS = table_of(Subscriber)
+_SUBSCRIPTIONS = table_of(Subscription)
+
 
 @dataclass(frozen=True)
 class SignUp:
@@ -75,9 +80,8 @@ def signup_many(session: Session, signups: Sequence[SignUp]) -> list[SignedUp]:
                  "confirmed_at": None if signups[n].mailing_list.double_opt_in else now, "welcome": True}
                 for (subscriber_id, list_id), n in sorted(wanted.items())]  # one lock order for all
         made = {(row[1], row[2]): row[0] for row in session.execute(
-            upsert_insert(session)(Subscription).values(rows)
-            .on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
-            .returning(Subscription.id, Subscription.subscriber_id, Subscription.list_id))}
+            upsert_insert(session)(_SUBSCRIPTIONS).on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
+            .returning(_SUBSCRIPTIONS.c.id, _SUBSCRIPTIONS.c.subscriber_id, _SUBSCRIPTIONS.c.list_id), rows)}
     events = []
     for key, subscription_id in made.items():
         signup = signups[wanted[key]]
@@ -111,11 +115,10 @@ def _people(session: Session, signups: Sequence[SignUp]) -> dict[str, int]:
     if not names:
         return {}
     now = utcnow()
-    people: dict[str, int] = dict(session.execute(
-        upsert_insert(session)(Subscriber)
-        .values([{"email": email, "name": name, "attributes": {}, "created_at": now}
-                 for email, name in sorted(names.items())])
-        .on_conflict_do_nothing(index_elements=["email"]).returning(Subscriber.email, Subscriber.id)).all())
+    people: dict[str, int] = {email: subscriber_id for email, subscriber_id in session.execute(
+        upsert_insert(session)(_SUBSCRIBERS).on_conflict_do_nothing(index_elements=["email"])
+        .returning(_SUBSCRIBERS.c.email, _SUBSCRIBERS.c.id),
+        [{"email": email, "name": name, "attributes": {}, "created_at": now} for email, name in sorted(names.items())])}
     known = sorted(set(names) - set(people))
     if known:
         for subscriber_id, email, name in session.execute(
