@@ -1,11 +1,16 @@
 """Public pages under a crowd: wrk against a real `newsletter serve` on PostgreSQL and Redis, 20,000 subscribers.
 
-Run: .venv/bin/python -m bench.web [--workers 2] [--seconds 10] [--connections 100] [--redis redis://127.0.0.1:6379/7]
+Run: .venv/bin/python -m bench.web [--workers 2] [--seconds 10] [--connections 100] [--rate 1500]
+     [--redis redis://127.0.0.1:6379/7]
 
 Routes: GET the hosted subscribe page, POST the embedded sign-up form (a new address each request), POST confirm
 (distinct tokens, with the CSRF cookie and field a browser sends), POST one-click unsubscribe (distinct tokens),
-GET the archive. Each wrk script spreads tokens over its threads so no two requests share one. After every route
-the bench checks the server answers a page at once and no connection of the app is left in a transaction.
+GET the archive. Each route runs twice: closed loop (every connection sends its next request as soon as it has an
+answer: the most the server can answer, and a tail that is mostly the queue) and paced at --rate (the goal's rate,
+held by a fixed schedule whatever the latency: the latency is what a request sees at that rate). Each wrk script
+spreads tokens over its threads, and the two runs of a route use disjoint halves, so no two requests share one.
+After every run the bench checks the server answers a page at once and no connection of the app is left in a
+transaction.
 Loopback only; each route runs for --seconds. The Redis database given is flushed before and after (use your own).
 The sign-up rate limits are raised (they would answer 429 after 10 posts from the one client address) but still
 counted in Redis on every post, as in production.
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,10 +47,33 @@ from worker.models import Send, SendStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-bench-secret-bench-secret"
+PHASES = ("closed", "paced")
+WRK_THREADS = 2
 CSRF = "b" * 43
-SUBSCRIBERS = 20_000
+SUBSCRIBERS = 60_000  # each token route uses one token a request: 30,000 for each of its two runs
 
+# Paced runs hold a fixed request rate: each wrk thread sends its next request at the next slot of its own schedule
+# (BENCH_PERIOD_MS apart; a clock from LuaJIT's ffi, since Lua's own has whole seconds only), whatever the
+# latency, as long as one of its connections is free. A plain pause after each answer would let a slower server
+# receive fewer requests, and so measure it at a lighter load than the rate it was asked to hold.
 DONE_LUA = """
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } bench_timespec; int clock_gettime(int, bench_timespec *); ]]
+local clock = ffi.new("bench_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+local period = tonumber(os.getenv("BENCH_PERIOD_MS") or "0")
+local slot = nil
+if period > 0 then
+  delay = function()
+    local now = now_ms()
+    if slot == nil or slot < now - 1000 then slot = now end
+    slot = slot + period
+    return math.max(0, math.floor(slot - now))
+  end
+end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('BENCH {"requests": %d, "seconds": %.3f, "p50_ms": %.2f, "p99_ms": %.2f, '
@@ -61,8 +90,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def populate(url: str) -> dict[str, list[str] | str]:
-    """A list of 20,000 confirmed readers, 20,000 pending sign-ups on a second list, one sent issue."""
+def populate(url: str) -> dict[str, list[str]]:
+    """A list of SUBSCRIBERS confirmed readers, the same people pending on a second list, one sent issue."""
     os.environ["NEWSLETTER_DATABASE_URL"] = url
     reset_settings()
     dispose_engines()
@@ -87,7 +116,7 @@ def populate(url: str) -> dict[str, list[str] | str]:
         conn.execute("VACUUM ANALYZE")
     unsubscribe, confirm = LinkMaker(Purpose.UNSUBSCRIBE), LinkMaker(Purpose.CONFIRM)
     return {"unsubscribe": [urlsplit(unsubscribe(i, weekly_id)).path for i in ids],
-            "confirm": [urlsplit(confirm(i, pending_id)).path for i in ids], "archive": "/archive"}
+            "confirm": [urlsplit(confirm(i, pending_id)).path for i in ids]}
 
 
 def lua_paths(name: str, paths: list[str], method: str, body: str, headers: dict[str, str], workdir: Path) -> Path:
@@ -131,9 +160,12 @@ def lua_get(name: str, workdir: Path) -> Path:
     return path
 
 
-def wrk(base: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script),
-                          base + "/lists/weekly/subscribe"], capture_output=True, text=True, timeout=seconds + 60)
+def wrk(base: str, script: Path, seconds: int, connections: int, rate: float = 0) -> dict[str, float]:
+    """One wrk run: as many requests as the server answers, or with `rate`, that many a second (see DONE_LUA)."""
+    out = subprocess.run(["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+                          "-s", str(script), base + "/lists/weekly/subscribe"],
+                         capture_output=True, text=True, timeout=seconds + 60,
+                         env=dict(os.environ, BENCH_PERIOD_MS=f"{WRK_THREADS * 1000 / rate:g}" if rate else "0"))
     match = re.search(r"BENCH (\{.*\})", out.stdout)
     if not match:
         raise RuntimeError(f"wrk said: {out.stdout}\n{out.stderr}")
@@ -180,6 +212,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--rate", type=int, default=1500, help="the paced runs' requests/s (the goal's rate)")
     parser.add_argument("--redis", default=os.environ.get("NEWSLETTER_BENCH_REDIS", "redis://127.0.0.1:6379/7"))
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
@@ -223,29 +256,37 @@ def main() -> None:
             except OSError:
                 time.sleep(0.3)
         cookie = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"nl_csrf={CSRF}"}
-        routes = [
-            ("GET /lists/{slug}/subscribe", lua_get("subscribe_page", workdir)),
-            ("POST /lists/{slug}/embed (embedded form)", lua_signup(workdir)),
-            ("POST /confirm/{token}", lua_paths("confirm", data["confirm"], "POST",  # type: ignore[arg-type]
-                                                f"csrf_token={CSRF}", cookie, workdir)),
-            ("POST /unsubscribe/{token} (one-click)",
-             lua_paths("unsubscribe", data["unsubscribe"], "POST", "List-Unsubscribe=One-Click",  # type: ignore[arg-type]
-                       {"Content-Type": "application/x-www-form-urlencoded"}, workdir)),
-            ("GET /archive", lua_paths("archive", ["/archive"], "GET", "", {}, workdir)),
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        half = SUBSCRIBERS // 2
+        tokens = {phase: {key: data[key][n * half:(n + 1) * half] for key in ("confirm", "unsubscribe")}
+                  for n, phase in enumerate(PHASES)}
+        routes: list[tuple[str, Callable[[str], Path]]] = [
+            ("GET /lists/{slug}/subscribe", lambda phase: lua_get("subscribe_page", workdir)),
+            ("POST /lists/{slug}/embed (embedded form)", lambda phase: lua_signup(workdir)),
+            ("POST /confirm/{token}", lambda phase: lua_paths(
+                f"confirm-{phase}", tokens[phase]["confirm"], "POST", f"csrf_token={CSRF}", cookie, workdir)),
+            ("POST /unsubscribe/{token} (one-click)", lambda phase: lua_paths(
+                f"unsubscribe-{phase}", tokens[phase]["unsubscribe"], "POST", "List-Unsubscribe=One-Click", form,
+                workdir)),
+            ("GET /archive", lambda phase: lua_paths("archive", ["/archive"], "GET", "", {}, workdir)),
         ]
         rows = []
-        for number, (label, script) in enumerate(routes, start=1):
+        for number, (label, script_for) in enumerate(routes, start=1):
             if args.routes and str(number) not in args.routes:
                 continue
-            samplers = profile(server.pid, args.profile, f"route{number}", args.seconds) if args.profile else []
-            figures = wrk(base, script, args.seconds, args.connections)
-            for sampler in samplers:
-                sampler.wait(timeout=30)
-            took, stuck = after_burst(base, url)
-            rows.append((label, figures, took, stuck))
-            print(f"{label:<45} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:7.1f} ms  "
-                  f"p99 {figures['p99_ms']:7.1f} ms  errors {figures['errors']:.0f}  "
-                  f"then a page in {took * 1000:.0f} ms, {stuck} idle in transaction", flush=True)
+            for phase in PHASES:
+                samplers = (profile(server.pid, args.profile, f"route{number}-{phase}", args.seconds)
+                            if args.profile else [])
+                figures = wrk(base, script_for(phase), args.seconds, args.connections,
+                              args.rate if phase == "paced" else 0)
+                for sampler in samplers:
+                    sampler.wait(timeout=30)
+                took, stuck = after_burst(base, url)
+                load = "closed loop" if phase == "closed" else f"paced, ~{args.rate:,}/s"
+                rows.append((label, load, figures, took, stuck))
+                print(f"{label:<42} {load:<15} {figures['rps']:6.0f} req/s  p50 {figures['p50_ms']:6.1f} ms  "
+                      f"p99 {figures['p99_ms']:6.1f} ms  errors {figures['errors']:.0f}  "
+                      f"then a page in {took * 1000:.0f} ms, {stuck} idle in transaction", flush=True)
         load_after = os.getloadavg()
         log = (workdir / "serve.log").read_text(errors="replace")
         tracebacks = log.count("Traceback")
@@ -261,13 +302,16 @@ def main() -> None:
           f"{tracebacks}")
     if args.no_write:
         return
-    table = ["| route | requests/s | p50 | p99 | errors | next page after the burst |", "|---|---|---|---|---|---|"]
-    for label, figures, took, stuck in rows:
-        table.append(f"| {label} | {figures['rps']:.0f} | {figures['p50_ms']:.1f} ms | {figures['p99_ms']:.1f} ms | "
-                     f"{figures['errors']:.0f} | {took * 1000:.0f} ms, {stuck} idle in transaction |")
+    table = ["| route | load | requests/s | p50 | p99 | errors | next page after the burst |",
+             "|---|---|---|---|---|---|---|"]
+    for label, load, figures, took, stuck in rows:
+        table.append(f"| {label} | {load} | {figures['rps']:.0f} | {figures['p50_ms']:.1f} ms | "
+                     f"{figures['p99_ms']:.1f} ms | {figures['errors']:.0f} | {took * 1000:.0f} ms, {stuck} idle in "
+                     "transaction |")
     body = (f"## Public pages under load (`python -m bench.web`)\n\n"
             f"`.venv/bin/python -m bench.web --workers {args.workers} --seconds {args.seconds} "
-            f"--connections {args.connections}`: wrk -t2 -c{args.connections} for {args.seconds} s a route against "
+            f"--connections {args.connections} --rate {args.rate}`: wrk -t2 -c{args.connections} for {args.seconds} s "
+            "a run, two runs a route (closed loop, then paced at the goal's rate), against "
             f"`newsletter serve --workers {args.workers}` on PostgreSQL and Redis (rate limits counted in Redis), "
             f"{SUBSCRIBERS:,} subscribers, wrk, server, PostgreSQL and Redis all on the same machine. Load average "
             f"(1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after (the machine is shared).\n\n"

@@ -7,7 +7,8 @@ and a commit: about 3 ms of CPU, so two processes topped out near 250 a second (
 Here each process has one writer thread per kind of write. A request puts its write in the queue and awaits it on
 the event loop; the writer takes everything queued, writes it with the set-based rules (`subscribers.intake`,
 `service.confirm_many`, `service.unsubscribe_many`: the same statements for one or two hundred) in one transaction,
-commits, and only then answers every request of the group. Nobody is told "done" before it is durable, and a crowd
+commits, and only then answers every request of the group; the emails the group asked for are enqueued after that
+(one task per kind), since nobody's answer waits on them. Nobody is told "done" before it is durable, and a crowd
 costs a few statements per group instead of per person: the busier it is, the larger the groups.
 
 If a group fails (a deadlock, a value the database refuses), each of its writes is retried alone, so one bad
@@ -20,7 +21,7 @@ import asyncio
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -31,7 +32,8 @@ from mailer.db import session_scope
 from newsletter.web.ratelimit import limiter
 from subscribers.intake import SignedUp, SignUp, signup_many
 from subscribers.models import ConsentSource
-from subscribers.service import Confirmation, ConfirmResult, Leave, Notify, confirm_many, unsubscribe_many
+from subscribers.service import Confirmation, ConfirmResult, Leave, confirm_many, unsubscribe_many
+from worker.app import celery_app
 from worker.campaigns import in_flight_among
 from worker.notifications import notify_now
 
@@ -46,9 +48,11 @@ class GroupWriter(Generic[T, R]):
     """Writes submitted from event loops, done by one thread in groups: `write(items)` returns a result per item,
     in order, once its transaction has committed."""
 
-    def __init__(self, name: str, write: Callable[[Sequence[T]], list[R]]) -> None:
+    def __init__(self, name: str, write: Callable[[Sequence[T]], list[R]],
+                 then: Callable[[list[R]], None] | None = None) -> None:
         self._name = name
         self._write = write
+        self._then = then  # after the group's requests are answered: what they need not wait for
         self._queue: list[tuple[T, asyncio.Future[R], asyncio.AbstractEventLoop]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -75,7 +79,22 @@ class GroupWriter(Generic[T, R]):
                     group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
                 if not group:
                     break
-                self._settle(group, self._results(group))
+                results = self._results(group)
+                done = [result for result in results if not isinstance(result, BaseException)]
+                # Without a broker (the embedded mode) enqueuing an email is sending it, here and now: then the
+                # answer comes after the email has gone, as a request alone would have it.
+                then, eager = self._then, bool(celery_app.conf.task_always_eager)
+                if then is not None and eager:
+                    self._follow_up(then, done)
+                self._settle(group, results)
+                if then is not None and not eager:
+                    self._follow_up(then, done)
+
+    def _follow_up(self, then: Callable[[list[R]], None], results: list[R]) -> None:
+        try:
+            then(results)
+        except Exception:  # committed and answered already: never write the group again
+            log.exception("%s: what follows a group failed", self._name)
 
     def _results(self, group: list[tuple[T, asyncio.Future[R], asyncio.AbstractEventLoop]]) -> list[R | BaseException]:
         items = [item for item, _, _ in group]
@@ -117,14 +136,13 @@ def _answer(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
             future.set_result(result)
 
 
-def _enqueue(items: Iterable[Notify]) -> None:
-    """The emails of writes already committed. A broker that is away must not turn them into a failed group (its
-    writes would be tried again); the sign-up stands, and the person can ask again once the two-minute guard of a
-    repeated sign-up has passed (service.REQUEST_AGAIN_AFTER)."""
-    try:
-        notify_now(items)
-    except Exception:
-        log.exception("enqueueing confirmation or welcome emails failed after their sign-ups committed")
+def _send_emails(results: Sequence[SignUpAnswer | ConfirmResult]) -> None:
+    """The confirmation and welcome emails of a group already committed and answered (one task per kind). A broker
+    that is away loses them with a logged error, and the sign-up stands: the person can ask again once the
+    two-minute guard of a repeated sign-up has passed (service.REQUEST_AGAIN_AFTER)."""
+    notify_now(item for result in results
+               for item in (result.result.notify if isinstance(result, SignUpAnswer) and result.result
+                            else result.notify if isinstance(result, ConfirmResult) else ()))
 
 
 def _committed(write: Callable[[Session, Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
@@ -160,7 +178,6 @@ def _signups(requests: Sequence[SignUpRequest]) -> list[SignUpAnswer]:
             allowed[n] = ok
     wanted = [(n, request.signup) for n, request in enumerate(requests) if allowed[n] and request.signup is not None]
     done = _committed(signup_many, [signup for _, signup in wanted]) if wanted else []
-    _enqueue(item for result in done for item in result.notify)
     answers = [SignUpAnswer(ok) for ok in allowed]
     for (n, _), result in zip(wanted, done, strict=True):
         answers[n] = SignUpAnswer(True, result)
@@ -170,9 +187,7 @@ def _signups(requests: Sequence[SignUpRequest]) -> list[SignUpAnswer]:
 # Confirmations --------------------------------------------------------------------------------------------------
 
 def _confirmations(requests: Sequence[Confirmation]) -> list[ConfirmResult]:
-    results = _committed(confirm_many, requests)
-    _enqueue(item for result in results for item in result.notify)
-    return results
+    return _committed(confirm_many, requests)
 
 
 # Unsubscribes ---------------------------------------------------------------------------------------------------
@@ -199,6 +214,7 @@ def _form_leaves(session: Session, leaves: Sequence[Leave]) -> list[int]:
     return unsubscribe_many(session, leaves, source=ConsentSource.FORM)
 
 
-SIGNUPS: GroupWriter[SignUpRequest, SignUpAnswer] = GroupWriter("signups", _signups)
-CONFIRMATIONS: GroupWriter[Confirmation, ConfirmResult] = GroupWriter("confirmations", _confirmations)
+SIGNUPS: GroupWriter[SignUpRequest, SignUpAnswer] = GroupWriter("signups", _signups, then=_send_emails)
+CONFIRMATIONS: GroupWriter[Confirmation, ConfirmResult] = GroupWriter("confirmations", _confirmations,
+                                                                      then=_send_emails)
 LEAVES: GroupWriter[Leave, LeaveAnswer] = GroupWriter("unsubscribes", _leaves)
