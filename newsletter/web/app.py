@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from mailer.settings import get_settings
-from newsletter.web import admin, apidocs, archive, embed, preview, public, tracking, webhooks
+from newsletter.web import admin, apidocs, archive, embed, oneclick, preview, public, tracking, webhooks
 from newsletter.web.api import api_app
 from newsletter.web.bodylimit import BodyLimitMiddleware
 from newsletter.web.csrf import CSRFCookieMiddleware
@@ -44,7 +44,8 @@ def create_app() -> FastAPI:
     app.add_middleware(CSRFCookieMiddleware)
     app.add_middleware(BodyLimitMiddleware)  # before anything reads a body (the CSRF check reads forms)
     app.add_middleware(SecurityHeadersMiddleware)  # every answer of the app gets the headers, 413s included
-    app.add_middleware(tracking.TrackingFastPath)  # added last: outermost, before routing and the others
+    app.add_middleware(oneclick.OneClickFastPath)  # these two added last: outermost, before routing and the others
+    app.add_middleware(tracking.TrackingFastPath)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

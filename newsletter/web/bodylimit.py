@@ -33,7 +33,7 @@ def body_limit(path: str, settings: Settings) -> int:
     return settings.max_body_bytes
 
 
-def _too_large(limit: int) -> tuple[Message, Message]:
+def too_large(limit: int) -> tuple[Message, Message]:
     body = f"Request body too large: the limit here is {limit:,} bytes.".encode()
     return ({"type": "http.response.start", "status": 413,
              "headers": [(b"content-type", b"text/plain; charset=utf-8"),
@@ -53,7 +53,7 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"], get_settings())
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            for message in _too_large(limit):  # refused unread: nothing of the body is taken in
+            for message in too_large(limit):  # refused unread: nothing of the body is taken in
                 await send(message)
             return
         received = 0
@@ -86,5 +86,5 @@ class BodyLimitMiddleware:
             if not exceeded:
                 raise
         if exceeded and not started:
-            for message in _too_large(limit):
+            for message in too_large(limit):
                 await send(message)

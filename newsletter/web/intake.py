@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from mailer.db import session_scope
 from newsletter.web.ratelimit import limiter
@@ -34,7 +35,7 @@ from subscribers.intake import SignedUp, SignUp, signup_many
 from subscribers.models import ConsentSource
 from subscribers.service import Confirmation, ConfirmResult, Leave, confirm_many, unsubscribe_many
 from worker.app import celery_app
-from worker.campaigns import in_flight_among
+from worker.campaigns import await_handover, in_flight_among
 from worker.notifications import notify_now
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,16 @@ def _leaves(requests: Sequence[Leave]) -> list[LeaveAnswer]:
 
 def _form_leaves(session: Session, leaves: Sequence[Leave]) -> list[int]:
     return unsubscribe_many(session, leaves, source=ConsentSource.FORM)
+
+
+async def unsubscribe(subscriber_id: int, list_id: int | None, *, method: str, ip: str | None,
+                      user_agent: str | None) -> None:
+    """Leave one list (every list with None), with the concurrent unsubscribes, and return once that is durable and
+    no batch in flight can still hand them the issue (then they are never told "done" and mailed after)."""
+    answer = await LEAVES.submit(Leave(subscriber_id, list_id, ip, user_agent,
+                                       {"method": method, "scope": "all" if list_id is None else "list"}))
+    if answer.in_flight:
+        await run_in_threadpool(await_handover, subscriber_id)
 
 
 SIGNUPS: GroupWriter[SignUpRequest, SignUpAnswer] = GroupWriter("signups", _signups, then=_send_emails)

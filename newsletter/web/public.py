@@ -15,11 +15,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from mailer.settings import get_settings
-from newsletter.web import intake, pagecache, signup
+from newsletter.web import intake, oneclick, pagecache, signup
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, form_data
 from newsletter.web.signup import Result, captcha_widget
@@ -33,7 +32,7 @@ from subscribers.models import (
     Subscription,
     SubscriptionStatus,
 )
-from subscribers.service import Confirmation, Confirmed, Leave, NotSubscribed
+from subscribers.service import Confirmation, Confirmed, NotSubscribed
 from subscribers.tokens import Purpose, TokenError, link, read_token
 from worker.campaigns import await_handover
 
@@ -246,23 +245,19 @@ async def unsubscribe(request: Request, token: str) -> Response:
     Async, the write grouped with concurrent unsubscribes (intake.py): a mailbox provider replaying one-click
     unsubscribes, or a crowd leaving after an unpopular issue, costs a few statements per group."""
     form = await request.form()
-    one_click = form.get("List-Unsubscribe") == "One-Click"
+    scope_all = form.get("scope") == "all"
+    ip, user_agent = _client(request)
+    if form.get("List-Unsubscribe") == "One-Click":  # urlencoded ones are answered by oneclick.OneClickFastPath
+        status, text = await oneclick.one_click(token, ip, user_agent, scope_all=scope_all)
+        return Response(text, status_code=status, media_type="text/plain")
     try:
         data = read_token(Purpose.UNSUBSCRIBE, token)
     except TokenError as exc:
-        if one_click:
-            return Response(str(exc), status_code=410 if exc.expired else 400, media_type="text/plain")
         return _token_problem(request, exc)
-    scope_all = form.get("scope") == "all" or data.list_id is None
-    ip, user_agent = _client(request)
+    scope_all = scope_all or data.list_id is None
     # No read of the person first: unsubscribe_many skips a missing or erased one in its own statement.
-    answer = await intake.LEAVES.submit(Leave(
-        data.subscriber_id, None if scope_all else data.list_id, ip, user_agent,
-        {"method": "one-click" if one_click else "page", "scope": "all" if scope_all else "list"}))
-    if answer.in_flight:  # answered once no batch in flight can still hand them the issue
-        await run_in_threadpool(await_handover, data.subscriber_id)
-    if one_click:
-        return Response("Unsubscribed.", status_code=200, media_type="text/plain")
+    await intake.unsubscribe(data.subscriber_id, None if scope_all else data.list_id, method="page", ip=ip,
+                             user_agent=user_agent)
     mailing_list = await pagecache.list_by_id(data.list_id) if data.list_id else None
     _ = gettext_for(mailing_list)
     gone = (_("You won't receive any of our lists any more.") if scope_all or mailing_list is None else

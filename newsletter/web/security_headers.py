@@ -36,6 +36,19 @@ def content_security_policy(nonce: str) -> str:
     ])
 
 
+def security_headers(nonce: str, https: bool) -> list[tuple[str, str]]:
+    """The headers every answer carries (the middleware adds those a route did not set itself)."""
+    headers = [("Content-Security-Policy", content_security_policy(nonce)), ("X-Frame-Options", "DENY"),
+               ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin")]
+    if https:
+        headers.append(("Strict-Transport-Security", HSTS))
+    return headers
+
+
+def is_https() -> bool:
+    return get_settings().base_url.lower().startswith("https://")
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,17 +59,13 @@ class SecurityHeadersMiddleware:
             return
         nonce = secrets.token_urlsafe(16)
         scope.setdefault("state", {})["csp_nonce"] = nonce  # request.state.csp_nonce, for templates
-        https = get_settings().base_url.lower().startswith("https://")
+        https = is_https()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers.setdefault("Content-Security-Policy", content_security_policy(nonce))
-                headers.setdefault("X-Frame-Options", "DENY")
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "same-origin")
-                if https:
-                    headers.setdefault("Strict-Transport-Security", HSTS)
+                for name, value in security_headers(nonce, https):
+                    headers.setdefault(name, value)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

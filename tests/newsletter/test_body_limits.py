@@ -7,8 +7,6 @@ Content-Length that lies) and read the answer while it is still sending, as an a
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +20,8 @@ from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
 from subscribers import mailing_lists
+from tests.support.rawhttp import MB, chunked, post_raw
 from tests.support.server import serve
-
-MB = 1 << 20
 
 
 def _peak_rss_reset() -> None:
@@ -35,60 +32,6 @@ def _peak_rss() -> int:
     match = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
     assert match is not None
     return int(match.group(1)) * 1024
-
-
-class RawResponse:
-    def __init__(self) -> None:
-        self.data = b""
-        self.done = threading.Event()
-
-    @property
-    def status(self) -> int | None:
-        match = re.match(rb"HTTP/1\.1 (\d{3})", self.data)
-        return int(match.group(1)) if match else None
-
-
-def _post(base: str, path: str, headers: dict[str, str], chunks: Iterator[bytes],
-          timeout: float = 60) -> tuple[RawResponse, int]:
-    """Send the request; a reader thread collects the answer while the body is still going out.
-
-    Returns the answer and how many body bytes the server let us send before it closed the connection."""
-    host, port = base.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=timeout)
-    response = RawResponse()
-
-    def read() -> None:
-        try:
-            while chunk := sock.recv(65536):
-                response.data += chunk
-        except OSError:
-            pass
-        finally:
-            response.done.set()
-
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    sock.sendall(head.encode() + b"\r\n")
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    sent = 0
-    try:
-        for chunk in chunks:
-            if response.status is not None:
-                break
-            sock.sendall(chunk)
-            sent += len(chunk)
-    except OSError:
-        pass  # the server closed the connection on us: what we want once it has answered
-    response.done.wait(timeout)
-    sock.close()
-    return response, sent
-
-
-def _chunked(total: int, piece: int = MB) -> Iterator[bytes]:
-    block = b"[" + b"1," * (piece // 2 - 1) + b"1"
-    for _ in range(total // piece):
-        yield f"{len(block):x}\r\n".encode() + block + b"\r\n"
-    yield b"0\r\n\r\n"
 
 
 def _raw(total: int, piece: int = MB) -> Iterator[bytes]:
@@ -107,8 +50,8 @@ def test_an_anonymous_huge_json_body_is_cut_off_with_413_and_not_buffered(server
     _peak_rss_reset()
     before = _peak_rss()
     started = time.monotonic()
-    response, sent = _post(server, "/api/v1/issues", {"Content-Type": "application/json",
-                                                      "Transfer-Encoding": "chunked"}, _chunked(200 * MB))
+    response, sent = post_raw(server, "/api/v1/issues", {"Content-Type": "application/json",
+                                                      "Transfer-Encoding": "chunked"}, chunked(200 * MB))
     assert response.status == 413, response.data[:300]
     assert sent < 50 * MB  # the server stopped taking the body long before its end
     assert _peak_rss() - before < 40 * MB, (_peak_rss() - before) / MB
@@ -116,7 +59,7 @@ def test_an_anonymous_huge_json_body_is_cut_off_with_413_and_not_buffered(server
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_the_body(server: str) -> None:
-    response, _ = _post(server, "/api/v1/issues", {"Content-Type": "application/json",
+    response, _ = post_raw(server, "/api/v1/issues", {"Content-Type": "application/json",
                                                    "Content-Length": str(10 * 1024 * MB)}, iter(()), timeout=10)
     assert response.status == 413  # answered without waiting for 10 GB
 
@@ -128,8 +71,8 @@ def test_a_content_length_that_lies_does_not_get_past_the_count(server: str) -> 
     Either way nothing gets in and nothing is buffered."""
     _peak_rss_reset()
     before = _peak_rss()
-    response, sent = _post(server, "/api/v1/issues", {"Content-Type": "application/json", "Content-Length": "100",
-                                                      "Transfer-Encoding": "chunked"}, _chunked(60 * MB))
+    response, sent = post_raw(server, "/api/v1/issues", {"Content-Type": "application/json", "Content-Length": "100",
+                                                      "Transfer-Encoding": "chunked"}, chunked(60 * MB))
     assert response.status in (400, 413), response.data[:300]
     assert sent < 30 * MB and _peak_rss() - before < 40 * MB
 
@@ -141,15 +84,15 @@ def test_multipart_uploads_are_capped_and_the_csv_route_has_its_own_limit(server
 
     def body(total: int) -> Iterator[bytes]:
         yield f"{len(head):x}\r\n".encode() + head + b"\r\n"
-        yield from _chunked(total)
+        yield from chunked(total)
 
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Transfer-Encoding": "chunked"}
     for path in ("/lists/weekly/subscribe", "/admin/lists", "/preferences/x"):
-        response, sent = _post(server, path, headers, body(20 * MB))
+        response, sent = post_raw(server, path, headers, body(20 * MB))
         assert response.status == 413, (path, response.data[:300])
         assert sent < 10 * MB
     settings.import_max_upload_bytes = 5 * MB
-    response, sent = _post(server, "/admin/import", headers, body(40 * MB))
+    response, sent = post_raw(server, "/admin/import", headers, body(40 * MB))
     assert response.status == 413 and sent < 20 * MB
 
 
