@@ -13,7 +13,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from mailer.settings import get_settings
-from newsletter.web import admin, apidocs, archive, embed, oneclick, preview, public, tracking, webhooks
+from newsletter.web import (
+    admin,
+    apidocs,
+    archive,
+    embed,
+    fastpost,
+    oneclick,
+    preview,
+    public,
+    tracking,
+    webhooks,
+)
 from newsletter.web.api import api_app
 from newsletter.web.bodylimit import BodyLimitMiddleware
 from newsletter.web.csrf import CSRFCookieMiddleware
@@ -41,6 +52,7 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     app = FastAPI(title="Newsletter", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
     configure_templates(development=get_settings().development)
+    app.add_middleware(fastpost.FastPostPath)  # added first: innermost, inside the three below, before the router
     app.add_middleware(CSRFCookieMiddleware)
     app.add_middleware(BodyLimitMiddleware)  # before anything reads a body (the CSRF check reads forms)
     app.add_middleware(SecurityHeadersMiddleware)  # every answer of the app gets the headers, 413s included
