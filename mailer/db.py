@@ -8,9 +8,10 @@ writing to one file at once.
 from __future__ import annotations
 
 import hashlib
+import json
 import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CursorResult,
     Enum,
@@ -29,6 +31,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    insert,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -193,6 +196,28 @@ def upsert_insert(session: Session) -> Any:
     """The INSERT construct of the session's database, the one that has `on_conflict_do_nothing` (both PostgreSQL's
     and SQLite's spell ON CONFLICT the same way; the generic insert has none)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def insert_many(session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain INSERT of many rows (nothing returned, no conflict expected), in the session's transaction.
+
+    On PostgreSQL the rows are streamed with COPY: ~3 µs of Python a row, where a parameterised INSERT spends 20-50
+    (the driver binds every value, and a multi-row statement is parsed again for every size). What writes this way
+    shares its process, and the interpreter lock, with requests: the click writer, the public forms' group writers.
+    JSON values are sent as their text, enumerations as their values. Elsewhere: executemany."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        session.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    as_json = [isinstance(table.c[name].type, JSON) for name in columns]
+    raw = connection.connection.driver_connection
+    assert raw is not None  # a checked-out connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([json.dumps(value) if is_json else value.value if isinstance(value, StrEnum) else value
+                            for value, is_json in zip(row, as_json, strict=True)])
 
 
 def id_in(column: Any, ids: Any, dialect: str) -> Any:

@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailer.db import table_of, upsert_insert, utcnow
 from subscribers import service
 from subscribers.models import (
-    ConsentEvent,
     ConsentKind,
     ConsentSource,
     MailingList,
@@ -94,8 +93,7 @@ def signup_many(session: Session, signups: Sequence[SignUp]) -> list[SignedUp]:
         notify = (service.welcome_notify(signup.mailing_list.welcome_enabled, subscription_id, ConsentSource.FORM)
                   if direct else [Notify(NotificationKind.CONFIRM, subscription_id)])
         results[wanted[key]] = SignedUp(tuple(notify))
-    if events:
-        session.execute(insert(table_of(ConsentEvent)), events)
+    service.record_consents(session, events)
     for n in todo:
         if results[n] is None:  # a subscription that was there already (or a repeat in this group): the full rules
             signup = signups[n]

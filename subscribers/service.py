@@ -15,11 +15,11 @@ from enum import StrEnum
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import any_, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import any_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from mailer.addresses import mixes_scripts
-from mailer.db import as_utc, email_hash, rowcount, table_of, upsert_insert, utcnow
+from mailer.db import as_utc, email_hash, insert_many, rowcount, table_of, upsert_insert, utcnow
 from mailer.settings import get_settings
 from subscribers.models import (
     ConsentEvent,
@@ -114,12 +114,24 @@ def check_local_part(address: str, allow_international: bool) -> None:
 
 # Consent trail ------------------------------------------------------------------------------------------------
 
+def record_consents(session: Session, events: list[dict[str, Any]]) -> None:
+    """Many consent events (of `consent_values`) in one statement: a group of sign-ups, confirmations, leavers."""
+    if events:
+        insert_many(session, table_of(ConsentEvent), _CONSENT_COLUMNS, [tuple(event[name] for name in
+                                                                               _CONSENT_COLUMNS) for event in events])
+
+
+_CONSENT_COLUMNS = ("subscriber_id", "list_id", "kind", "source", "ip", "user_agent", "detail", "provider_event_id",
+                    "at")
+
+
 def consent_values(subscriber_id: int | None, list_id: int | None, kind: ConsentKind, *, source: ConsentSource,
                    ip: str | None = None, user_agent: str | None = None, detail: Mapping[str, Any] | None = None,
                    provider_event_id: int | None = None) -> dict[str, Any]:
     """One consent event's columns: for an INSERT of many at once, and for `record_consent`."""
-    return {"subscriber_id": subscriber_id, "list_id": list_id, "kind": kind, "source": source, "ip": ip,
-            "user_agent": (user_agent or None) and user_agent[:500], "detail": dict(detail or {}),
+    return {"subscriber_id": subscriber_id, "list_id": list_id, "kind": kind, "source": source,
+            "ip": ip.replace("\x00", "")[:64] if ip else None,  # request values: a NUL would fail the whole group
+            "user_agent": user_agent.replace("\x00", "")[:500] if user_agent else None, "detail": dict(detail or {}),
             "provider_event_id": provider_event_id, "at": utcnow()}
 
 
@@ -381,8 +393,7 @@ def confirm_many(session: Session, requests: Sequence[Confirmation]) -> list[Con
             results.append(ConfirmResult(Confirmed.REFUSED, email))
         else:
             results.append(ConfirmResult(Confirmed.ALREADY, email))
-    if events:
-        session.execute(insert(table_of(ConsentEvent)), events)
+    record_consents(session, events)
     return results
 
 
@@ -444,8 +455,7 @@ def unsubscribe_many(session: Session, leaves: Sequence[Leave], *, source: Conse
         events.append(consent_values(subscriber_id, list_id, ConsentKind.UNSUBSCRIBED, source=source, ip=leave.ip,
                                      user_agent=leave.user_agent, detail=leave.detail,
                                      provider_event_id=leave.provider_event_id))
-    if events:
-        session.execute(insert(table_of(ConsentEvent)), events)
+    record_consents(session, events)
     return changed
 
 
