@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -44,10 +43,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 MAX_GROUP = 200  # writes per transaction: bounds one statement's size and how long its row locks are held
-# A group costs a few ms of CPU whatever its size (a transaction, its statements, a Redis round trip), ~0.3 ms more
-# per write. Under a crowd the writer waits this long before each next group, so groups are larger and fewer
-# (bench.web sign-ups at 1,500/s: 25 writes a group against 22, 0.33 ms of writer CPU a write against 0.36).
-GATHER_S = 0.005
 
 
 class GroupWriter(Generic[T, R]):
@@ -80,11 +75,7 @@ class GroupWriter(Generic[T, R]):
         while True:
             self._wake.wait()
             self._wake.clear()
-            crowded = False  # the first write after a quiet spell goes at once
             while True:
-                if crowded:  # writes kept coming while the last group was written: let the next one fill a little
-                    time.sleep(GATHER_S)
-                crowded = True
                 with self._lock:
                     group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
                 if not group:
