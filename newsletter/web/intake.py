@@ -65,11 +65,15 @@ class GroupWriter(Generic[T, R]):
         future: asyncio.Future[R] = loop.create_future()
         with self._lock:
             self._queue.append((item, future, loop))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name=f"intake-{self._name}", daemon=True)
-                self._thread.start()
+            self._ensure_thread()
         self._wake.set()
         return await future
+
+    def _ensure_thread(self) -> None:
+        """A writer for what is queued (the caller holds the lock)."""
+        if self._queue and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._run, name=f"intake-{self._name}", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while True:
@@ -80,7 +84,14 @@ class GroupWriter(Generic[T, R]):
                     group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
                 if not group:
                     break
-                results = self._results(group)
+                try:
+                    results = self._results(group)
+                except BaseException as exc:  # the thread itself is going down: nobody may be left waiting
+                    with self._lock:
+                        self._thread = None
+                        self._ensure_thread()  # for what was queued behind this group
+                    self._settle(group, [exc] * len(group))
+                    raise
                 done = [result for result in results if not isinstance(result, BaseException)]
                 # Without a broker (the embedded mode) enqueuing an email is sending it, here and now: then the
                 # answer comes after the email has gone, as a request alone would have it.

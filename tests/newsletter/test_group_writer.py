@@ -112,3 +112,34 @@ def test_requests_from_several_event_loops_are_all_answered() -> None:
         thread.join(10)
     assert answers == {number: [f"done {number}-{n}" for n in range(30)] for number in range(4)}
     assert sorted(recorder.done) == sorted(f"{number}-{n}" for number in range(4) for n in range(30))
+
+
+class Fatal(BaseException):
+    """What kills a thread outright (as SystemExit would), past the writer's `except Exception`."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread dies of it, as meant
+def test_a_writer_thread_that_dies_answers_its_group_and_a_new_one_takes_over() -> None:
+    calls: list[list[str]] = []
+    doomed: list[threading.Thread] = []
+
+    def write(items: Sequence[str]) -> list[str]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            doomed.append(threading.current_thread())
+            raise Fatal
+        return [f"done {item}" for item in items]
+
+    writer = GroupWriter("test", write)
+
+    async def scenario() -> tuple[BaseException | str, str]:
+        try:
+            first: BaseException | str = await asyncio.wait_for(writer.submit("doomed"), 5)
+        except Fatal as exc:
+            first = exc
+        return first, await asyncio.wait_for(writer.submit("after"), 5)
+
+    first, after = run(scenario())
+    doomed[0].join(5)  # its death is reported within this test
+    assert isinstance(first, Fatal)  # answered with what killed the thread, not left waiting
+    assert after == "done after" and not doomed[0].is_alive()

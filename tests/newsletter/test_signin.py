@@ -3,6 +3,7 @@ redirect after sign-in, and a password change that signs old sessions out."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import threading
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from mailer.db import session_scope
 from newsletter.auth import create_user
 from newsletter.models import Role, User
+from newsletter.web.admin import auth as auth_pages
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import RateLimiter, reset
 
@@ -160,3 +162,23 @@ def test_redis_window_starts_at_first_attempt_and_refunds_never_extend_it(redis_
     assert not store.exists("nl:rl:probe")  # a refund never creates a key (it would have no TTL)
     store.set("nl:rl:stuck", 99)  # a key that somehow lost its TTL would refuse forever: the next count heals it
     assert not limiter.count("stuck", 2, 900).allowed and store.ttl("nl:rl:stuck") == 900
+
+
+def test_the_password_check_runs_off_the_event_loop(user: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 spends tens of ms of CPU on purpose: on the event loop, a flood of guesses would stall every other page
+    of the process. The check runs in the thread pool, where no loop is running."""
+    seen: list[bool] = []
+    real = auth_pages.authenticate
+
+    def watched(*args: object, **kwargs: object) -> object:
+        try:
+            asyncio.get_running_loop()
+            seen.append(True)
+        except RuntimeError:
+            seen.append(False)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auth_pages, "authenticate", watched)
+    assert attempt(from_address("192.0.2.44"), "a wrong password") == 401
+    assert attempt(from_address("192.0.2.45"), PASSWORD) == 303
+    assert seen == [False, False]

@@ -3,9 +3,12 @@ cookie; signing out ends the session."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from mailer.settings import get_settings
 from newsletter.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, authenticate, end_session, start_session
@@ -33,18 +36,37 @@ async def login(request: Request, session: Session = db_session) -> Response:
     email, password = str(form.get("email", "")).strip().lower(), str(form.get("password", ""))
     target = _safe_target(str(form.get("next") or "/admin"))
     ip = request.client.host if request.client else "?"
-    settings = get_settings()
-    throttle = LoginThrottle(ip, email, settings.login_attempts_per_window)
-    if not throttle.allowed():
+    # The throttle, the password hash (argon2: tens of ms of CPU, on purpose) and the session's row, off the event
+    # loop: a flood of guesses must not stall every other page this process serves.
+    outcome = await run_in_threadpool(_sign_in, session, email, password, ip, request.headers.get("user-agent"))
+    if outcome == SignIn.THROTTLED:
         return page(request, "login.html", None, error="Too many attempts. Wait 15 minutes and try again.",
                     next=target, status_code=429)
+    if outcome == SignIn.REFUSED:
+        return page(request, "login.html", None, error="Wrong email or password.", next=target, status_code=401)
+    cookie, must_change_password = outcome
+    return session_response(target if not must_change_password else ACCOUNT_PAGE, cookie)
+
+
+class SignIn(StrEnum):
+    THROTTLED = "throttled"
+    REFUSED = "refused"
+
+
+def _sign_in(session: Session, email: str, password: str, ip: str,
+             user_agent: str | None) -> SignIn | tuple[str, bool]:
+    """The throttled password check, and for the right password a new session: its cookie, and whether the password
+    must be changed first."""
+    throttle = LoginThrottle(ip, email, get_settings().login_attempts_per_window)
+    if not throttle.allowed():
+        return SignIn.THROTTLED
     user = authenticate(session, email, password)
     if user is None:
-        return page(request, "login.html", None, error="Wrong email or password.", next=target, status_code=401)
+        return SignIn.REFUSED
     throttle.succeeded()
-    cookie = start_session(session, user, ip, request.headers.get("user-agent"))
+    cookie = start_session(session, user, ip, user_agent)
     session.commit()
-    return session_response(target if not user.must_change_password else ACCOUNT_PAGE, cookie)
+    return cookie, user.must_change_password
 
 
 def session_response(target: str, cookie: str) -> RedirectResponse:
