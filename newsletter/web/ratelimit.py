@@ -37,6 +37,12 @@ local first = count(KEYS[1])
 if first > tonumber(ARGV[2]) then return {first, 0} end
 return {first, count(KEYS[2])}
 """
+# Every key at once, atomically (login throttles count a pair and an address together). Returns the counts.
+_COUNT_ALL = _COUNT_FUNCTION + """
+local counts = {}
+for i, key in ipairs(KEYS) do counts[i] = count(key) end
+return counts
+"""
 # Refund into the window still open, if any: never create a key, never extend one.
 _REFUND = """
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -52,6 +58,7 @@ class RateLimiter:
             self._count_script = self._redis.register_script(_COUNT)
             self._refund_script = self._redis.register_script(_REFUND)
             self._count_both_script = self._redis.register_script(_COUNT_BOTH)
+            self._count_all_script = self._redis.register_script(_COUNT_ALL)
         self._local: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
@@ -67,16 +74,38 @@ class RateLimiter:
             bucket = f"nl:rl:{key}"
             count = int(self._count_script(keys=[bucket], args=[window_s]))
             return Counted(count <= limit, bucket)
-        now = time.monotonic()
         with self._lock:
-            count, start = self._local.get(key, (0, now))
-            if now - start >= window_s:
-                count, start = 0, now
-            count += 1
-            self._local[key] = (count, start)
-            if len(self._local) > 100_000:  # keep memory bounded under a flood of distinct keys
-                self._local = {k: v for k, v in self._local.items() if now - v[1] < window_s}
-            return Counted(count <= limit, key, start)
+            return self._count_local(key, limit, window_s, time.monotonic())
+
+    def count_together(self, keys: Sequence[tuple[str, int]], window_s: int) -> list[Counted]:
+        """Count one attempt against each (key, limit) at once: no other attempt is counted in between, so attempts
+        racing each other all see consistent counts. (Counted one after the other, an attempt could get the first
+        count of one key and, after a burst of others, the last of the next, and be refused by both sides.)"""
+        counted = [Counted(True, "") if limit <= 0 else None for _, limit in keys]
+        wanted = [(n, key, limit) for n, (key, limit) in enumerate(keys) if limit > 0]
+        if self._redis is not None:
+            if wanted:
+                buckets = [f"nl:rl:{key}" for _, key, _ in wanted]
+                counts = self._count_all_script(keys=buckets, args=[window_s])
+                for (n, _, limit), bucket, count in zip(wanted, buckets, counts, strict=True):
+                    counted[n] = Counted(int(count) <= limit, bucket)
+        else:
+            with self._lock:
+                now = time.monotonic()
+                for n, key, limit in wanted:
+                    counted[n] = self._count_local(key, limit, window_s, now)
+        return [item for item in counted if item is not None]
+
+    def _count_local(self, key: str, limit: int, window_s: int, now: float) -> Counted:
+        """The in-process count (the caller holds the lock)."""
+        count, start = self._local.get(key, (0, now))
+        if now - start >= window_s:
+            count, start = 0, now
+        count += 1
+        self._local[key] = (count, start)
+        if len(self._local) > 100_000:  # keep memory bounded under a flood of distinct keys
+            self._local = {k: v for k, v in self._local.items() if now - v[1] < window_s}
+        return Counted(count <= limit, key, start)
 
     def hit_both(self, first: str, first_limit: int, second: str, second_limit: int, window_s: int) -> bool:
         """hit(first), then hit(second) only if the first was within its limit; True when both were. One Redis
@@ -150,7 +179,7 @@ class LoginThrottle:
 
     def allowed(self) -> bool:
         """Counts this attempt against both limits; False when either is spent."""
-        self._counted = [limiter().count(key, limit, LOGIN_WINDOW_S) for key, limit in self._keys]
+        self._counted = limiter().count_together(self._keys, LOGIN_WINDOW_S)
         return all(counted.allowed for counted in self._counted)
 
     def succeeded(self) -> None:

@@ -20,7 +20,7 @@ from newsletter.auth import create_user
 from newsletter.models import Role, User
 from newsletter.web.admin import auth as auth_pages
 from newsletter.web.app import create_app
-from newsletter.web.ratelimit import RateLimiter, reset
+from newsletter.web.ratelimit import LoginThrottle, RateLimiter, reset
 
 PASSWORD = "correct horse battery staple"
 
@@ -182,3 +182,27 @@ def test_the_password_check_runs_off_the_event_loop(user: str, monkeypatch: pyte
     assert attempt(from_address("192.0.2.44"), "a wrong password") == 401
     assert attempt(from_address("192.0.2.45"), PASSWORD) == 303
     assert seen == [False, False]
+
+
+def test_a_guess_is_counted_against_both_limits_at_once(redis_url: str, settings) -> None:
+    """The pair and the address are counted in one Redis script. Counted one after the other, a guess could take the
+    first count of its pair and, after a burst of other guesses, the tenth of its address: refused by both sides,
+    so fewer than `limit` guesses got an answer (seen once in a full run of the parallel test above)."""
+    settings.redis_url = redis_url
+    reset()
+    store = redis.Redis.from_url(redis_url)
+    before = int(store.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    throttle = LoginThrottle("203.0.113.77", "someone@example.com", 3)
+    assert throttle.allowed()
+    after = int(store.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    assert after - before == 1  # both keys in one atomic call (a first call may add a SCRIPT LOAD, not an EVALSHA)
+    assert sorted(int(store.get(key) or 0) for key in store.keys("nl:rl:login:*")) == [1, 1]
+
+    gate = threading.Barrier(40)
+
+    def guess(_: int) -> bool:
+        gate.wait()
+        return LoginThrottle("203.0.113.78", "victim@example.com", 3).allowed()
+
+    with ThreadPoolExecutor(40) as pool:
+        assert sum(pool.map(guess, range(40))) == 3
