@@ -428,10 +428,10 @@ def unsubscribe_many(session: Session, leaves: Sequence[Leave], *, source: Conse
 
     An erased person is left alone (erasure already ended every subscription), so callers holding only an id from a
     link need not read the person first."""
-    everywhere = {leave.subscriber_id: n for n, leave in enumerate(leaves) if leave.list_id is None}
-    one_list = {(leave.subscriber_id, leave.list_id): n for n, leave in enumerate(leaves) if leave.list_id is not None}
     if not leaves:
         return []
+    everywhere = {leave.subscriber_id: n for n, leave in enumerate(leaves) if leave.list_id is None}
+    one_list = {(leave.subscriber_id, leave.list_id): n for n, leave in enumerate(leaves) if leave.list_id is not None}
     which = []
     if everywhere:
         which.append(Subscription.subscriber_id.in_(sorted(everywhere)))
@@ -513,6 +513,3 @@ def update_preferences(session: Session, subscriber_id: int, *, name: str | None
         record_consent(session, subscriber_id, None, ConsentKind.PREFERENCES, source=source, ip=ip,
                        user_agent=user_agent, detail={"changed": ["tracking"], "tracking": tracking})
     return subscriber
-
-
-# Personal data ------------------------------------------------------------------------------------------------

@@ -323,8 +323,8 @@ HANDOVER_WAIT_S = 30.0
 
 def in_flight_among(subscriber_ids: Sequence[int]) -> set[int]:
     """Which of these people a batch holds in flight now (a row of theirs is `sending`): one indexed read, in
-    autocommit, for a whole group of unsubscribes (newsletter/web/intake.py); only those found need
-    `await_handover`."""
+    autocommit (no BEGIN and COMMIT around a single read), for a whole group of unsubscribes
+    (newsletter/web/intake.py) or for one person in `await_handover`."""
     if not subscriber_ids:
         return set()
     engine = get_engine()
@@ -347,13 +347,8 @@ def await_handover(subscriber_id: int, limit_s: float = HANDOVER_WAIT_S, poll_s:
     and only a provider call slower than the limit could still deliver.
     """
     deadline = time.monotonic() + limit_s
-    query = select(_DELIVERIES.c.id).where(_DELIVERIES.c.subscriber_id == subscriber_id,
-                                           _DELIVERIES.c.status == DeliveryStatus.SENDING).limit(1)
     while True:
-        # Autocommit: one round trip, no BEGIN and COMMIT around a single read (every one-click unsubscribe pays it).
-        with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            in_flight = connection.scalar(query)
-        if in_flight is None:
+        if subscriber_id not in in_flight_among([subscriber_id]):
             return True
         if time.monotonic() >= deadline:
             log.warning("subscriber %s is still in a batch in flight after %.0f s; answering anyway",

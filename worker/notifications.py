@@ -12,18 +12,21 @@ from collections.abc import Iterable
 from sqlalchemy.orm import Session
 
 from subscribers.service import Notify
-from worker.app import enqueue_after_commit
+from worker.app import run_after_commit
 from worker.subscriber_tasks import send_notification, send_notifications
 
 
 def notify_after_commit(session: Session, items: Iterable[Notify]) -> None:
-    for item in items:
-        enqueue_after_commit(session, send_notification, item.kind, item.subscription_id)
+    """Enqueue once the session's change commits (`notify_now`, then)."""
+    waiting = list(items)
+    if waiting:
+        run_after_commit(session, lambda: notify_now(waiting))
 
 
 def notify_now(items: Iterable[Notify]) -> None:
-    """Enqueue, for changes already committed, one message per kind of email: a group of sign-ups that committed
-    together (newsletter/web/intake.py) costs one publish, not one each."""
+    """Enqueue, for changes already committed, one message per kind of email: one email is its own
+    `send_notification` task; a group of sign-ups that committed together (newsletter/web/intake.py) costs one
+    publish, not one each."""
     by_kind: dict[str, list[int]] = defaultdict(list)
     for item in items:
         by_kind[item.kind].append(item.subscription_id)

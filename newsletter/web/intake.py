@@ -30,10 +30,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from mailer.db import session_scope
+from mailer.settings import get_settings
 from newsletter.web.ratelimit import limiter
 from subscribers.intake import SignedUp, SignUp, signup_many
 from subscribers.models import ConsentSource
-from subscribers.service import Confirmation, ConfirmResult, Leave, confirm_many, unsubscribe_many
+from subscribers.service import Confirmation, ConfirmResult, Leave, Notify, confirm_many, unsubscribe_many
 from worker.app import celery_app
 from worker.campaigns import await_handover, in_flight_among
 from worker.notifications import notify_now
@@ -152,9 +153,7 @@ def _send_emails(results: Sequence[SignUpAnswer | ConfirmResult]) -> None:
     """The confirmation and welcome emails of a group already committed and answered (one task per kind). A broker
     that is away loses them with a logged error, and the sign-up stands: the person can ask again once the
     two-minute guard of a repeated sign-up has passed (service.REQUEST_AGAIN_AFTER)."""
-    notify_now(item for result in results
-               for item in (result.result.notify if isinstance(result, SignUpAnswer) and result.result
-                            else result.notify if isinstance(result, ConfirmResult) else ()))
+    notify_now(item for result in results for item in result.notify)
 
 
 def _committed(write: Callable[[Session, Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
@@ -166,10 +165,10 @@ def _committed(write: Callable[[Session, Sequence[T]], list[R]], items: Sequence
 
 @dataclass(frozen=True)
 class SignUpRequest:
-    """A form post: the rate limits it counts against (key, limit), and the sign-up if the address was valid."""
+    """A form post: the rate limits it counts against (key, limit; in the sign-up window of the settings), and the
+    sign-up if the address was valid."""
 
     limits: tuple[tuple[str, int], ...]
-    window_s: int
     signup: SignUp | None
 
 
@@ -178,16 +177,15 @@ class SignUpAnswer:
     within_limits: bool
     result: SignedUp | None = None
 
+    @property
+    def notify(self) -> tuple[Notify, ...]:
+        return self.result.notify if self.result is not None else ()
+
 
 def _signups(requests: Sequence[SignUpRequest]) -> list[SignUpAnswer]:
-    """Count every request's limits (one Redis round trip), then subscribe those within them (one transaction),
-    then enqueue their emails (one message per kind)."""
-    allowed: list[bool] = [True] * len(requests)
-    for window_s in {request.window_s for request in requests}:
-        numbered = [(n, request) for n, request in enumerate(requests) if request.window_s == window_s]
-        for (n, _), ok in zip(numbered, limiter().hit_many([request.limits for _, request in numbered], window_s),
-                              strict=True):
-            allowed[n] = ok
+    """Count every request's limits (one Redis round trip), then subscribe those within them (one transaction).
+    Their emails are enqueued once they are answered (`_send_emails`)."""
+    allowed = limiter().hit_many([request.limits for request in requests], get_settings().subscribe_rate_window_s)
     wanted = [(n, request.signup) for n, request in enumerate(requests) if allowed[n] and request.signup is not None]
     done = _committed(signup_many, [signup for _, signup in wanted]) if wanted else []
     answers = [SignUpAnswer(ok) for ok in allowed]

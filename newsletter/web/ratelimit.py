@@ -81,20 +81,15 @@ class RateLimiter:
         """Count one attempt against each (key, limit) at once: no other attempt is counted in between, so attempts
         racing each other all see consistent counts. (Counted one after the other, an attempt could get the first
         count of one key and, after a burst of others, the last of the next, and be refused by both sides.)"""
-        counted = [Counted(True, "") if limit <= 0 else None for _, limit in keys]
-        wanted = [(n, key, limit) for n, (key, limit) in enumerate(keys) if limit > 0]
-        if self._redis is not None:
-            if wanted:
-                buckets = [f"nl:rl:{key}" for _, key, _ in wanted]
-                counts = self._count_all_script(keys=buckets, args=[window_s])
-                for (n, _, limit), bucket, count in zip(wanted, buckets, counts, strict=True):
-                    counted[n] = Counted(int(count) <= limit, bucket)
-        else:
+        if self._redis is None:
             with self._lock:
                 now = time.monotonic()
-                for n, key, limit in wanted:
-                    counted[n] = self._count_local(key, limit, window_s, now)
-        return [item for item in counted if item is not None]
+                return [self._count_local(key, limit, window_s, now) if limit > 0 else Counted(True, "")
+                        for key, limit in keys]
+        buckets = [f"nl:rl:{key}" for key, limit in keys if limit > 0]
+        counts = iter(self._count_all_script(keys=buckets, args=[window_s]) if buckets else ())
+        return [Counted(int(next(counts)) <= limit, f"nl:rl:{key}") if limit > 0 else Counted(True, "")
+                for key, limit in keys]
 
     def _count_local(self, key: str, limit: int, window_s: int, now: float) -> Counted:
         """The in-process count (the caller holds the lock)."""

@@ -125,7 +125,7 @@ async def attempt(request: Request, mailing_list: MailingList, *, email: str, na
         address = service.normalise_email(email)
         service.check_local_part(address, mailing_list.allow_international)
     except InvalidEmail as exc:
-        if counted_first and not (await intake.SIGNUPS.submit(SignUpRequest(counted_first, window, None))
+        if counted_first and not (await intake.SIGNUPS.submit(SignUpRequest(counted_first, None))
                                   ).within_limits:
             return Attempt(Result.RATE_LIMITED)
         return Attempt(Result.INVALID_EMAIL, str(exc))
@@ -133,7 +133,7 @@ async def attempt(request: Request, mailing_list: MailingList, *, email: str, na
     signup = SignUp(mailing_list, address, name, ip, user_agent,
                     consent_note=f"embedded form on {source_detail}" if source_detail else "")
     per_address = (f"sub:addr:{address}", settings.subscribe_rate_per_email)
-    answer = await intake.SIGNUPS.submit(SignUpRequest((*counted_first, per_address), window, signup))
+    answer = await intake.SIGNUPS.submit(SignUpRequest((*counted_first, per_address), signup))
     if not answer.within_limits:
         return Attempt(Result.RATE_LIMITED)
     return Attempt(Result.ACCEPTED if mailing_list.double_opt_in else Result.SUBSCRIBED)
