@@ -39,6 +39,31 @@ def test_either_limit_refuses(limiter_url: str | None) -> None:
     assert limiter.hit_both("ip2", 1, "addr3", 0, 3600) is True and limiter.hit_both("ip2", 1, "x", 0, 3600) is False
 
 
+def test_a_group_counts_as_its_requests_would_one_by_one(limiter_url: str | None) -> None:
+    """A group of concurrent sign-ups is counted in one call; each request gets the answer it would have got alone,
+    in order: one-key and two-key requests mixed, a first key over its limit sparing the second, repeats within the
+    group counted as repeats."""
+    group = [[("ip:a", 2), ("addr:x", 5)], [("ip:a", 2), ("addr:y", 5)], [("ip:a", 2), ("addr:z", 5)],
+             [("ip:b", 3)], [], [("ip:c", 5), ("addr:x", 5)], [("ip:c", 5), ("addr:x", 5)]]
+    alone = RateLimiter(None)  # the reference: each request in turn, by the rule of hit_both
+    expected = [all(alone.hit(key, limit, 3600) for key, limit in request) for request in group]
+    assert expected == [True, True, False, True, True, True, True]
+    limiter = RateLimiter(limiter_url)
+    assert limiter.hit_many(group, 3600) == expected
+    # addr:z was not counted (its client was over), addr:x three times: 2 of its 5 remain.
+    assert [limiter.hit("addr:z", 1, 3600), limiter.hit("addr:x", 5, 3600), limiter.hit("addr:x", 5, 3600),
+            limiter.hit("addr:x", 5, 3600)] == [True, True, True, False]
+
+
+def test_a_large_group_is_one_redis_call(redis_url: str) -> None:
+    limiter = RateLimiter(redis_url)
+    calls: list[object] = []
+    script = limiter._count_group_script
+    limiter._count_group_script = lambda **kwargs: calls.append(kwargs) or script(**kwargs)  # type: ignore[assignment]
+    answers = limiter.hit_many([[("ip:many", 150), (f"addr:{n}", 1)] for n in range(200)], 3600)
+    assert answers == [True] * 150 + [False] * 50 and len(calls) == 1
+
+
 def test_both_keys_get_their_window_in_redis(redis_url: str) -> None:
     RateLimiter(redis_url).hit_both("ip", 5, "addr", 5, 120)
     store = redis_lib.Redis.from_url(redis_url)
