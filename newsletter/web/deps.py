@@ -11,6 +11,7 @@ from starlette.datastructures import FormData
 
 from mailer.db import new_session
 from newsletter.auth import SESSION_COOKIE, Principal, principal_from_cookie, principal_from_token
+from newsletter.web.forms import read_form
 
 
 class LoginRequired(Exception):
@@ -60,7 +61,7 @@ async def form_data(request: Request) -> FormData:
     Handlers that touch the database are plain `def`s (run in the threadpool) so that no query ever blocks the event
     loop; they get the form through this dependency instead of awaiting `request.form()` themselves.
     """
-    return await request.form()
+    return await read_form(request)
 
 
 def page_user(request: Request, session: Session = db_session) -> Principal:

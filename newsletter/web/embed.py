@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from mailer.settings import get_settings
 from newsletter.web import pagecache, signup
 from newsletter.web.deps import db_session
+from newsletter.web.forms import read_form
 from newsletter.web.public import signup_answer
 from newsletter.web.signup import Result, captcha_widget
 from newsletter.web.templating import render_page
@@ -41,7 +42,7 @@ async def embedded_signup(request: Request, slug: str) -> Response:
     if mailing_list is None:
         return render_page(request, "public/message.html", {"heading": "No such list", "paragraphs": [
             "The form you used points at a list that does not exist (any more)."]}, status_code=404)
-    form = await request.form()
+    form = await read_form(request)
     email, name = str(form.get("email", "")), str(form.get("name", ""))
     widget = captcha_widget(get_settings())
     result = await signup.attempt(request, mailing_list, email=email, name=name,

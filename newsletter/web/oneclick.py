@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mailer.settings import get_settings
 from newsletter.web import intake
 from newsletter.web.bodylimit import body_limit, too_large
-from newsletter.web.security_headers import is_https, security_headers
+from newsletter.web.security_headers import is_https, raw_security_headers
 from subscribers.tokens import Purpose, TokenError, read_token
 
 PREFIX = "/unsubscribe/"
@@ -74,8 +74,7 @@ class OneClickFastPath:
         content = text.encode()
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(content)).encode()),
-            *((name.lower().encode(), value.encode())
-              for name, value in security_headers(secrets.token_urlsafe(16), is_https()))]})
+            *raw_security_headers(secrets.token_urlsafe(16), is_https())]})
         await send({"type": "http.response.body", "body": content})
 
 

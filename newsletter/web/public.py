@@ -21,8 +21,9 @@ from mailer.settings import get_settings
 from newsletter.web import intake, oneclick, pagecache, signup
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, form_data
+from newsletter.web.forms import read_form
 from newsletter.web.signup import Result, captcha_widget
-from newsletter.web.templating import gettext_for, render_page
+from newsletter.web.templating import gettext_for, message_page, render_page
 from subscribers import fields, mailing_lists, privacy, service
 from subscribers.models import (
     ConsentSource,
@@ -46,9 +47,8 @@ def _message(request: Request, heading: str, *paragraphs: str, status_code: int 
              action_url: str | None = None, action_label: str = "",
              mailing_list: MailingList | None = None) -> HTMLResponse:
     """A one-message page. Callers pass text already translated (gettext_for(mailing_list))."""
-    return render_page(request, "public/message.html", {"heading": heading, "paragraphs": paragraphs,
-                                                        "action_url": action_url, "action_label": action_label},
-                       status_code=status_code, mailing_list=mailing_list)
+    return message_page(request, heading, paragraphs, action_url=action_url, action_label=action_label,
+                        status_code=status_code, mailing_list=mailing_list)
 
 
 def _token_problem(request: Request, exc: TokenError, mailing_list: MailingList | None = None) -> HTMLResponse:
@@ -153,7 +153,7 @@ async def subscribe(request: Request, slug: str) -> HTMLResponse:
     mailing_list = await pagecache.list_by_slug(slug)
     if mailing_list is None:
         return _no_such_list(request)
-    form = await request.form()
+    form = await read_form(request)
     email, name = str(form.get("email", "")), str(form.get("name", ""))
     widget = captcha_widget(get_settings())
     result = await signup.attempt(request, mailing_list, email=email, name=name,
@@ -244,7 +244,7 @@ async def unsubscribe(request: Request, token: str) -> Response:
 
     Async, the write grouped with concurrent unsubscribes (intake.py): a mailbox provider replaying one-click
     unsubscribes, or a crowd leaving after an unpopular issue, costs a few statements per group."""
-    form = await request.form()
+    form = await read_form(request)
     scope_all = form.get("scope") == "all"
     ip, user_agent = _client(request)
     if form.get("List-Unsubscribe") == "One-Click":  # urlencoded ones are answered by oneclick.OneClickFastPath

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import secrets
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.settings import get_settings
@@ -45,6 +44,21 @@ def security_headers(nonce: str, https: bool) -> list[tuple[str, str]]:
     return headers
 
 
+_CSP_PARTS = content_security_policy("\x00").encode("latin-1").split(b"\x00")
+_FIXED = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+          for name, value in security_headers("", False) if name != "Content-Security-Policy"]
+_HSTS = (b"strict-transport-security", HSTS.encode("latin-1"))
+
+
+def raw_security_headers(nonce: str, https: bool) -> list[tuple[bytes, bytes]]:
+    """`security_headers` as an ASGI message carries them (lower-case names, bytes), built from parts encoded
+    once: every answer of the app adds these."""
+    headers = [(b"content-security-policy", nonce.encode("latin-1").join(_CSP_PARTS)), *_FIXED]
+    if https:
+        headers.append(_HSTS)
+    return headers
+
+
 def is_https() -> bool:
     return get_settings().base_url.lower().startswith("https://")
 
@@ -62,10 +76,11 @@ class SecurityHeadersMiddleware:
         https = is_https()
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in security_headers(nonce, https):
-                    headers.setdefault(name, value)
+            if message["type"] == "http.response.start":  # a header the route set itself is kept
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers += [header for header in raw_security_headers(nonce, https) if header[0] not in present]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

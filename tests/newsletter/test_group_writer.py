@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 import pytest
 
 from newsletter.web.intake import MAX_GROUP, GroupWriter
+from tests.support.aio import run_async as run
 
 T = TypeVar("T")
 
@@ -34,14 +35,6 @@ class Recorder:
         return [f"done {item}" for item in items]
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run in a thread of its own: a browser test's driver may have left a loop running in this one."""
-    result: list[T] = []
-    thread = threading.Thread(target=lambda: result.append(asyncio.run(coroutine)))
-    thread.start()
-    thread.join(30)
-    assert result, "the scenario did not finish"
-    return result[0]
 
 
 async def _queued_behind_first(writer: GroupWriter[str, str], recorder: Recorder,

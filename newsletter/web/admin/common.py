@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from newsletter.auth import Principal
+from newsletter.web import forms
 from newsletter.web.flash import read_flash, redirect_with_flash
 from newsletter.web.templating import render_page
 
@@ -38,4 +39,4 @@ def flash_message(request: Request) -> str | None:
 
 
 async def read_form(request: Request) -> dict[str, Any]:
-    return dict(await request.form())
+    return dict(await forms.read_form(request))

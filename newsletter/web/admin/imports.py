@@ -16,6 +16,7 @@ from newsletter.web import imports as import_runs
 from newsletter.web.admin.common import admin_router, page, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
+from newsletter.web.forms import read_form
 from subscribers import importer, queries, service
 
 router = admin_router()
@@ -42,7 +43,7 @@ def import_page(request: Request, list_slug: str = Query("", alias="list"), user
 @router.post("/import", dependencies=[Depends(verify_csrf)])
 async def import_upload(request: Request, user: Principal = Depends(page_admin),
                         session: Session = db_session) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     upload = form.get("file")
     lists = queries.all_lists(session)
     list_slug = str(form.get("list", ""))

@@ -21,6 +21,7 @@ from newsletter.auth import Principal
 from newsletter.web.admin.common import admin_router, flash_message, page, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_user
+from newsletter.web.forms import read_form
 from subscribers import audience, mailing_lists, queries
 from subscribers.models import MailingList
 from subscribers.service import ServiceError
@@ -80,7 +81,7 @@ def issues_page(request: Request, user: Principal = Depends(page_user),
 
 
 async def _source_from_form(request: Request) -> tuple[str, str]:
-    form = await request.form()
+    form = await read_form(request)
     upload = form.get("file")
     if upload is not None and not isinstance(upload, str) and upload.filename:
         return (await upload.read()).decode("utf-8", errors="replace"), upload.filename
@@ -127,7 +128,7 @@ async def live_preview(request: Request, user: Principal = Depends(page_user),
                        session: Session = db_session) -> JSONResponse:
     """Rendered as the editor types (the page's script posts here), for the list chosen above the preview; errors
     come back located, for the editor."""
-    form = await request.form()
+    form = await read_form(request)
     source = str(form.get("source", ""))
     try:
         html, rendered = _render_for(parse_issue(source, "preview"),
@@ -155,7 +156,7 @@ async def edit_issue(request: Request, issue_id: int, user: Principal = Depends(
     record = find_issue(session, issue_id)
     if record is None:
         return redirect("/admin/issues", "No such issue")
-    form = await request.form()
+    form = await read_form(request)
     source, preview_for = str(form.get("source", "")), str(form.get("preview_list", ""))[:200]
     try:
         update_issue(session, record, source)

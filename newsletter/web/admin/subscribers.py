@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from newsletter.auth import Principal
-from newsletter.web.admin.common import admin_router, flash_message, page, read_form, redirect
+from newsletter.web import forms
+from newsletter.web.admin.common import admin_router, flash_message, page, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin, page_user
 from subscribers import privacy, queries, service, staff
@@ -88,7 +89,7 @@ def new_subscriber_page(request: Request, user: Principal = Depends(page_admin),
 @router.post("/subscribers/new", dependencies=[Depends(verify_csrf)])
 async def add_subscriber(request: Request, user: Principal = Depends(page_admin),
                          session: Session = db_session) -> Response:
-    form = await request.form()
+    form = await forms.read_form(request)
     try:
         result = _add(session, form, str(form.get("email") or ""), user)
     except (service.ServiceError, service.InvalidEmail) as exc:
@@ -132,7 +133,7 @@ async def edit_subscriber(request: Request, subscriber_id: int, user: Principal 
     subscriber = queries.find_subscriber(session, subscriber_id)
     if subscriber is None or subscriber.erased_at is not None:
         return redirect("/admin/subscribers", "No such subscriber")
-    form = await read_form(request)
+    form = await forms.read_form(request)
     values: dict[str, str | None] = {key[len(FIELD_PREFIX):]: str(value) for key, value in form.items()
                                      if key.startswith(FIELD_PREFIX)}
     new_key = str(form.get("new_key") or "").strip()
@@ -155,7 +156,7 @@ async def subscribe_to_list(request: Request, subscriber_id: int, user: Principa
     subscriber = queries.find_subscriber(session, subscriber_id)
     if subscriber is None or subscriber.erased_at is not None:
         return redirect("/admin/subscribers", "No such subscriber")
-    form = await request.form()
+    form = await forms.read_form(request)
     try:
         result = _add(session, form, subscriber.email, user)
     except (service.ServiceError, service.InvalidEmail) as exc:
@@ -169,7 +170,7 @@ async def subscribe_to_list(request: Request, subscriber_id: int, user: Principa
 @router.post("/subscribers/{subscriber_id}/action", dependencies=[Depends(verify_csrf)])
 async def subscriber_action(request: Request, subscriber_id: int, user: Principal = Depends(page_admin),
                             session: Session = db_session) -> Response:
-    form = await read_form(request)
+    form = await forms.read_form(request)
     action = str(form.get("action", ""))
     raw_list_id = str(form.get("list_id") or "")
     list_id = int(raw_list_id) if raw_list_id.isdigit() and 0 < int(raw_list_id) < queries.MAX_ID else None

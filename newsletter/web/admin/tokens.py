@@ -10,6 +10,7 @@ from newsletter.auth import AuthError, Principal, create_token_for, revoke_token
 from newsletter.web.admin.common import admin_router, flash_message, page, redirect
 from newsletter.web.csrf import verify_csrf
 from newsletter.web.deps import db_session, page_admin
+from newsletter.web.forms import read_form
 
 router = admin_router()
 
@@ -24,7 +25,7 @@ def tokens_page(request: Request, user: Principal = Depends(page_admin),
 @router.post("/tokens", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
 async def create_token(request: Request, user: Principal = Depends(page_admin),
                        session: Session = db_session) -> HTMLResponse:
-    name = str((await request.form()).get("name", "")).strip() or "token"
+    name = str((await read_form(request)).get("name", "")).strip() or "token"
     token = create_token_for(session, user.user_id, name)
     session.commit()
     return page(request, "tokens.html", user, "tokens", tokens=tokens_of(session, user.user_id), new_token=token)
