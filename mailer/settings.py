@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     base_url: str = "http://localhost:8000"
     secret_key: SecretStr | None = None
+    # Set by `newsletter serve --workers N` for its web processes: the host's intake process (web/intake_process.py).
+    intake_socket: str | None = None
 
     # Sender identity defaults; a list may override them.
     from_name: str = "Digital Digest"

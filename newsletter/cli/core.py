@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 import uvicorn
 
 from newsletter.migrate import downgrade, upgrade
+from newsletter.web import intake_process
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -32,6 +35,17 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
     """Serve the web app (public pages, admin, API, webhooks) under uvicorn."""
     if reload and workers > 1:
         raise typer.BadParameter("--reload runs one process; drop --workers")
+    if workers == 1:
+        _run_uvicorn(host, port, reload=reload, workers=workers, access_log=access_log)
+        return
+    # Several web processes: the public forms' writes of all of them go through one intake process for the host
+    # (newsletter/web/intake_process.py), started first, and told to the web processes through the environment.
+    with intake_process.running() as intake:
+        os.environ["NEWSLETTER_INTAKE_SOCKET"] = intake.path
+        _run_uvicorn(host, port, reload=reload, workers=workers, access_log=access_log)
+
+
+def _run_uvicorn(host: str, port: int, *, reload: bool, workers: int, access_log: bool) -> None:
     # A worker that is busy (a burst, a loaded host) answers the supervisor's health ping late; uvicorn's default of
     # 5 s killed and restarted workers in a loop on a busy machine, starting them no faster than they were killed.
     uvicorn.run("newsletter.web.app:create_app", factory=True, host=host, port=port, reload=reload,

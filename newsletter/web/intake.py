@@ -13,6 +13,10 @@ costs a few statements per group instead of per person: the busier it is, the la
 
 If a group fails (a deadlock, a value the database refuses), each of its writes is retried alone, so one bad
 request cannot fail the others; a write that fails alone answers its request with the error.
+
+Under `newsletter serve --workers N` the writers run in one intake process for the host instead
+(newsletter/web/intake_process.py): `submit` hands the write over the wire (intake_wire.py), and writes here only
+when that process cannot be reached.
 """
 
 from __future__ import annotations
@@ -24,16 +28,17 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from mailer.db import session_scope
 from mailer.settings import get_settings
+from newsletter.web.intake_wire import IntakeClient, IntakeUnavailable
 from newsletter.web.ratelimit import limiter
 from subscribers.intake import SignedUp, SignUp, signup_many
-from subscribers.models import ConsentSource
+from subscribers.models import ConsentSource, MailingList
 from subscribers.service import Confirmation, ConfirmResult, Leave, Notify, confirm_many, unsubscribe_many
 from worker.app import celery_app
 from worker.campaigns import await_handover, in_flight_among
@@ -51,17 +56,30 @@ class GroupWriter(Generic[T, R]):
     in order, once its transaction has committed."""
 
     def __init__(self, name: str, write: Callable[[Sequence[T]], list[R]],
-                 then: Callable[[list[R]], None] | None = None) -> None:
+                 then: Callable[[list[R]], None] | None = None, wire: Callable[[T], Any] = lambda item: item) -> None:
+        self.name = name
         self._name = name
         self._write = write
         self._then = then  # after the group's requests are answered: what they need not wait for
+        self._wire = wire  # what travels to the intake process (intake_process.from_wire is the way back)
         self._queue: list[tuple[T, asyncio.Future[R], asyncio.AbstractEventLoop]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     async def submit(self, item: T) -> R:
-        """Queue one write and wait for it; raises what the write raised, alone."""
+        """Write, with the concurrent writes of this host, and return once committed; raises what the write raised,
+        alone. In the host's intake process if there is one, here otherwise."""
+        client = intake_client()
+        if client is not None:
+            try:
+                return cast(R, await client.call(self.name, self._wire(item)))
+            except IntakeUnavailable:
+                pass  # written here instead: every write of this module may be done twice (intake_wire.py)
+        return await self.write_here(item)
+
+    async def write_here(self, item: T) -> R:
+        """Queue one write for this process's writer thread and wait for it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         with self._lock:
@@ -73,7 +91,7 @@ class GroupWriter(Generic[T, R]):
     def _ensure_thread(self) -> None:
         """A writer for what is queued (the caller holds the lock)."""
         if self._queue and (self._thread is None or not self._thread.is_alive()):
-            self._thread = threading.Thread(target=self._run, name=f"intake-{self._name}", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=f"intake-{self.name}", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
@@ -107,7 +125,7 @@ class GroupWriter(Generic[T, R]):
         try:
             then(results)
         except Exception:  # committed and answered already: never write the group again
-            log.exception("%s: what follows a group failed", self._name)
+            log.exception("%s: what follows a group failed", self.name)
 
     def _results(self, group: list[tuple[T, asyncio.Future[R], asyncio.AbstractEventLoop]]) -> list[R | BaseException]:
         items = [item for item, _, _ in group]
@@ -115,15 +133,15 @@ class GroupWriter(Generic[T, R]):
             return list(self._write(items))
         except Exception as exc:  # each is retried alone; a lone failure is its answer
             if len(items) == 1:
-                log.exception("%s: a write failed", self._name)
+                log.exception("%s: a write failed", self.name)
                 return [exc]
-            log.warning("%s: a group of %s writes failed (%r); writing each alone", self._name, len(items), exc)
+            log.warning("%s: a group of %s writes failed (%r); writing each alone", self.name, len(items), exc)
         results: list[R | BaseException] = []
         for item in items:
             try:
                 results.append(self._write([item])[0])
             except Exception as exc:
-                log.exception("%s: a write failed", self._name)
+                log.exception("%s: a write failed", self.name)
                 results.append(exc)
         return results
 
@@ -156,6 +174,20 @@ def _send_emails(results: Sequence[SignUpAnswer | ConfirmResult]) -> None:
     notify_now(item for result in results for item in result.notify)
 
 
+_client: IntakeClient | None = None
+
+
+def intake_client() -> IntakeClient | None:
+    """The connection to the host's intake process, when this web process was started with one."""
+    global _client
+    path = get_settings().intake_socket
+    if not path:
+        return None
+    if _client is None or _client.path != path:
+        _client = IntakeClient(path)
+    return _client
+
+
 def _committed(write: Callable[[Session, Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
     with session_scope() as session:  # commits before returning
         return write(session, items)
@@ -170,6 +202,36 @@ class SignUpRequest:
 
     limits: tuple[tuple[str, int], ...]
     signup: SignUp | None
+
+
+@dataclass(frozen=True)
+class WireSignUp:
+    """A SignUpRequest on its way to the intake process: the list by its id (see signup_from_wire)."""
+
+    limits: tuple[tuple[str, int], ...]
+    list_id: int | None
+    email: str = ""
+    name: str = ""
+    ip: str | None = None
+    user_agent: str | None = None
+    consent_note: str = ""
+
+
+def _signup_to_wire(request: SignUpRequest) -> WireSignUp:
+    signup = request.signup
+    if signup is None:
+        return WireSignUp(request.limits, None)
+    return WireSignUp(request.limits, signup.mailing_list.id, signup.email, signup.name, signup.ip,
+                      signup.user_agent, signup.consent_note)
+
+
+def signup_from_wire(wire: WireSignUp, mailing_list: MailingList | None) -> SignUpRequest:
+    """The request again, with its list as the intake process read it (None: it was deleted meanwhile, and only
+    the limits are counted)."""
+    if wire.list_id is None or mailing_list is None:
+        return SignUpRequest(wire.limits, None)
+    return SignUpRequest(wire.limits, SignUp(mailing_list, wire.email, wire.name, wire.ip, wire.user_agent,
+                                             wire.consent_note))
 
 
 @dataclass(frozen=True)
@@ -234,7 +296,8 @@ async def unsubscribe(subscriber_id: int, list_id: int | None, *, method: str, i
         await run_in_threadpool(await_handover, subscriber_id)
 
 
-SIGNUPS: GroupWriter[SignUpRequest, SignUpAnswer] = GroupWriter("signups", _signups, then=_send_emails)
+SIGNUPS: GroupWriter[SignUpRequest, SignUpAnswer] = GroupWriter("signups", _signups, then=_send_emails,
+                                                                 wire=_signup_to_wire)
 CONFIRMATIONS: GroupWriter[Confirmation, ConfirmResult] = GroupWriter("confirmations", _confirmations,
                                                                       then=_send_emails)
 LEAVES: GroupWriter[Leave, LeaveAnswer] = GroupWriter("unsubscribes", _leaves)
