@@ -11,7 +11,8 @@ processes), frames of a 4-byte length and a pickle. A request is (id, kind, item
 write's result, or the exception it raised alone. A sign-up travels with its list's id, not the list (the intake
 process reads lists through its own page cache).
 
-If the intake process cannot be reached, or goes away with writes outstanding, the web process writes them itself
+If the intake process cannot be reached, goes away with writes outstanding, or leaves a write unanswered for
+ANSWER_TIMEOUT_S (stopped, wedged), the web process writes them itself
 (`IntakeUnavailable`): every write here is idempotent (a repeated sign-up, confirmation or unsubscribe changes
 nothing twice), so a write that may have committed before the connection broke is safe to do again, and nobody's
 request is lost or left waiting.
@@ -28,6 +29,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("!I")
+# A write not answered in this time is written here instead (IntakeUnavailable): an intake process that hangs (stopped,
+# wedged) must not hang the requests. A group commits in tens of milliseconds; a slow database makes it seconds.
+ANSWER_TIMEOUT_S = 15.0
 MAX_FRAME = 16 * 1024 * 1024  # a request is a few hundred bytes; more means a broken peer, not a big write
 
 
@@ -120,7 +124,9 @@ class _Connection:
         self._waiting[request_id] = future
         self._outbox.put(frame((request_id, kind, item)))  # a broken connection answers it through _read
         try:
-            return await future
+            return await asyncio.wait_for(future, ANSWER_TIMEOUT_S)
+        except TimeoutError as exc:  # a late answer finds nobody waiting, and is dropped
+            raise IntakeUnavailable(f"no answer from the intake process in {ANSWER_TIMEOUT_S} s") from exc
         finally:
             self._waiting.pop(request_id, None)
 
@@ -135,7 +141,7 @@ class _Connection:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, pickle.UnpicklingError) as exc:
+        except Exception as exc:  # gone, or a frame that cannot be read: nobody may be left waiting
             self._close(exc)
         except asyncio.CancelledError:  # this event loop is closing: nothing went wrong
             self._close(None)

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from mailer.db import session_scope
 from mailer.settings import reset_settings
-from newsletter.web import intake, intake_process
+from newsletter.web import intake, intake_process, intake_wire
 from newsletter.web.app import create_app
 from newsletter.web.intake_wire import IntakeClient, frame, read_frame
 from newsletter.web.ratelimit import reset
@@ -115,6 +115,29 @@ def test_a_killed_intake_process_is_replaced_and_nobody_waits(host: intake_proce
     assert _sign_up(client, "after@example.com") == 200
     assert written_here == []  # over the wire again, to the new process
     assert _count(Subscription, status=SubscriptionStatus.PENDING) == 3
+
+
+def test_a_hung_intake_process_does_not_hang_the_requests(host: intake_process.Intake, written_here: list[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped (SIGSTOP: as wedged as a process gets), it does not answer: the request is written here after the
+    answer timeout; when it wakes and writes the same sign-up again, nothing is done twice."""
+    monkeypatch.setattr(intake_wire, "ANSWER_TIMEOUT_S", 1.0)
+    client = TestClient(create_app())
+    assert _sign_up(client, "warm@example.com") == 200 and written_here == []
+    assert host.process is not None and host.process.pid is not None
+    os.kill(host.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert _sign_up(client, "hung@example.com") == 200
+        assert 1.0 <= time.monotonic() - started < 10 and written_here == ["signups"]
+    finally:
+        os.kill(host.process.pid, signal.SIGCONT)
+    time.sleep(2)  # it wakes, writes the sign-up it was holding, and answers nobody
+    assert _sign_up(client, "after@example.com") == 200
+    assert written_here == ["signups"]  # over the wire again
+    assert _count(Subscriber, email="hung@example.com") == 1
+    assert _count(Subscription, status=SubscriptionStatus.PENDING) == 3
+    assert len(messages_to("hung@example.com")) == 1  # the late second write sent no second email
 
 
 def test_a_broken_peer_is_dropped_and_the_others_are_served(host: intake_process.Intake) -> None:
