@@ -58,7 +58,6 @@ class GroupWriter(Generic[T, R]):
     def __init__(self, name: str, write: Callable[[Sequence[T]], list[R]],
                  then: Callable[[list[R]], None] | None = None, wire: Callable[[T], Any] = lambda item: item) -> None:
         self.name = name
-        self._name = name
         self._write = write
         self._then = then  # after the group's requests are answered: what they need not wait for
         self._wire = wire  # what travels to the intake process (intake_process.from_wire is the way back)
