@@ -40,7 +40,7 @@ START_TIMEOUT_S = 20.0
 RESTART_DELAY_S = 0.5
 
 
-async def from_wire(kind: str, item: Any) -> Any:
+async def from_wire(item: Any) -> Any:
     """An item as its writer takes it: a sign-up gets its list back (read through the page cache)."""
     if isinstance(item, intake.WireSignUp):
         mailing_list = await pagecache.list_by_id(item.list_id) if item.list_id is not None else None
@@ -50,7 +50,7 @@ async def from_wire(kind: str, item: Any) -> Any:
 
 async def _answer(outbox: Outbox, request_id: int, kind: str, item: Any) -> None:
     try:
-        result = await WRITERS[kind].write_here(await from_wire(kind, item))
+        result = await WRITERS[kind].write_here(await from_wire(item))
     except Exception as exc:  # the write's own error, for its request alone
         result = exc
     outbox.put(answer_frame(request_id, result))
@@ -131,40 +131,38 @@ def running() -> Iterator[Intake]:
     path = str(Path(directory) / "intake.sock")
     intake_now = Intake(path)
     stopping = threading.Event()
-    current: list[multiprocessing.process.BaseProcess] = []
     context = multiprocessing.get_context("spawn")
 
-    def start() -> None:
+    def start() -> multiprocessing.process.BaseProcess:
         process = context.Process(target=main, args=(path,), name="newsletter-intake", daemon=False)
         process.start()
-        current[:] = [process]
         intake_now.process = process
         deadline = time.monotonic() + START_TIMEOUT_S
         while not os.path.exists(path) and process.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
+        return process
 
-    def supervise() -> None:
+    def supervise(process: multiprocessing.process.BaseProcess) -> None:
         while not stopping.is_set():
-            current[0].join()
+            process.join()
             if stopping.is_set():
                 return
-            log.error("the intake process exited (code %s); starting it again", current[0].exitcode)
+            log.error("the intake process exited (code %s); starting it again", process.exitcode)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             time.sleep(RESTART_DELAY_S)
             if not stopping.is_set():
-                start()
+                process = start()
 
-    start()
-    supervisor = threading.Thread(target=supervise, name="intake-supervisor", daemon=True)
+    supervisor = threading.Thread(target=supervise, args=(start(),), name="intake-supervisor", daemon=True)
     supervisor.start()
     try:
         yield intake_now
     finally:
         stopping.set()
-        for process in current:
-            process.terminate()
-            process.join(10)
-            if process.is_alive():
-                process.kill()
+        if intake_now.process is not None:
+            intake_now.process.terminate()
+            intake_now.process.join(10)
+            if intake_now.process.is_alive():
+                intake_now.process.kill()
         shutil.rmtree(directory, ignore_errors=True)

@@ -69,7 +69,8 @@ def _page_context(request: Request, mailing_list: MailingList | None) -> dict[st
 # The answer to a sign-up or a confirmation is a one-message page. Rendering it through Jinja was a third of the CPU
 # of answering such a post (bench/web.py, cProfile). So the page is rendered once per look (language, brand, number
 # of paragraphs, with or without a button) with a marker in place of every value, and each answer fills the markers
-# in with the values escaped as Jinja's autoescape would (`test_templating` holds the two to the same bytes).
+# in with the values escaped as Jinja's autoescape would (tests/newsletter/test_answer_bytes.py holds the two to
+# the same bytes).
 MESSAGE_PAGE = "public/message.html"
 _SLOT = re.compile(r"\x00slot(\d+)\x00")
 _skeletons: dict[tuple[Any, ...], list[str]] = {}
@@ -79,8 +80,6 @@ def message_page(request: Request, heading: str, paragraphs: Sequence[str], *, a
                  action_label: str = "", status_code: int = 200,
                  mailing_list: MailingList | None = None) -> HTMLResponse:
     """What `render_page(request, MESSAGE_PAGE, ...)` would answer for these values."""
-    values = [getattr(request.state, "csrf_token", ""), getattr(request.state, "csp_nonce", ""), heading,
-              action_url or "", action_label, *paragraphs]
     settings = get_settings()
     if settings.development:  # templates may change under a running server
         return render_page(request, MESSAGE_PAGE, {"heading": heading, "paragraphs": paragraphs,
@@ -95,6 +94,8 @@ def message_page(request: Request, heading: str, paragraphs: Sequence[str], *, a
         if len(_skeletons) >= 512:  # bounded: one per list, language and shape in use
             _skeletons.clear()
         _skeletons[key] = parts
+    values = [getattr(request.state, "csrf_token", ""), getattr(request.state, "csp_nonce", ""), heading,
+              action_url or "", action_label, *paragraphs]  # in the order of _skeleton's slots
     page = [str(escape(values[int(part)])) if n % 2 else part for n, part in enumerate(parts)]
     return HTMLResponse("".join(page), status_code=status_code)
 
