@@ -1,14 +1,17 @@
 """The sending engine as plain functions over the delivery ledger; Celery tasks (worker/tasks.py) only call these.
 
 Exactly-once rests on the ledger, not on the queue:
-- plan: one INSERT .. SELECT writes a `pending` row per eligible recipient (idempotent: unique (send, subscriber));
-- claim: one UPDATE moves a batch's `pending` rows to `sending` and returns them; a row is claimed by one worker
-  only, so running a batch twice (a redelivered task) sends nobody twice;
-- mark: a row becomes `sent` only after the transport accepted it. A worker killed between "accepted" and
-  "marked" leaves its rows `sending`; the sweeper returns them to `pending` after the lease, which re-sends at most
-  that one in-flight batch. That window is the only source of duplicates, and it is bounded by the batch size.
-  A live worker renews its lease (worker/leases.py), so the lease can be short; a database that fails after the
-  provider accepted a batch is waited for, so its restart re-sends nothing.
+- plan: one INSERT .. SELECT writes a `planned` row per eligible recipient (idempotent: unique (send, subscriber))
+  and cuts them into batch rows (worker/batches.py), whose state is their rows' status;
+- claim: one UPDATE moves a batch's row from open to claimed; rows of the per-row path (retries, released rows,
+  the welcome series) are claimed by one UPDATE from `pending` to `sending`. Either is claimed by one worker only,
+  so running a batch twice (a redelivered task) sends nobody twice;
+- mark: a batch becomes done (its rows sent) only after the transport accepted it, with its exceptions written
+  per row in the same transaction. A worker killed between "accepted" and "marked" leaves its batch claimed (or
+  its rows `sending`); the sweeper reopens it after the lease, which re-sends at most that one in-flight batch.
+  That window is the only source of duplicates, and it is bounded by the batch size. A live worker renews its
+  lease (worker/leases.py), so the lease can be short; a database that fails after the provider accepted a batch
+  is waited for, so its restart re-sends nothing.
 - re-check: eligibility is read again after any wait (rate limit) and just before the provider call, the last
   moment the batch can still change. Someone who leaves after that read is still in flight; the page that tells
   them they have left answers only once their batch has been handed over (`await_handover`), so nobody is told
@@ -24,7 +27,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, func, literal, select, text, update
+from sqlalchemy import and_, func, literal, select, text, union, update
 from sqlalchemy.orm import Session
 
 from mailer.batch import Content, Result, TransportError
@@ -37,7 +40,7 @@ from mailer.transports.base import Transport
 from subscribers import audience, fields
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 from subscribers.service import suppressed_among
-from worker import engagement
+from worker import batches, engagement
 from worker.content import Row, content_for, freeze, recipients_for, slots_of, web_url
 from worker.leases import Heartbeat, until_stored
 from worker.leases import stalled_sends as stalled_sends  # the sweeper's queries live with the leases
@@ -115,9 +118,10 @@ def cancel(session: Session, send_id: int) -> int:
     if send.status in (SendStatus.DONE, SendStatus.CANCELLED):
         raise CampaignError(f"Send {send_id} is already {send.status.value}.")
     send.status, send.finished_at, send.status_reason = SendStatus.CANCELLED, utcnow(), "cancelled by staff"
-    return rowcount(session.execute(update(Delivery).where(Delivery.send_id == send_id,
-                                                  Delivery.status == DeliveryStatus.PENDING)
-                           .values(status=DeliveryStatus.SKIPPED, error="send cancelled")))
+    own = rowcount(session.execute(update(Delivery).where(Delivery.send_id == send_id,
+                                                 Delivery.status == DeliveryStatus.PENDING)
+                          .values(status=DeliveryStatus.SKIPPED, error="send cancelled")))
+    return own + batches.cancel(session, send_id, "send cancelled")
 
 
 def retry_failed(session: Session, send_id: int) -> int:
@@ -138,7 +142,8 @@ def retry_failed(session: Session, send_id: int) -> int:
 # Planning -----------------------------------------------------------------------------------------------------
 
 def plan_send(session: Session, send_id: int) -> int:
-    """Freeze the rendered issue on the send and write one pending row per eligible recipient, in the database."""
+    """Freeze the rendered issue on the send, write one planned row per eligible recipient and cut them into
+    batches, in the database."""
     send = _send(session, send_id, lock=True)
     if send.status is not SendStatus.RUNNING:
         return 0
@@ -152,7 +157,7 @@ def plan_send(session: Session, send_id: int) -> int:
         issue.published_at = utcnow()
     engagement.freeze_links(session, send, mailing_list, get_settings().base_url)
     eligible = (
-        select(literal(send_id), Subscriber.id, literal(DeliveryStatus.PENDING.value), literal(0))
+        select(literal(send_id), Subscriber.id, literal(DeliveryStatus.PLANNED.value), literal(0))
         .select_from(Subscription)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
         .where(*audience.conditions(send.list_id, send.segment_expression, now=send.started_at,
@@ -162,6 +167,7 @@ def plan_send(session: Session, send_id: int) -> int:
                                                              eligible)
     session.execute(statement.on_conflict_do_nothing(index_elements=["subscriber_id", "send_id"]))
     send.planned = session.scalar(select(func.count()).where(Delivery.send_id == send_id)) or 0
+    batches.cut(session, send_id, get_settings().batch_size)
     return send.planned
 
 
@@ -182,7 +188,8 @@ def refresh_statistics(session: Session) -> None:
 
 def batch_ranges(session: Session, send_id: int, batch_size: int,
                  status: DeliveryStatus = DeliveryStatus.PENDING) -> list[tuple[int, int]]:
-    """Id ranges of about `batch_size` rows in `status`, computed in SQL (only the boundaries come back)."""
+    """Id ranges of about `batch_size` rows in `status` (rows of the per-row path), computed in SQL (only the
+    boundaries come back)."""
     starts = session.execute(text(
         "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM deliveries "
         "WHERE send_id = :send AND status = :status) numbered WHERE (rn - 1) % :size = 0 ORDER BY id"),
@@ -200,7 +207,8 @@ def batch_ranges(session: Session, send_id: int, batch_size: int,
 # synchronise a session that holds none of them.
 
 def claim(session: Session, send_id: int, first_id: int, last_id: int) -> list[int]:
-    """Move the range's pending rows to `sending` in one statement: a row is claimed by one worker only.
+    """The per-row path: move the range's pending rows to `sending` in one statement: a row is claimed by one
+    worker only.
 
     A claim is not an attempt: a claim lost with its worker must not bring the row closer to "gave up"; only the
     provider's temporary failures count (see `mark`)."""
@@ -254,23 +262,38 @@ def _skip(session: Session, rows: Sequence[Row]) -> None:
                         .values(status=DeliveryStatus.SKIPPED, error=reason, claimed_at=None))
 
 
-def _release(ids: Sequence[int], limit_s: float = 0) -> None:
-    """Rows claimed but not sent go back to pending, for the retry of this batch or a later one.
+def _release(ids: Sequence[int], limit_s: float = 0, batch_id: int | None = None) -> None:
+    """Rows claimed but not sent go back to pending (a batch's by reopening it), for the retry of this batch or a
+    later one.
 
     With `limit_s`, a database outage is waited out (bounded) so the rows come back now, not a lease later."""
     def release() -> None:
         with session_scope() as session:
+            if batch_id is not None:
+                batches.release(session, batch_id)
+                return
             session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, ids, _dialect(session)),
                                                       _DELIVERIES.c.status == DeliveryStatus.SENDING)
                             .values(status=DeliveryStatus.PENDING, claimed_at=None))
 
-    if ids:
+    if ids or batch_id is not None:
         until_stored(release, f"releasing {len(ids)} rows", limit_s)
+
+
+def _close_empty(batch_id: int | None, settings: Settings) -> None:
+    """A claimed batch with nothing left to send (every row skipped at the re-check, or none planned) is done."""
+    def close(batch: int) -> None:
+        with session_scope() as session:
+            batches.finish(session, batch, 0, None, utcnow())
+
+    if batch_id is not None:
+        until_stored(lambda: close(batch_id), f"closing batch {batch_id}", settings.ledger_retry_s)
 
 
 @dataclass(frozen=True)
 class _Batch:
     ids: list[int]
+    batch_id: int | None  # a batch row of the first pass; None for rows of the per-row path
     content: Content
     list_id: int
     web_url: str
@@ -289,11 +312,12 @@ def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) 
         send = _send(session, send_id)
         if send.status is not SendStatus.RUNNING:
             return None
-        ids = claim(session, send_id, first_id, last_id)
+        claimed = batches.claim(session, send_id, first_id, last_id)
+        batch_id, ids = claimed if claimed is not None else (None, claim(session, send_id, first_id, last_id))
         mailing_list = session.get(MailingList, send.list_id)
         slug = session.scalar(select(IssueRecord.slug).where(IssueRecord.id == send.issue_id))
         assert mailing_list is not None and slug is not None
-        return _Batch(ids, content_for(send, mailing_list, settings), mailing_list.id,
+        return _Batch(ids, batch_id, content_for(send, mailing_list, settings), mailing_list.id,
                       web_url(slug, mailing_list.slug, settings), send.transport,
                       send.track_clicks or send.track_opens, send.language or mailing_list.language,
                       slots_of(send))
@@ -322,15 +346,16 @@ HANDOVER_WAIT_S = 30.0
 
 
 def in_flight_among(subscriber_ids: Sequence[int]) -> set[int]:
-    """Which of these people a batch holds in flight now (a row of theirs is `sending`): one indexed read, in
+    """Which of these people a batch holds in flight now (a row of theirs is `sending`, or planned in a claimed
+    batch): one statement of two indexed reads, in
     autocommit (no BEGIN and COMMIT around a single read), for a whole group of unsubscribes
     (newsletter/web/intake.py) or for one person in `await_handover`."""
     if not subscriber_ids:
         return set()
     engine = get_engine()
-    query = select(_DELIVERIES.c.subscriber_id).distinct().where(
+    query = union(select(_DELIVERIES.c.subscriber_id).where(
         id_in(_DELIVERIES.c.subscriber_id, sorted(set(subscriber_ids)), engine.dialect.name),
-        _DELIVERIES.c.status == DeliveryStatus.SENDING)
+        _DELIVERIES.c.status == DeliveryStatus.SENDING), batches.held_among(subscriber_ids, engine.dialect.name))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         return set(connection.scalars(query))
 
@@ -366,15 +391,17 @@ def send_batch(send_id: int, first_id: int, last_id: int, *, transport: Transpor
     if batch is None:
         return BatchReport(paused=True)
     if not batch.ids:
+        _close_empty(batch.batch_id, settings)
         finish_if_complete(send_id)
         return BatchReport()
-    with Heartbeat(batch.ids, settings.claim_lease_s), ExitStack() as window:
+    with Heartbeat(batch.ids, settings.claim_lease_s, batch.batch_id), ExitStack() as window:
         results = _send_claimed(send_id, batch, settings, transport, throttle, window)
         if isinstance(results, BatchReport):
             return results
         # The provider has accepted these: forgetting them would re-send them a lease from now, so a database
         # outage is waited out here (bounded and logged) while the heartbeat keeps the lease.
-        sent, failed, retry = until_stored(lambda: mark(results, settings.max_delivery_attempts, send_id=send_id),
+        sent, failed, retry = until_stored(lambda: mark(results, settings.max_delivery_attempts, send_id=send_id,
+                                                        batch_id=batch.batch_id),
                                            f"send {send_id}: recording {len(results)} outcomes",
                                            settings.ledger_retry_s)
     skipped = len(batch.ids) - len(results)
@@ -397,11 +424,12 @@ def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Tr
             throttle(len(batch.ids))
         rows = _recheck_before_sending(send_id, batch.list_id, batch.ids, batch.slots)
         if rows is None:
-            _release(unsent, settings.claim_lease_s)
+            _release(unsent, settings.claim_lease_s, batch.batch_id)
             return BatchReport(claimed=len(batch.ids), paused=True)
         sendable = [row for row in rows if not row.reason]
         unsent = [row.delivery_id for row in sendable]
         if not sendable:
+            _close_empty(batch.batch_id, settings)
             finish_if_complete(send_id)
             return BatchReport(claimed=len(batch.ids), skipped=len(rows))
         recipients = recipients_for(sendable, batch.list_id, batch.web_url, settings,
@@ -414,7 +442,7 @@ def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Tr
             results.extend(active.send(batch.content, recipients[start:start + active.max_batch]))
         return results
     except TransportError as exc:
-        _release(unsent, settings.claim_lease_s)
+        _release(unsent, settings.claim_lease_s, batch.batch_id)
         if not exc.fatal:
             raise
         with session_scope() as session:
@@ -422,7 +450,7 @@ def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Tr
         log.error("send %s paused: %s", send_id, exc)
         return BatchReport(claimed=len(batch.ids), skipped=len(batch.ids) - len(unsent), paused=True)
     except BaseException:
-        _release(unsent, settings.claim_lease_s)
+        _release(unsent, settings.claim_lease_s, batch.batch_id)
         raise
     finally:
         if transport is None and active is not None:
@@ -432,10 +460,9 @@ def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Tr
 def finish_if_complete(send_id: int) -> bool:
     """A running send with no pending or in-flight rows is done (a welcome step's never is: it awaits more)."""
     with session_scope() as session:
-        open_rows = exists().where(Delivery.send_id == send_id,
-                                   Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]))
         done = rowcount(session.execute(update(Send).where(Send.id == send_id, Send.status == SendStatus.RUNNING,
-                                                  Send.kind == SendKind.CAMPAIGN.value, ~open_rows)
+                                                  Send.kind == SendKind.CAMPAIGN.value,
+                                                  ~batches.open_work())
                                .values(status=SendStatus.DONE, finished_at=utcnow())))
     return bool(done)
 
@@ -448,4 +475,5 @@ def due_sends(session: Session) -> list[int]:
 
 
 def pending_ranges(session: Session, send_id: int) -> list[tuple[int, int]]:
-    return batch_ranges(session, send_id, get_settings().batch_size)
+    """What batch tasks must still run: the open batches, then ranges of the per-row path's pending rows."""
+    return batches.open_ranges(session, send_id) + batch_ranges(session, send_id, get_settings().batch_size)

@@ -17,7 +17,7 @@ from mailer.events import MAX_ROW_ID, DeliveryEvent, EventKind
 from mailer.settings import TransportName, get_settings
 from subscribers import policy
 from subscribers.models import Subscriber
-from worker import autopause, engagement
+from worker import autopause, batches, engagement
 from worker.autopause import check_send
 from worker.models import Delivery, ProviderEvent, Send, SendStatus
 
@@ -66,7 +66,7 @@ def _correlate(session: Session, event: ProviderEvent) -> Delivery | None:
                 return delivery
     if message_id and email:
         return session.scalar(select(Delivery).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                              .where(Delivery.provider_message_id == str(message_id), Subscriber.email == email))
+                              .where(batches.message_id_of() == str(message_id), Subscriber.email == email))
     return None
 
 

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.events import EventKind
+from worker import batches
 from worker.models import Delivery, DeliveryStatus, ProviderEvent
 from worker.stats import compacted_figures
 
@@ -15,7 +16,7 @@ def send_figures(session: Session, send_id: int) -> dict[str, int]:
     if stored is not None:
         return dict(stored)
     row = session.execute(select(
-        func.count().filter(Delivery.status == DeliveryStatus.SENT),
+        func.count().filter(Delivery.status == DeliveryStatus.SENT),  # sent with its own id; the rest by batch
         func.count(Delivery.delivered_at),
         func.count().filter(Delivery.bounce == "hard"),
         func.count().filter(Delivery.bounce == "soft"),
@@ -28,5 +29,6 @@ def send_figures(session: Session, send_id: int) -> dict[str, int]:
         ProviderEvent.send_id == send_id, ProviderEvent.kind == EventKind.DEFERRED)) or 0
     keys = ("sent", "delivered", "bounced_hard", "bounced_soft", "complained", "unsubscribed", "opened", "clicked")
     figures = dict(zip(keys, (int(v) for v in row), strict=True))
+    figures["sent"] += batches.sent_by_batch(session, send_id)
     figures["deferred"] = int(deferred)
     return figures

@@ -1,12 +1,14 @@
-"""Leases on claimed rows, and the sweeper that heals sends after a worker, the queue or the database failed.
+"""Leases on claimed batches and rows, and the sweeper that heals sends after a worker, the queue or the database
+failed.
 
-A claimed row carries `claimed_at`, its lease. A live worker renews it (`Heartbeat`) for as long as it holds the
-batch, however slow the provider is; a dead worker stops renewing, so its rows come back after one short lease.
+A claimed batch row (worker/batches.py), or a claimed row of the per-row path, carries `claimed_at`, its lease.
+A live worker renews it (`Heartbeat`) for as long as it holds the batch, however slow the provider is; a dead
+worker stops renewing, so its rows come back after one short lease.
 That lets the lease be tens of seconds instead of "longer than the slowest batch could ever take".
 
 The sweeper (a beat task, every third of a lease) then:
-- returns expired rows to `pending` (`sweep_leases`), except in the first lease after a database restart, when no
-  worker has had the chance to renew yet;
+- reopens expired batches and returns expired rows to `pending` (`sweep_batches`, `sweep_leases`), except in the
+  first lease after a database restart, when no worker has had the chance to renew yet;
 - finds running sends whose queued batches were lost (`stalled_sends`) or whose plan task was (`unplanned_sends`);
 - closes running sends that have nothing left pending or in flight (`close_idle_sends`).
 """
@@ -22,12 +24,13 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar
 
-from sqlalchemy import Exists, exists, func, select, text, update
+from sqlalchemy import ColumnElement, exists, func, select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailer.db import id_in, session_scope, table_of, utcnow
-from worker.models import SENDING_ONLY, Delivery, DeliveryStatus, Send, SendKind, SendStatus
+from worker import batches
+from worker.models import SENDING_ONLY, BatchState, Delivery, DeliveryStatus, Send, SendBatch, SendKind, SendStatus
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,16 @@ def until_stored(action: Callable[[], T], what: str, limit_s: float) -> T:
 
 
 class Heartbeat:
-    """Renews the lease of one batch's rows every third of a lease while the batch is held.
+    """Renews the lease of one batch (its row, or its rows on the per-row path) every third of a lease while the
+    batch is held.
 
     A thread, not the transport's progress: the provider call is one blocking request, and that request is exactly
     what can outlast a lease. The thread dies with its process, which is the point: a dead worker stops renewing.
     """
 
-    def __init__(self, ids: Sequence[int], lease_s: float) -> None:
+    def __init__(self, ids: Sequence[int], lease_s: float, batch_id: int | None = None) -> None:
         self.ids = list(ids)
+        self.batch_id = batch_id
         self.interval = max(0.2, lease_s / 3)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
@@ -93,6 +98,10 @@ class Heartbeat:
 
     def renew(self) -> None:
         with session_scope() as session:
+            if self.batch_id is not None:
+                batches.renew(session, self.batch_id)
+                self.renewals += 1
+                return
             session.execute(update(_DELIVERIES)
                             .where(id_in(_DELIVERIES.c.id, self.ids, session.get_bind().dialect.name),
                                    _DELIVERIES.c.status == DeliveryStatus.SENDING)
@@ -106,14 +115,23 @@ def _database_uptime_s(session: Session) -> float | None:
     return float(session.scalar(text("SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())")) or 0)
 
 
-def sweep_leases(session: Session, lease_s: int) -> dict[int, list[int]]:
-    """Return rows whose lease expired (their worker died) to pending; {send_id: [delivery ids]}.
-
-    Not within a lease of a database restart: every worker's renewals failed while it was down, so an old
-    `claimed_at` then says nothing about whether its worker is alive.
-    """
+def _just_restarted(session: Session, lease_s: int) -> bool:
+    """Within a lease of a database restart every worker's renewals failed while it was down, so an old
+    `claimed_at` then says nothing about whether its worker is alive."""
     uptime = _database_uptime_s(session)
-    if uptime is not None and uptime < lease_s:
+    return uptime is not None and uptime < lease_s
+
+
+def sweep_batches(session: Session, lease_s: int) -> tuple[dict[int, list[tuple[int, int]]], int]:
+    """Reopen batches whose lease expired (their worker died): ({send_id: [ranges]}, rows in them)."""
+    if _just_restarted(session, lease_s):
+        return {}, 0
+    return batches.sweep(session, lease_s)
+
+
+def sweep_leases(session: Session, lease_s: int) -> dict[int, list[int]]:
+    """Return rows of the per-row path whose lease expired (their worker died) to pending; {send_id: [ids]}."""
+    if _just_restarted(session, lease_s):
         return {}
     cutoff = utcnow() - timedelta(seconds=lease_s)
     # The status as SQL text, the very predicate of the partial index on claim times: a bound parameter would
@@ -135,9 +153,12 @@ def ranges_of(ids: Sequence[int], size: int) -> list[tuple[int, int]]:
     return [(chunk[0], chunk[-1]) for chunk in (ordered[i:i + size] for i in range(0, len(ordered), size))]
 
 
-def _has(status: DeliveryStatus) -> Exists:
-    """The send (correlated to the outer `sends` row) has a row in `status`: an index probe, not a count."""
-    return exists().where(Delivery.send_id == Send.id, Delivery.status == status)
+def _has(status: DeliveryStatus) -> ColumnElement[bool]:
+    """The send (correlated to the outer `sends` row) has a row in `status`, its own or by batch: index probes,
+    not a count."""
+    state = {DeliveryStatus.PENDING: BatchState.OPEN, DeliveryStatus.SENDING: BatchState.CLAIMED}[status]
+    return exists().where(Delivery.send_id == Send.id, Delivery.status == status) | exists().where(
+        SendBatch.send_id == Send.id, SendBatch.state == state)
 
 
 def stalled_sends(session: Session, lease_s: int) -> list[int]:
@@ -154,12 +175,14 @@ def stalled_sends(session: Session, lease_s: int) -> list[int]:
         ~_has(DeliveryStatus.SENDING))).all()
     stalled = []
     for send_id in candidates:
-        activity = session.scalar(
+        rows = session.scalar(
             select(func.max(func.coalesce(Delivery.sent_at, Delivery.claimed_at, Send.started_at)))
             .join(Send, Send.id == Delivery.send_id).where(Delivery.send_id == send_id))
-        if activity is not None and activity.tzinfo is None:  # SQLite hands back naive UTC
-            activity = activity.replace(tzinfo=cutoff.tzinfo)
-        if activity is None or activity < cutoff:
+        batched = session.scalar(select(func.max(func.coalesce(SendBatch.sent_at, SendBatch.claimed_at)))
+                                 .where(SendBatch.send_id == send_id))
+        moments = [m if m.tzinfo is not None else m.replace(tzinfo=cutoff.tzinfo)  # SQLite: naive UTC
+                   for m in (rows, batched) if m is not None]
+        if not moments or max(moments) < cutoff:
             stalled.append(send_id)
     return stalled
 

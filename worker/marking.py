@@ -1,8 +1,11 @@
-"""Recording what the provider answered for a batch: the last of the ledger's three writes per recipient.
+"""Recording what the provider answered for a batch: the batch's row, and a row per recipient only for exceptions.
 
 Split from worker/campaigns.py (plan, claim, re-check, send): this is the write that must not be lost once the
 provider has accepted a batch, so campaigns runs it under `leases.until_stored`. Outcomes are written in bulk,
-never one statement per recipient.
+never one statement per recipient. For a batch of the first pass (worker/batches.py), the recipients the provider
+accepted under one id for the whole call (SendGrid) are not written at all: the batch's row, marked done with that
+id, says they were sent. What differs from that is written per row: failures, "try later", and recipients with a
+message id of their own (SMTP: the id is theirs, and the fallback that matches provider events looks it up).
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from sqlalchemy.orm import Session
 
 from mailer.batch import Result
 from mailer.db import id_in, session_scope, table_of, utcnow
-from worker import refusals
+from worker import batches, refusals
 from worker.models import Delivery, DeliveryStatus
 
 _DELIVERIES = table_of(Delivery)  # Core table: executemany of per-row UPDATEs without the ORM's bulk rules
 
 
-def mark(results: Sequence[Result], max_attempts: int, *, send_id: int | None = None) -> tuple[int, int, int]:
+def mark(results: Sequence[Result], max_attempts: int, *, send_id: int | None = None,
+         batch_id: int | None = None) -> tuple[int, int, int]:
     """Record outcomes in bulk: one UPDATE per provider message id for accepted rows (SendGrid gives one id per
     call), one UPDATE for per-recipient ids (SMTP), executemany for failures. Returns (sent, failed, retry).
+
+    With `batch_id`, the largest group accepted under one id is the batch's own, written once on its row.
 
     With `send_id`, what the receiving server answered goes to worker.refusals in the same transaction: a refused
     address is never marked failed without its bounce being on record."""
@@ -43,10 +49,13 @@ def mark(results: Sequence[Result], max_attempts: int, *, send_id: int | None = 
         else:
             failed.append({"b_id": delivery_id, "b_error": (result.error or "failed")[:2000]})
     singles = {ids[0]: message_id for message_id, ids in by_message.items() if len(ids) == 1}
+    shared = [message_id for message_id, ids in by_message.items() if len(ids) > 1]
+    batch_message = max(shared, key=lambda m: len(by_message[m])) if batch_id is not None and shared else None
     with session_scope() as session:
         dialect = session.get_bind().dialect.name
-        for message_id, ids in by_message.items():
-            if len(ids) > 1:  # SendGrid: one X-Message-Id for the whole call
+        for message_id in shared:
+            ids = by_message[message_id]
+            if batch_id is None or message_id != batch_message:  # SendGrid: one X-Message-Id for the whole call
                 session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, ids, dialect))
                                 .values(status=DeliveryStatus.SENT, sent_at=now, claimed_at=None,
                                         provider_message_id=message_id, error=None))
@@ -63,9 +72,12 @@ def mark(results: Sequence[Result], max_attempts: int, *, send_id: int | None = 
                                                       _DELIVERIES.c.attempts >= max_attempts)
                             .values(status=DeliveryStatus.FAILED, error="temporary failures, gave up",
                                     claimed_at=None))
-            session.execute(update(_DELIVERIES).where(id_in(_DELIVERIES.c.id, retry, dialect),
-                                                      _DELIVERIES.c.status == DeliveryStatus.SENDING)
+            session.execute(update(_DELIVERIES).where(  # a batch's planned row leaves its batch for the per-row path
+                id_in(_DELIVERIES.c.id, retry, dialect),
+                _DELIVERIES.c.status.in_([DeliveryStatus.SENDING, DeliveryStatus.PLANNED]))
                             .values(status=DeliveryStatus.PENDING, claimed_at=None))
+        if batch_id is not None:
+            batches.finish(session, batch_id, len(by_message[batch_message]) if shared else 0, batch_message, now)
         if send_id is not None:
             refusals.record(session, send_id, results)
     return sum(len(v) for v in by_message.values()), len(failed), len(retry)

@@ -32,6 +32,12 @@ class SendKind(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
+    """A row's own status. `planned` rows (a campaign's first pass) say nothing themselves: their batch's row
+    (`SendBatch`) is their status, so a batch is claimed and marked in one row write (worker/batches.py). Every
+    other status is the row's own: the exceptions of a batch (skipped, failed, retried, or sent with a message id
+    of its own) and rows that go through the per-row path (retries, released rows, the welcome series)."""
+
+    PLANNED = "planned"
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
@@ -101,6 +107,42 @@ class WelcomeStep(Base):
 
 
 SENDING_ONLY = "status = 'sending'"
+CLAIMED_ONLY = "state = 'claimed'"
+
+
+class BatchState(StrEnum):
+    """Where a batch of `planned` rows is: what each of them is (open: pending, claimed: sending, done: sent)."""
+
+    OPEN = "open"
+    CLAIMED = "claimed"
+    DONE = "done"
+
+
+class SendBatch(Base):
+    """One batch of a send's first pass: the `planned` delivery rows with ids in [first_id, last_id].
+
+    Claimed, renewed, released and marked as this one row, so a batch that goes out costs O(1) row writes however
+    many it holds; a recipient's own row is written only when it is an exception (worker/batches.py). Ranges of a
+    send never overlap, and every planned row lies in one, so a row's batch is the one with the greatest
+    first_id not above its id.
+    """
+
+    __tablename__ = "send_batches"
+    __table_args__ = (
+        UniqueConstraint("send_id", "first_id"),
+        Index("ix_send_batches_claimed", "claimed_at", postgresql_where=text(CLAIMED_ONLY),
+              sqlite_where=text(CLAIMED_ONLY)),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"))
+    first_id: Mapped[int] = mapped_column(BigId)
+    last_id: Mapped[int] = mapped_column(BigId)
+    state: Mapped[BatchState] = mapped_column(enum_column(BatchState, "batch_state"), default=BatchState.OPEN)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the lease, while claimed
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))  # one id for the whole call (SendGrid)
+    sent: Mapped[int] = mapped_column(Integer, default=0)  # its planned rows that went out, once done
 
 
 class Delivery(Base):

@@ -7,15 +7,16 @@ a page or a command shows, so every front end lists and reports sends the same w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.models import IssueRecord
 from subscribers.models import MailingList
-from worker import welcome
+from worker import batches, welcome
 from worker.figures import send_figures
-from worker.models import Delivery, ProviderEvent, Send, SendKind, SendStatus, WelcomeStep
+from worker.models import Delivery, DeliveryStatus, ProviderEvent, Send, SendKind, SendStatus, WelcomeStep
 from worker.stats import send_counters
 
 MAX_ID = 2**62  # an id from a URL beyond this cannot exist, and PostgreSQL would refuse it as out of BIGINT range
@@ -64,6 +65,8 @@ class SubscriberDelivery:
     delivery: Delivery
     issue_subject: str
     list_slug: str
+    status: DeliveryStatus  # the row's own, or its batch's (worker/batches.py)
+    sent_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -119,13 +122,17 @@ def subscriber_activity(session: Session, subscriber_id: int, email: str, limit:
                         before: int | None = None) -> SubscriberActivity:
     """One person's deliveries, newest first with their issue and list (`before` pages back by delivery id), and
     the newest provider events about their address (which name no subscriber)."""
-    query = (select(Delivery, IssueRecord.subject, MailingList.slug).join(Send, Send.id == Delivery.send_id)
+    query = (select(Delivery, IssueRecord.subject, MailingList.slug,
+                    batches.status_of(),
+                    batches.sent_at_of())
+             .join(Send, Send.id == Delivery.send_id)
              .join(IssueRecord, IssueRecord.id == Send.issue_id).join(MailingList, MailingList.id == Send.list_id)
              .where(Delivery.subscriber_id == subscriber_id))
     if before is not None:
         query = query.where(Delivery.id < min(before, MAX_ID))
     rows = session.execute(query.order_by(Delivery.id.desc()).limit(limit + 1)).all()
-    deliveries = [SubscriberDelivery(delivery, subject, slug) for delivery, subject, slug in rows[:limit]]
+    deliveries = [SubscriberDelivery(delivery, subject, slug, DeliveryStatus(status), sent_at)
+                  for delivery, subject, slug, status, sent_at in rows[:limit]]
     events = session.scalars(select(ProviderEvent).where(ProviderEvent.email == email)
                              .order_by(ProviderEvent.id.desc()).limit(limit))
     return SubscriberActivity(deliveries, list(events),

@@ -23,9 +23,10 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.db import rowcount, session_scope, table_of, utcnow
+from worker import batches
 from worker.engagement_report import send_report
 from worker.figures import send_figures
-from worker.models import Delivery, DeliveryStatus, EngagementHit, ProviderEvent, Send, SendOutcome, SendStatus
+from worker.models import Delivery, EngagementHit, ProviderEvent, Send, SendBatch, SendOutcome, SendStatus
 from worker.stats import send_counters
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,7 @@ class Compaction:
 def compactable(session: Session, older_than: timedelta, now: datetime | None = None) -> list[int]:
     """Finished sends whose end is older than `older_than`, not compacted yet, with no row still in flight."""
     cutoff = (now or utcnow()) - older_than
-    in_flight = exists().where(Delivery.send_id == Send.id,
-                               Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]))
+    in_flight = batches.open_work()
     return list(session.scalars(
         select(Send.id).where(Send.status.in_(FINISHED), Send.compacted_at.is_(None),
                               func.coalesce(Send.finished_at, Send.created_at) < cutoff, ~in_flight)
@@ -77,6 +77,7 @@ def delete_rows(send_id: int, chunk: int = CHUNK) -> int:
                                        .order_by(Delivery.id).limit(chunk)))
             if not ids:
                 session.execute(delete(EngagementHit).where(EngagementHit.send_id == send_id))
+                session.execute(delete(SendBatch).where(SendBatch.send_id == send_id))
                 session.execute(delete(SendOutcome).where(SendOutcome.send_id == send_id))
                 return deleted
             first, last = ids[0], ids[-1]

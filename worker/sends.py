@@ -254,7 +254,8 @@ def run_welcome_series(now: datetime | None = None) -> int:
 # Running -------------------------------------------------------------------------------------------------------
 
 def planned_ranges(send_id: int) -> tuple[int, Ranges]:
-    """Plan the send (one row per recipient) and cut its pending rows into batch ranges; close it if empty.
+    """Plan the send (one row per recipient, cut into batches) and list what batch tasks must run; close it if
+    empty.
 
     Returns (recipients planned, ranges)."""
     with session_scope() as session:
@@ -262,7 +263,7 @@ def planned_ranges(send_id: int) -> tuple[int, Ranges]:
     with session_scope() as session:
         if planned:
             campaigns.refresh_statistics(session)
-        ranges = campaigns.batch_ranges(session, send_id, get_settings().batch_size)
+        ranges = campaigns.pending_ranges(session, send_id)
     if not ranges:
         campaigns.finish_if_complete(send_id)
     log.info("send %s planned: %s recipients in %s batches", send_id, planned, len(ranges))

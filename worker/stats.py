@@ -1,14 +1,16 @@
-"""Counters of a send, derived from the ledger (never kept as separate numbers that could drift), except for a
-compacted send, whose ledger rows are gone and whose figures were stored once, when it was compacted."""
+"""Counters of a send, derived from the ledger: its rows and its batch rows (worker/batches.py), never kept as
+separate numbers that could drift, except for a compacted send, whose ledger rows are gone and whose figures were
+stored once, when it was compacted."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.models import Delivery, DeliveryStatus, Send
+from worker import batches
+from worker.models import Send
 
 
 def compacted_figures(session: Session, send_id: int, part: str) -> Any:
@@ -22,10 +24,7 @@ def send_counters(session: Session, send_id: int) -> dict[str, int]:
     stored: dict[str, int] | None = compacted_figures(session, send_id, "counters")
     if stored is not None:
         return dict(stored)
-    rows = session.execute(select(Delivery.status, func.count()).where(Delivery.send_id == send_id)
-                           .group_by(Delivery.status)).all()
-    counts = {status.value: 0 for status in DeliveryStatus}
-    counts.update({DeliveryStatus(status).value: n for status, n in rows})
-    counts["planned"] = sum(counts[s.value] for s in DeliveryStatus)
+    counts = {status.value: n for status, n in batches.counts(session, send_id).items()}
+    counts["planned"] = sum(counts.values())
     counts["done"] = counts["sent"] + counts["failed"] + counts["skipped"]
     return counts

@@ -83,6 +83,8 @@ def sweep_leases() -> int:
     """Heal what a fault left behind: expired leases, lost batches, a lost plan, a send nobody closed."""
     lease_s = get_settings().claim_lease_s
     with session_scope() as session:
+        reopened, batched_rows = leases.sweep_batches(session, lease_s)
+    with session_scope() as session:
         released = leases.sweep_leases(session, lease_s)
     with session_scope() as session:
         stalled = leases.stalled_sends(session, lease_s)
@@ -93,15 +95,18 @@ def sweep_leases() -> int:
     for send_id in unplanned:
         plan_send.apply_async(args=(send_id,))
     batch_size = get_settings().batch_size
-    for send_id, ids in released.items():  # only the released rows: the send's other ranges are still queued
+    for send_id, ranges in reopened.items():  # only these: the send's other ranges are still queued
+        enqueue_batches(send_id, ranges)
+    for send_id, ids in released.items():
         enqueue_batches(send_id, leases.ranges_of(ids, batch_size))
     for send_id in stalled:
         resume_send(send_id)
-    if released or stalled or unplanned or closed:
+    abandoned = batched_rows + sum(len(ids) for ids in released.values())
+    if abandoned or stalled or unplanned or closed:
         log.warning("sweeper: %s abandoned rows returned to pending (sends %s); sends re-enqueued: %s, "
-                    "re-planned: %s, closed: %s", sum(len(ids) for ids in released.values()), sorted(released),
+                    "re-planned: %s, closed: %s", abandoned, sorted(set(released) | set(reopened)),
                     stalled, unplanned, closed)
-    return sum(len(ids) for ids in released.values())
+    return abandoned
 
 
 @celery_app.task(name="worker.tasks.start_due_sends", queue=HOUSEKEEPING_QUEUE)

@@ -108,7 +108,7 @@ def test_a_list_in_german_or_chinese_reads_no_english(app_client: TestClient, sl
     with session_scope() as session:
         campaigns.plan_send(session, send_id)
     with session_scope() as session:
-        for first, last in campaigns.batch_ranges(session, send_id, 100):
+        for first, last in campaigns.pending_ranges(session, send_id):
             campaigns.send_batch(send_id, first, last)
     issue_copy = [m for m in outbox_messages() if m["To"].addresses[0].addr_spec == address
                   and "Digital Digest" in str(m["Subject"])]

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from mailer.db import session_scope, utcnow
 from mailer.store import save_issue
 from subscribers import mailing_lists, service
 from subscribers.models import ConsentSource, Subscriber, Subscription, SubscriptionStatus, SuppressionReason
-from worker import campaigns, sends
-from worker.models import Send
+from worker import batches, campaigns, sends
+from worker.models import Delivery, DeliveryStatus, Send, SendBatch
 from worker.stats import send_counters
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "issues" / "2023-09-22-digital-digest.md"
@@ -78,3 +78,23 @@ def started_send(session: Session, issue_id: int, list_id: int, **options: objec
                              sends.SendOptions(scheduled_at=utcnow() + timedelta(days=365), **options))  # type: ignore[arg-type]
     campaigns.start_send(session, send.id)
     return send.id
+
+
+def claim_and_die(session: Session, send_id: int, first: int, last: int) -> list[int]:
+    """What a worker killed after its claim leaves: the batch claimed, its lease never renewed; the rows' ids."""
+    claimed = batches.claim(session, send_id, first, last)
+    assert claimed is not None, "the range is not an open batch"
+    return claimed[1]
+
+
+def age_leases(session: Session, by: timedelta) -> None:
+    """Every lease (batches' and rows') taken `by` ago: what the sweeper sees after that much silence."""
+    session.execute(update(SendBatch).where(SendBatch.claimed_at.is_not(None)).values(claimed_at=utcnow() - by))
+    session.execute(update(Delivery).where(Delivery.claimed_at.is_not(None)).values(claimed_at=utcnow() - by))
+
+
+def delivery_status(session: Session, send_id: int, subscriber_id: int) -> DeliveryStatus | None:
+    """A delivery's status as readers mean it (its own, or its batch's)."""
+    status = session.scalar(select(batches.status_of()).where(Delivery.send_id == send_id,
+                                                              Delivery.subscriber_id == subscriber_id))
+    return DeliveryStatus(status) if status is not None else None

@@ -13,12 +13,12 @@ from sqlalchemy import func, select, update
 from mailer.db import session_scope, utcnow
 from subscribers import service
 from subscribers.models import ConsentSource, Subscriber
-from tests.support.audience import counters, make_audience, send_status, started_send
+from tests.support.audience import age_leases, claim_and_die, counters, make_audience, send_status, started_send
 from tests.support.mailbox import outbox_messages
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
-from worker import campaigns, sends, tasks
-from worker.models import Delivery, DeliveryStatus, Send, SendStatus
+from worker import batches, campaigns, leases, sends, tasks
+from worker.models import Delivery, DeliveryStatus, Send, SendBatch, SendStatus
 from worker.ratelimit import TokenBucket
 
 
@@ -55,7 +55,7 @@ def test_batch_run_twice_sends_nobody_twice(db_url: str, settings) -> None:
     with session_scope() as session:
         campaigns.plan_send(session, send_id)
     with session_scope() as session:
-        ranges = campaigns.batch_ranges(session, send_id, 10)
+        ranges = campaigns.pending_ranges(session, send_id)
     assert len(ranges) == 3
     for first, last in ranges + ranges:  # every batch delivered twice, as a broker may redeliver
         campaigns.send_batch(send_id, first, last)
@@ -77,7 +77,7 @@ def test_unsubscribed_after_plan_is_skipped(db_url: str) -> None:
                                    source=ConsentSource.ADMIN)
         blanked.email = None
     with session_scope() as session:
-        [(first, last)] = campaigns.batch_ranges(session, send_id, 100)
+        [(first, last)] = campaigns.pending_ranges(session, send_id)
     report = campaigns.send_batch(send_id, first, last)
     assert (report.sent, report.skipped) == (2, 3)
     assert not {audience.confirmed[i] for i in (2, 3, 4)} & set(recipients_in_outbox())
@@ -92,7 +92,7 @@ def test_pause_resume_cancel_and_resend_rule(db_url: str, settings) -> None:
     send_id = start(audience)
     with session_scope() as session:
         campaigns.plan_send(session, send_id)
-        ranges = campaigns.batch_ranges(session, send_id, 5)
+        ranges = campaigns.pending_ranges(session, send_id)
     campaigns.send_batch(send_id, *ranges[0])
     with session_scope() as session:
         campaigns.pause(session, send_id, "checking a typo")
@@ -142,12 +142,12 @@ def test_lease_sweeper_returns_abandoned_rows(db_url: str) -> None:
     send_id = start(audience)
     with session_scope() as session:
         campaigns.plan_send(session, send_id)
-        [(first, last)] = campaigns.batch_ranges(session, send_id, 100)
-        claimed = campaigns.claim(session, send_id, first, last)  # a worker claims, then dies
+        [(first, last)] = campaigns.pending_ranges(session, send_id)
+        claimed = claim_and_die(session, send_id, first, last)
     assert len(claimed) == 4 and counters(send_id)["sending"] == 4
     with session_scope() as session:
-        assert campaigns.sweep_leases(session, lease_s=60) == {}  # still inside the lease
-        session.execute(update(Delivery).values(claimed_at=utcnow() - timedelta(minutes=20)))
+        assert leases.sweep_batches(session, lease_s=60) == ({}, 0)  # still inside the lease
+        age_leases(session, timedelta(minutes=20))
     assert tasks.sweep_leases.delay().get() == 4  # released and re-enqueued (inline: sent now)
     assert counters(send_id)["sent"] == 4 and len(recipients_in_outbox()) == 4
 
@@ -181,8 +181,9 @@ def test_sendgrid_auth_failure_pauses_send_with_reason(db_url: str, settings, mo
             campaigns.resume(session, send_id)
         tasks.resume_send(send_id)
         assert counters(send_id)["sent"] == 3 and standin.counts() == {e: 1 for e in audience.confirmed}
-        with session_scope() as session:
-            ids = set(session.scalars(select(Delivery.provider_message_id)))
+        with session_scope() as session:  # the one id of the call, kept once on the batch's row
+            ids = set(session.scalars(select(batches.message_id_of())))
+            assert session.scalar(select(func.count()).select_from(SendBatch)) == 1
         assert len(ids) == 1 and None not in ids
     finally:
         standin.stop()

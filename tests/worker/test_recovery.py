@@ -24,12 +24,21 @@ from newsletter.migrate import upgrade
 from newsletter.web.app import create_app
 from subscribers.models import Subscriber
 from subscribers.tokens import Purpose, link
-from tests.support.audience import Audience, counters, make_audience, send_status, started_send
+from tests.support.audience import (
+    Audience,
+    age_leases,
+    claim_and_die,
+    counters,
+    delivery_status,
+    make_audience,
+    send_status,
+    started_send,
+)
 from tests.support.postgres import PrivatePostgres
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import wait_for
-from worker import campaigns, tasks
+from worker import campaigns, leases, tasks
 from worker.models import Delivery, DeliveryStatus, Send, SendStatus
 from worker.ratelimit import TokenBucket
 
@@ -43,7 +52,7 @@ def planned_range(send_id: int) -> tuple[int, int]:
     with session_scope() as session:
         campaigns.plan_send(session, send_id)
     with session_scope() as session:
-        [(first, last)] = campaigns.batch_ranges(session, send_id, 100_000)
+        [(first, last)] = campaigns.pending_ranges(session, send_id)
     return first, last
 
 
@@ -61,8 +70,8 @@ def test_dead_workers_rows_return_within_a_minute_by_default(db_url: str) -> Non
     send_id = start(audience)
     first, last = planned_range(send_id)
     with session_scope() as session:
-        campaigns.claim(session, send_id, first, last)  # a worker claims, then dies: nobody renews the claim
-        session.execute(update(Delivery).values(claimed_at=utcnow() - timedelta(seconds=45)))
+        claim_and_die(session, send_id, first, last)  # nobody renews the claim
+        age_leases(session, timedelta(seconds=45))
     assert tasks.sweep_leases.delay().get() == 4  # at the default lease, 45 s of silence is a dead worker
     assert counters(send_id)["sent"] == 4 and send_status(send_id) is SendStatus.DONE
 
@@ -77,10 +86,10 @@ def test_slow_batch_keeps_its_lease_while_its_worker_lives(db_url: str, settings
     reports: list[campaigns.BatchReport] = []
     worker = threading.Thread(target=lambda: reports.append(campaigns.send_batch(send_id, first, last)))
     worker.start()
-    released: dict[int, list[int]] = {}
+    released: dict[int, list[tuple[int, int]]] = {}
     while worker.is_alive():  # the sweeper, far more often than beat would run it
         with session_scope() as session:
-            released |= campaigns.sweep_leases(session, settings.claim_lease_s)
+            released |= leases.sweep_batches(session, settings.claim_lease_s)[0]
         time.sleep(0.1)
     worker.join()
     assert released == {}
@@ -101,8 +110,9 @@ def private_pg(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivatePostgres]:
     server.destroy()
 
 
-def test_database_down_when_the_provider_answers_resends_nothing(private_pg: PrivatePostgres,
+def test_database_down_when_the_provider_answers_resends_nothing(private_pg: PrivatePostgres, settings: Settings,
                                                                  standin: SendGridStandIn) -> None:
+    settings.batch_size = 1000  # one batch of 300
     standin.behaviour.delay_s = 1.0
     audience = make_audience(300)
     send_id = start(audience, transport="sendgrid")
@@ -182,8 +192,7 @@ def test_a_leaver_in_a_batch_being_handed_over_is_told_only_after_the_handover(
     url = link(Purpose.UNSUBSCRIBE, subscriber_id, audience.list_id).removeprefix("http://testserver")
     response = TestClient(create_app()).post(url, data=form)
     with session_scope() as session:
-        at_answer = session.scalar(select(Delivery.status).where(Delivery.send_id == send_id,
-                                                                 Delivery.subscriber_id == subscriber_id))
+        at_answer = delivery_status(session, send_id, subscriber_id)
     worker.join(timeout=30)
     assert response.status_code == 200
     assert at_answer is DeliveryStatus.SENT  # handed over and recorded before the answer
@@ -195,9 +204,10 @@ def test_waiting_for_a_handover_is_bounded(db_url: str) -> None:
     send_id = start(audience)
     first, last = planned_range(send_id)
     with session_scope() as session:
-        ids = campaigns.claim(session, send_id, first, last)  # in flight, and its worker never comes back
+        ids = claim_and_die(session, send_id, first, last)  # in flight, and its worker never comes back
         stuck, free = session.execute(select(Delivery.subscriber_id).where(Delivery.id.in_(ids))).scalars().all()
         session.execute(update(Delivery).where(Delivery.subscriber_id == free).values(status=DeliveryStatus.SENT))
+    assert campaigns.in_flight_among([stuck, free]) == {stuck}
     started = time.monotonic()
     assert campaigns.await_handover(stuck, limit_s=0.3) is False
     assert 0.3 <= time.monotonic() - started < 5
@@ -216,10 +226,10 @@ def test_release_after_a_crash_is_not_an_attempt(db_url: str, settings: Settings
         first, last = planned_range(send_id)
         for _crash in range(settings.max_delivery_attempts + 1):  # claimed, worker killed, lease swept
             with session_scope() as session:
-                campaigns.claim(session, send_id, first, last)
-                session.execute(update(Delivery).values(claimed_at=utcnow() - timedelta(hours=1)))
+                claim_and_die(session, send_id, first, last)
+                age_leases(session, timedelta(hours=1))
             with session_scope() as session:
-                assert sum(map(len, campaigns.sweep_leases(session, settings.claim_lease_s).values())) == 3
+                assert leases.sweep_batches(session, settings.claim_lease_s) == ({send_id: [(first, last)]}, 3)
         sink.reject(busy, "451 4.3.0 <{a}>: try again later")  # then one temporary failure
         report = campaigns.send_batch(send_id, first, last)
         assert (report.sent, report.retry, report.failed) == (2, 1, 0)

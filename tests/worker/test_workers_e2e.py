@@ -21,13 +21,13 @@ from mailer.settings import reset_settings
 from newsletter.web.app import create_app
 from subscribers.models import Subscriber
 from subscribers.tokens import Purpose, link, read_token
-from tests.support.audience import Audience, counters, make_audience, send_status
+from tests.support.audience import Audience, counters, delivery_status, make_audience, send_status
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import PrivateRedis, WorkerProcess, wait_for
 from worker import sends, tasks
 from worker.app import reconfigure
-from worker.models import Delivery, DeliveryStatus, SendStatus
+from worker.models import DeliveryStatus, SendStatus
 
 pytestmark = pytest.mark.slow
 BROKER = os.environ.get("NEWSLETTER_TEST_BROKER", "redis://127.0.0.1:6379/14")
@@ -115,8 +115,7 @@ def test_five_thousand_through_sendgrid_two_workers_unsubscribe_mid_send(cluster
     with session_scope() as session:
         subscriber = session.scalar(select(Subscriber).where(Subscriber.email == leaver))
         assert subscriber is not None
-        row = session.scalar(select(Delivery).where(Delivery.subscriber_id == subscriber.id))
-        assert row is not None and row.status is DeliveryStatus.PENDING
+        assert delivery_status(session, send_id, subscriber.id) is DeliveryStatus.PENDING
         url = link(Purpose.UNSUBSCRIBE, subscriber.id, audience.list_id)
 
     mail_client = TestClient(create_app())  # RFC 8058: a bare POST, no cookies
