@@ -323,8 +323,8 @@ def _claim_batch(send_id: int, first_id: int, last_id: int, settings: Settings) 
                       slots_of(send))
 
 
-def _recheck_before_sending(send_id: int, list_id: int, ids: Sequence[int],
-                            slots: Sequence[Slot] = ()) -> list[Row] | None:
+def _recheck_before_sending(send_id: int, list_id: int, ids: Sequence[int], slots: Sequence[Slot] = (),
+                            batch_id: int | None = None) -> list[Row] | None:
     """Eligibility read once more after any wait, just before the provider call; the ineligible rows are marked
     skipped in the same short transaction. None when the send stopped running meanwhile (the caller releases).
 
@@ -337,8 +337,11 @@ def _recheck_before_sending(send_id: int, list_id: int, ids: Sequence[int],
         if status is not SendStatus.RUNNING:
             return None
         rows = _recheck(session, list_id, ids, slots)
-        if any(row.reason for row in rows):
+        skipped = sum(1 for row in rows if row.reason)
+        if skipped:
             _skip(session, rows)
+            if batch_id is not None:  # those rows leave the batch in the same transaction
+                batches.left(session, batch_id, skipped)
     return rows
 
 
@@ -422,7 +425,7 @@ def _send_claimed(send_id: int, batch: _Batch, settings: Settings, transport: Tr
         active = transport or get_transport(settings, batch.transport)
         if throttle is not None:
             throttle(len(batch.ids))
-        rows = _recheck_before_sending(send_id, batch.list_id, batch.ids, batch.slots)
+        rows = _recheck_before_sending(send_id, batch.list_id, batch.ids, batch.slots, batch.batch_id)
         if rows is None:
             _release(unsent, settings.claim_lease_s, batch.batch_id)
             return BatchReport(claimed=len(batch.ids), paused=True)

@@ -157,8 +157,9 @@ def _has(status: DeliveryStatus) -> ColumnElement[bool]:
     """The send (correlated to the outer `sends` row) has a row in `status`, its own or by batch: index probes,
     not a count."""
     state = {DeliveryStatus.PENDING: BatchState.OPEN, DeliveryStatus.SENDING: BatchState.CLAIMED}[status]
-    return exists().where(Delivery.send_id == Send.id, Delivery.status == status) | exists().where(
-        SendBatch.send_id == Send.id, SendBatch.state == state)
+    # As SQL text, not bound parameters (see batches.open_work: a generic plan hashed a whole ledger for this).
+    return exists().where(Delivery.send_id == Send.id, text(f"deliveries.status = '{status.value}'")) | exists().where(
+        SendBatch.send_id == Send.id, text(f"send_batches.state = '{state.value}'"))
 
 
 def stalled_sends(session: Session, lease_s: int) -> list[int]:

@@ -142,7 +142,9 @@ class SendBatch(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the lease, while claimed
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     provider_message_id: Mapped[str | None] = mapped_column(String(200))  # one id for the whole call (SendGrid)
-    sent: Mapped[int] = mapped_column(Integer, default=0)  # its planned rows that went out, once done
+    # The planned rows it holds (pending while open, in flight while claimed, sent once done), kept as rows leave
+    # it, so a send's counters add up its batch rows instead of counting its rows.
+    size: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Delivery(Base):

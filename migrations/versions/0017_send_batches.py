@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("provider_message_id", sa.String(length=200), nullable=True),
-        sa.Column("sent", sa.Integer(), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["send_id"], ["sends.id"], name=op.f("fk_send_batches_send_id_sends"),
                                 ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_send_batches")),

@@ -12,7 +12,6 @@ from datetime import timedelta
 import pytest
 import redis as redis_lib
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -35,7 +34,7 @@ from tests.support.audience import (
     started_send,
 )
 from tests.support.postgres import PrivatePostgres
-from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
+from tests.support.sendgrid_standin import SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import wait_for
 from worker import campaigns, leases, tasks
@@ -54,15 +53,6 @@ def planned_range(send_id: int) -> tuple[int, int]:
     with session_scope() as session:
         [(first, last)] = campaigns.pending_ranges(session, send_id)
     return first, last
-
-
-@pytest.fixture
-def standin(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[SendGridStandIn]:
-    server = SendGridStandIn().start()
-    monkeypatch.setattr(settings, "sendgrid_host", server.url)
-    monkeypatch.setattr(settings, "sendgrid_api_key", SecretStr(API_KEY))
-    yield server
-    server.stop()
 
 
 def test_dead_workers_rows_return_within_a_minute_by_default(db_url: str) -> None:
