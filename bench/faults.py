@@ -265,7 +265,8 @@ def tally(outcome: Outcome, rig: Rig, send_id: int, unsubscribed: dict[str, floa
     assert isinstance(accepted, list)
     counts = Counter(str(a["email"]) for a in accepted)
     with session_scope() as session:
-        rows = session.execute(select(Subscriber.email, Delivery.status).join(Subscriber)
+        rows = session.execute(select(Subscriber.email, Delivery.status)
+                               .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                                .where(Delivery.send_id == send_id)).all()
     expected = {email for email, status in rows if status is not DeliveryStatus.SKIPPED}
     outcome.planned = len(rows)

@@ -162,8 +162,11 @@ class Delivery(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"))
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    # Plain ids, no foreign keys (migration 0018): the plan takes both from rows it reads in its own statement,
+    # and neither sends nor subscribers are ever deleted (erasure blanks a person), so the constraints' cascades
+    # never fired; their per-row checks were 8.6 of the 15.4 s that planning a million recipients took.
+    send_id: Mapped[int] = mapped_column(BigId)
+    subscriber_id: Mapped[int] = mapped_column(BigId)
     status: Mapped[DeliveryStatus] = mapped_column(enum_column(DeliveryStatus, "delivery_status"),
                                                    default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -16,7 +16,7 @@ from mailer.db import session_scope
 from mailer.events.dsn import failures
 from newsletter.cli import app
 from subscribers.models import ConsentEvent, ConsentKind, Subscriber, Suppression, SuppressionReason
-from tests.support.audience import make_audience, started_send
+from tests.support.audience import ROW_OF_PERSON, make_audience, started_send
 from tests.support.imap_server import IMAPServer, Mailbox
 from tests.support.smtp_sink import SMTPSink
 from tests.support.workers import free_port
@@ -112,7 +112,8 @@ def test_dsns_through_bounces_receive_suppress_the_right_people(smtp_send: dict[
     assert got == {addresses[0]: "hard_bounce", addresses[3]: "hard_bounce", addresses[4]: "hard_bounce",
                    addresses[5]: "hard_bounce", soft_twice: "soft_bounce_limit", REFUSED: "hard_bounce"}
     with session_scope() as session:
-        bounces = dict(session.execute(select(Subscriber.email, Delivery.bounce).join(Delivery)).tuples().all())
+        bounces = dict(session.execute(select(Subscriber.email, Delivery.bounce).join(Delivery, ROW_OF_PERSON))
+                       .tuples().all())
     assert bounces[addresses[1]] == "soft" and bounces[addresses[2]] == "soft"  # mailbox full, delayed
     assert bounces[addresses[0]] == "hard"
 
@@ -190,7 +191,8 @@ def test_forged_report_to_own_verp_reaches_nobody_else(smtp_send: dict[str, str]
     suppressed = {k: v.value for k, v in reasons().items() if k != REFUSED}
     assert suppressed == {sender: "hard_bounce"}  # the VERP token proves one delivery: the sender's own
     with session_scope() as session:
-        bounces = dict(session.execute(select(Subscriber.email, Delivery.bounce).join(Delivery)).tuples().all())
+        bounces = dict(session.execute(select(Subscriber.email, Delivery.bounce).join(Delivery, ROW_OF_PERSON))
+                       .tuples().all())
     assert all(bounces[v] is None for v in victims) and bounces[sender] == "hard"
 
 
@@ -239,7 +241,7 @@ def test_refusal_at_rcpt_is_a_hard_bounce(db_url: str, settings) -> None:
     assert {k: v.value for k, v in reasons().items()} == {unknown: "hard_bounce"}
     with session_scope() as session:
         rows = {e: (s.value, b) for e, s, b in session.execute(
-            select(Subscriber.email, Delivery.status, Delivery.bounce).join(Delivery)).tuples()}
+            select(Subscriber.email, Delivery.status, Delivery.bounce).join(Delivery, ROW_OF_PERSON)).tuples()}
         trail = session.execute(select(ConsentEvent.kind, ConsentEvent.detail, ProviderEvent.provider,
                                        ProviderEvent.payload)
                                 .join(ProviderEvent, ProviderEvent.id == ConsentEvent.provider_event_id)

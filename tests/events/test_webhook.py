@@ -23,7 +23,7 @@ from mailer.events import sendgrid as sendgrid_events
 from newsletter.web.app import create_app
 from subscribers import service
 from subscribers.models import ConsentEvent, ConsentKind, Subscriber, Subscription, SubscriptionStatus, Suppression
-from tests.support.audience import counters, make_audience, started_send
+from tests.support.audience import ROW_OF_PERSON, counters, make_audience, started_send
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn, make_events
 from worker import campaigns, engagement, events, tasks
 from worker.figures import send_figures
@@ -163,7 +163,7 @@ def test_every_event_kind_has_its_effect(env: Env, settings) -> None:
         suppressed = dict(session.execute(select(Suppression.email, Suppression.reason)).tuples().all())
         statuses = dict(session.execute(select(Subscriber.email, Subscription.status).join(Subscription)).tuples()
                         .all())
-        first = session.scalar(select(Delivery).join(Subscriber).where(Subscriber.email == emails[0]))
+        first = session.scalar(select(Delivery).join(Subscriber, ROW_OF_PERSON).where(Subscriber.email == emails[0]))
         assert first is not None
         assert (first.opens, first.machine_opens, first.clicks, first.delivered_at is not None) == (1, 1, 1, True)
         figures = send_figures(session, send_id)
@@ -278,7 +278,8 @@ def test_poison_events_rejected_and_the_next_complaint_still_applies(env: Env) -
     with session_scope() as session:
         errors = dict(session.execute(select(ProviderEvent.provider_event_id, ProviderEvent.error)
                                       .where(ProviderEvent.error.is_not(None))).tuples().all())
-        delivered = session.scalar(select(Delivery.delivered_at).join(Subscriber).where(Subscriber.email == reader))
+        delivered = session.scalar(select(Delivery.delivered_at).join(Subscriber, ROW_OF_PERSON)
+                                   .where(Subscriber.email == reader))
     assert errors.keys() >= {"poison-id", "poison-time", "poison-deep"} and len(errors) == 4
     assert errors["poison-id"] == "delivery_id out of range" and "timestamp" in errors["poison-time"]
     assert delivered is not None  # the valid event of the same batch was applied
@@ -365,7 +366,7 @@ def test_an_event_without_our_ids_is_matched_by_the_batchs_message_id(env: Env) 
     stranger = bare | {"email": "someone-else@example.com", "sg_event_id": "bare-2"}
     assert env.post([bare, stranger]).status_code == 200
     with session_scope() as session:
-        delivered = session.execute(select(Subscriber.email, Delivery.delivered_at).join(Delivery)
+        delivered = session.execute(select(Subscriber.email, Delivery.delivered_at).join(Delivery, ROW_OF_PERSON)
                                     .where(Delivery.send_id == send_id, Delivery.delivered_at.is_not(None))).all()
         other = session.scalar(select(ProviderEvent).where(ProviderEvent.provider_event_id == "bare-2"))
     assert [email for email, _at in delivered] == [item.email]

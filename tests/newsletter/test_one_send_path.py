@@ -18,7 +18,7 @@ from newsletter.models import Role
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import reset
 from subscribers.models import Subscriber
-from tests.support.audience import EXAMPLE, make_audience
+from tests.support.audience import EXAMPLE, ROW_OF_PERSON, make_audience
 from tests.support.mailbox import outbox_messages
 from worker.models import Delivery, Send, SendStatus
 
@@ -28,7 +28,7 @@ PASSWORD = "correct horse battery staple"
 def ledger(send_id: int) -> dict[str, str]:
     """Who the send planned, and what became of each."""
     with session_scope() as session:
-        rows = session.execute(select(Subscriber.email, Delivery.status).join(Delivery)
+        rows = session.execute(select(Subscriber.email, Delivery.status).join(Delivery, ROW_OF_PERSON)
                                .where(Delivery.send_id == send_id)).all()
     return {email: status.value for email, status in rows}
 

@@ -21,7 +21,7 @@ from newsletter.web.app import create_app
 from subscribers import audience, mailing_lists, service
 from subscribers.models import ConsentSource, Segment, Subscriber, Subscription
 from subscribers.segments import SegmentError, compile_segment
-from tests.support.audience import EXAMPLE
+from tests.support.audience import EXAMPLE, ROW_OF_PERSON
 from tests.support.mailbox import outbox_messages
 from worker import sends, tasks
 from worker.models import Delivery, Send
@@ -141,7 +141,8 @@ def test_segment_is_frozen_on_a_scheduled_send(weekly: int) -> None:
         session.execute(update(Send).values(scheduled_at=utcnow() - timedelta(seconds=1)))
     assert tasks.start_due_sends.delay().get() == [send_id]
     with session_scope() as session:
-        planned = set(session.scalars(select(Subscriber.email).join(Delivery).where(Delivery.send_id == send_id)))
+        planned = set(session.scalars(select(Subscriber.email).join(Delivery, ROW_OF_PERSON)
+                                      .where(Delivery.send_id == send_id)))
     assert planned == {"ann@berlin.example", "eve@berlin.example"}
 
 

@@ -80,6 +80,10 @@ def started_send(session: Session, issue_id: int, list_id: int, **options: objec
     return send.id
 
 
+# The ledger keeps plain ids (migration 0018): joins between a person and their deliveries name their condition.
+ROW_OF_PERSON = Delivery.subscriber_id == Subscriber.id
+
+
 def claim_and_die(session: Session, send_id: int, first: int, last: int) -> list[int]:
     """What a worker killed after its claim leaves: the batch claimed, its lease never renewed; the rows' ids."""
     claimed = batches.claim(session, send_id, first, last)

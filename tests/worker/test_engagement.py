@@ -32,7 +32,7 @@ from newsletter.web.app import create_app
 from subscribers.models import MailingList, Subscriber
 from subscribers.tokens import Purpose, TrackTokens, link
 from tests.events.test_webhook import new_signer
-from tests.support.audience import make_audience
+from tests.support.audience import ROW_OF_PERSON, make_audience
 from tests.support.mailbox import outbox_messages
 from tests.support.smtp_sink import SMTPSink
 from worker import engagement, sends
@@ -89,7 +89,7 @@ def send_to_audience(size: int) -> tuple[int, dict[str, EmailMessage], dict[str,
         send_id = sends.create(session, audience.issue_id, audience.list_id).id
     messages = {m["To"].addresses[0].addr_spec: m for m in outbox_messages()}
     with session_scope() as session:
-        sent_at = dict(session.execute(select(Subscriber.email, Delivery.sent_at).join(Delivery)
+        sent_at = dict(session.execute(select(Subscriber.email, Delivery.sent_at).join(Delivery, ROW_OF_PERSON)
                                        .where(Delivery.send_id == send_id)).all())
     return send_id, messages, sent_at
 
@@ -138,7 +138,7 @@ def test_person_gateway_and_apple_proxy_are_told_apart(db_url: str, clock: Clock
     with session_scope() as session:
         verdicts = {(email, hit.method, hit.kind, hit.position): (hit.verdict, hit.reason) for email, hit in
                     session.execute(select(Subscriber.email, EngagementHit).join(
-                        Delivery, Delivery.id == EngagementHit.delivery_id).join(Subscriber))}
+                        Delivery, Delivery.id == EngagementHit.delivery_id).join(Subscriber, ROW_OF_PERSON))}
         report = send_report(session, send_id)
         assert session.scalar(select(Subscriber.last_human_click_at).where(Subscriber.email == person))
         assert session.scalar(select(Subscriber.last_human_open_at).where(Subscriber.email == apple)) is None
@@ -161,7 +161,7 @@ def test_person_gateway_and_apple_proxy_are_told_apart(db_url: str, clock: Clock
     signer = new_signer()
     settings.sendgrid_webhook_public_key = signer.public
     with session_scope() as session:
-        ids = dict(session.execute(select(Subscriber.email, Delivery.id).join(Delivery)).all())
+        ids = dict(session.execute(select(Subscriber.email, Delivery.id).join(Delivery, ROW_OF_PERSON)).all())
     events = [{"email": person, "event": "click", "url": "https://example.com/passkeys", "sg_event_id": f"c{n}",
                "timestamp": int(clock.now.timestamp()), "send_id": send_id, "delivery_id": ids[person],
                "useragent": BROWSER} for n in range(2)]

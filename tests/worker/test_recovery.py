@@ -24,6 +24,7 @@ from newsletter.web.app import create_app
 from subscribers.models import Subscriber
 from subscribers.tokens import Purpose, link
 from tests.support.audience import (
+    ROW_OF_PERSON,
     Audience,
     age_leases,
     claim_and_die,
@@ -224,7 +225,7 @@ def test_release_after_a_crash_is_not_an_attempt(db_url: str, settings: Settings
         report = campaigns.send_batch(send_id, first, last)
         assert (report.sent, report.retry, report.failed) == (2, 1, 0)
         with session_scope() as session:
-            row = session.execute(select(Delivery.status, Delivery.attempts).join(Subscriber)
+            row = session.execute(select(Delivery.status, Delivery.attempts).join(Subscriber, ROW_OF_PERSON)
                                   .where(Subscriber.email == busy)).one()
         assert tuple(row) == (DeliveryStatus.PENDING, 1)
     finally:

@@ -19,7 +19,7 @@ from newsletter.cli import app as cli_app
 from newsletter.web import tracking
 from newsletter.web.app import create_app
 from subscribers.models import Subscriber
-from tests.support.audience import make_audience
+from tests.support.audience import ROW_OF_PERSON, make_audience
 from tests.support.mailbox import outbox_messages
 from tests.worker.test_engagement import BROWSER, classify, tracked_links
 from worker import campaigns, retention, sends
@@ -64,7 +64,8 @@ def test_compaction_keeps_every_figure_and_removes_the_rows(db_url: str) -> None
         session.execute(update(Delivery).where(Delivery.id == ids[2]).values(status=DeliveryStatus.SKIPPED))
         session.execute(update(Delivery).where(Delivery.id == ids[3]).values(bounce="hard",
                                                                              unsubscribed_at=utcnow()))
-        sent_at = session.scalar(select(Delivery.sent_at).join(Subscriber).where(Subscriber.email == reader))
+        sent_at = session.scalar(select(Delivery.sent_at).join(Subscriber, ROW_OF_PERSON)
+                                 .where(Subscriber.email == reader))
     assert sent_at is not None
     tracking.clock = lambda: sent_at + timedelta(minutes=5)
     try:
