@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from mailer.db import as_utc, id_in, insert_many, rowcount, table_of, utcnow
 from mailer.tracking import TRAP_POSITION, add_tracking
 from subscribers.models import MailingList, Subscriber
+from worker import batches
 from worker.models import Delivery, EngagementHit, Send, SendLink
 
 SETTLE_S = 20
@@ -235,11 +236,14 @@ def classify_pending(session: Session, now: datetime | None = None, limit: int =
     for hit in session.scalars(select(EngagementHit).where(id_in(EngagementHit.delivery_id, delivery_ids, dialect),
                                                            EngagementHit.at >= earliest)):
         neighbours[hit.delivery_id].append(hit)
-    deliveries = {d.id: d for d in session.scalars(select(Delivery).where(id_in(Delivery.id, delivery_ids, dialect)))}
+    # A planned row's send time is its batch's (worker/batches.py): read as readers mean it, not off the row.
+    rows = session.execute(select(Delivery, batches.sent_at_of()).where(id_in(Delivery.id, delivery_ids, dialect)))
+    deliveries: dict[int, tuple[Delivery, datetime | None]] = {row.id: (row, at) for row, at in rows}
     signatures = machine_signatures()
     for hit in pending:
-        delivery = deliveries.get(hit.delivery_id)
-        delivered_at = (delivery.delivered_at or delivery.sent_at) if delivery else None
+        found = deliveries.get(hit.delivery_id)
+        delivery = found[0] if found else None
+        delivered_at = (found[0].delivered_at or found[1]) if found else None
         hit.verdict, hit.reason = judge(hit, neighbours[hit.delivery_id], delivered_at, signatures)
         if delivery is not None:
             _count(session, hit, delivery)

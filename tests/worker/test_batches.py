@@ -7,20 +7,21 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, text
 
 from mailer.batch import Content, Recipient, Result, TransportError
-from mailer.db import session_scope, utcnow
+from mailer.db import as_utc, session_scope, utcnow
 from mailer.settings import Settings
 from newsletter.migrate import downgrade, upgrade
 from subscribers import service
 from subscribers.models import ConsentSource, Subscriber
 from tests.support.audience import Audience, claim_and_die, counters, make_audience, send_status, started_send
 from tests.support.sendgrid_standin import SendGridStandIn
-from worker import batches, campaigns, reports
-from worker.models import BatchState, Delivery, DeliveryStatus, SendBatch, SendStatus
+from worker import batches, campaigns, engagement, reports
+from worker.models import BatchState, Delivery, DeliveryStatus, EngagementHit, SendBatch, SendStatus
 
 
 def planned(audience: Audience, **options: object) -> tuple[int, list[tuple[int, int]]]:
@@ -179,3 +180,27 @@ def test_downgrade_gives_planned_rows_their_batchs_outcome(pg_url: str, settings
         assert [tuple(r) for r in rows] == [("sent", "sg-one-id")] * 3 + [("pending", None)] * 6
     finally:
         upgrade(pg_url)
+
+
+def test_a_click_seconds_after_a_batch_went_out_is_a_machines(db_url: str, settings: Settings,
+                                                               standin: SendGridStandIn) -> None:
+    """The classifier's "within seconds of delivery" rule reads a planned row's send time from its batch: a row
+    the batch never wrote still has a time to judge a scanner's click by."""
+    audience = make_audience(2)
+    send_id, [(first, last)] = planned(audience, transport="sendgrid")
+    campaigns.send_batch(send_id, first, last)
+    with session_scope() as session:
+        sent_at = session.scalar(select(SendBatch.sent_at))
+        rows = session.execute(select(Delivery.id, Delivery.sent_at).order_by(Delivery.id)).all()
+        assert sent_at is not None and [at for _id, at in rows] == [None, None]
+        for (delivery_id, _at), delay in zip(rows, (2, 600), strict=True):  # a scanner, then a person
+            session.add(EngagementHit(send_id=send_id, delivery_id=delivery_id, kind="click", position=1,
+                                      source="redirect", method="GET", at=as_utc(sent_at) + timedelta(seconds=delay),
+                                      network="198.51.100.0/24", user_agent="Mozilla/5.0 (Windows NT 10.0)"))
+    with session_scope() as session:
+        assert engagement.classify_pending(session, now=utcnow() + timedelta(hours=1)) == 2
+    with session_scope() as session:
+        verdicts = session.execute(select(EngagementHit.verdict, EngagementHit.reason)
+                                   .order_by(EngagementHit.delivery_id)).all()
+    assert verdicts[0][0] == "machine" and "of delivery" in verdicts[0][1]
+    assert verdicts[1][0] == "human"
