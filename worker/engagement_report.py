@@ -39,7 +39,7 @@ def send_report(session: Session, send_id: int) -> dict[str, Any] | None:
     stored: dict[str, Any] | None = compacted_figures(session, send_id, "report")
     if stored is not None:  # compacted: the report as it was then, with the send's status as it is now
         return stored | {"status": send.status.value}
-    sent_rows = (Delivery.send_id == send_id, batches.sent_condition())
+    sent_rows = (Delivery.send_id == send_id, batches.sent_condition(session, send_id))
     opened = or_(Delivery.opens > 0, Delivery.clicks > 0)
     row = session.execute(select(
         func.count(), func.count().filter(Delivery.bounce.is_(None)),
@@ -93,7 +93,7 @@ def _domains(session: Session, send_id: int) -> list[dict[str, Any]]:
                func.sum(case((or_(Delivery.opens > 0, Delivery.clicks > 0), 1), else_=0)),
                func.sum(case((Delivery.clicks > 0, 1), else_=0)))
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.send_id == send_id, batches.sent_condition(), Delivery.bounce.is_(None))
+        .where(Delivery.send_id == send_id, batches.sent_condition(session, send_id), Delivery.bounce.is_(None))
         .group_by(domain).order_by(func.count().desc()).limit(TOP_DOMAINS)).all()
     out: list[dict[str, Any]] = []
     for name, delivered, opened, clicked in rows:

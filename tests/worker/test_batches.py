@@ -20,7 +20,7 @@ from subscribers import service
 from subscribers.models import ConsentSource, Subscriber
 from tests.support.audience import Audience, claim_and_die, counters, make_audience, send_status, started_send
 from tests.support.sendgrid_standin import SendGridStandIn
-from worker import batches, campaigns, engagement, reports
+from worker import batches, campaigns, engagement, engagement_report, reports
 from worker.models import BatchState, Delivery, DeliveryStatus, EngagementHit, SendBatch, SendStatus
 
 
@@ -204,3 +204,31 @@ def test_a_click_seconds_after_a_batch_went_out_is_a_machines(db_url: str, setti
                                    .order_by(EngagementHit.delivery_id)).all()
     assert verdicts[0][0] == "machine" and "of delivery" in verdicts[0][1]
     assert verdicts[1][0] == "human"
+
+
+@pytest.mark.parametrize("spans_at_most", [batches.SPANS_AT_MOST, 0], ids=["spans", "probe-per-row"])
+def test_the_report_counts_what_went_out_while_batches_are_in_every_state(
+        db_url: str, settings: Settings, standin: SendGridStandIn, monkeypatch: pytest.MonkeyPatch,
+        spans_at_most: int) -> None:
+    """The engagement report's "sent" (and every figure over sent rows) counts a done batch's planned rows and
+    nobody in an open or claimed one, by the spans of unfinished batches or, past a bound, a probe per row."""
+    monkeypatch.setattr(batches, "SPANS_AT_MOST", spans_at_most)
+    settings.batch_size = 3
+    audience = make_audience(12)
+    send_id, ranges = planned(audience, transport="sendgrid")
+    assert len(ranges) == 4
+    campaigns.send_batch(send_id, *ranges[1])  # done between an open batch and a claimed one
+    with session_scope() as session:
+        claim_and_die(session, send_id, *ranges[2])
+    unsubscribe(audience, 10)
+    campaigns.send_batch(send_id, *ranges[3])  # done, one of them skipped
+
+    def reported() -> int:
+        with session_scope() as session:
+            report = engagement_report.send_report(session, send_id)
+            assert report is not None
+            return int(report["sent"])
+
+    assert reported() == 5 == counters(send_id)["sent"]
+    campaigns.send_batch(send_id, *ranges[0])
+    assert reported() == 8 == counters(send_id)["sent"]
