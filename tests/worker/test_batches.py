@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text, update
 
 from mailer.batch import Content, Recipient, Result, TransportError
 from mailer.db import as_utc, session_scope, utcnow
@@ -19,6 +19,7 @@ from newsletter.migrate import downgrade, upgrade
 from subscribers import service
 from subscribers.models import ConsentSource, Subscriber
 from tests.support.audience import Audience, claim_and_die, counters, make_audience, send_status, started_send
+from tests.support.mailbox import outbox_messages
 from tests.support.sendgrid_standin import SendGridStandIn
 from worker import batches, campaigns, engagement, engagement_report, reports
 from worker.models import BatchState, Delivery, DeliveryStatus, EngagementHit, SendBatch, SendStatus
@@ -232,3 +233,22 @@ def test_the_report_counts_what_went_out_while_batches_are_in_every_state(
     assert reported() == 5 == counters(send_id)["sent"]
     campaigns.send_batch(send_id, *ranges[0])
     assert reported() == 8 == counters(send_id)["sent"]
+
+
+def test_a_send_planned_before_the_batch_rows_finishes_the_per_row_way(db_url: str, settings: Settings) -> None:
+    """Upgrading with a send running: its rows were planned `pending`, with no batch rows, and the per-row path
+    sends each of them once."""
+    settings.batch_size = 4
+    audience = make_audience(10)
+    send_id, _ranges = planned(audience)
+    with session_scope() as session:  # as a plan before migration 0017 left it
+        session.execute(update(Delivery).values(status=DeliveryStatus.PENDING))
+        session.execute(delete(SendBatch))
+    with session_scope() as session:
+        ranges = campaigns.pending_ranges(session, send_id)
+    assert len(ranges) == 3
+    for first, last in ranges + ranges:  # redelivered, too
+        campaigns.send_batch(send_id, first, last)
+    assert counters(send_id)["sent"] == 10 and send_status(send_id) is SendStatus.DONE
+    outbox = Counter(m["To"].addresses[0].addr_spec for m in outbox_messages())
+    assert set(outbox.values()) == {1} and len(outbox) == 10
