@@ -9,18 +9,19 @@ own; its batch's row is its status:
                                                `sweep` reopens it when its worker died)
     batch done     -> the row is sent         (`finish`, with the provider's id for the whole call)
 
-Only a batch's exceptions are written per recipient, in the transaction that finishes it (worker/marking.py):
-skipped at the re-check, failed, "try later" (back to the per-row path as `pending`), or sent with a message id
-of its own (SMTP). Everything else that moves rows one by one (retries, released rows, retry-failed, the welcome
-series) keeps doing so with the rows' own statuses, which never touch a planned row.
+Only a batch's exceptions are written per recipient: skipped at the re-check (in the re-check's transaction,
+which also takes them off the batch's `size`, `left`), and, in the transaction that finishes it
+(worker/marking.py), failed, "try later" (back to the per-row path as `pending`), or sent with a message id of its
+own (SMTP). Everything else that moves rows one by one (retries, released rows, retry-failed, the welcome series)
+keeps doing so with the rows' own statuses, which never touch a planned row.
 
 Exactly-once is the same argument as for rows: a batch is claimed by one `UPDATE .. WHERE state = 'open'`, so by
 one worker; a worker killed between the provider's answer and `finish` leaves it claimed, and the sweeper reopens
 it after the lease, which re-sends at most that batch.
 
-Readers never look at `planned` alone: `status_of` (a row's status, for a page about a few rows), `counts` (a
-send's counters from its batch rows and its exceptions), `sent_condition` and `open_work` say what a row or a send
-is.
+Readers never look at `planned` alone: `status_of`, `sent_at_of` and `message_id_of` (a row's, for a page about a
+few rows), `counts` (a send's counters: its batch rows' `size` by state and its exceptions), `sent_condition` (the
+rows that went out, for the report) and `open_work` say what a row or a send is.
 """
 
 from __future__ import annotations
