@@ -42,14 +42,21 @@ _DELIVERIES = table_of(Delivery)
 Range = tuple[int, int]
 T = TypeVar("T")
 
-_CUT = text(
+_RANGES = text(
     "SELECT min(id), max(id), count(*) FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / :size AS n "
-    "FROM deliveries WHERE send_id = :send AND status = 'planned') numbered GROUP BY n ORDER BY 1")
+    "FROM deliveries WHERE send_id = :send AND status = :status) numbered GROUP BY n ORDER BY 1")
+
+
+def row_ranges(session: Session, send_id: int, size: int, status: DeliveryStatus) -> list[tuple[int, int, int]]:
+    """The send's rows in `status` in id ranges of `size` rows: (first id, last id, rows), computed in SQL (only
+    the boundaries leave the database). The plan's batches, and the per-row path's ranges."""
+    rows = session.execute(_RANGES, {"send": send_id, "size": max(1, size), "status": status.value})
+    return [(first, last, count) for first, last, count in rows]
 
 
 def cut(session: Session, send_id: int, size: int) -> int:
-    """Cut the send's planned rows into batches of `size` (only the boundaries leave the database); idempotent."""
-    bounds = session.execute(_CUT, {"send": send_id, "size": max(1, size)}).all()
+    """Cut the send's planned rows into batches of `size`; idempotent."""
+    bounds = row_ranges(session, send_id, size, DeliveryStatus.PLANNED)
     if bounds:
         session.execute(upsert_insert(session)(SendBatch).values(
             [{"send_id": send_id, "first_id": first, "last_id": last, "state": BatchState.OPEN, "size": size}

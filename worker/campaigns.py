@@ -188,18 +188,8 @@ def refresh_statistics(session: Session) -> None:
 
 def batch_ranges(session: Session, send_id: int, batch_size: int,
                  status: DeliveryStatus = DeliveryStatus.PENDING) -> list[tuple[int, int]]:
-    """Id ranges of about `batch_size` rows in `status` (rows of the per-row path), computed in SQL (only the
-    boundaries come back)."""
-    starts = session.execute(text(
-        "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM deliveries "
-        "WHERE send_id = :send AND status = :status) numbered WHERE (rn - 1) % :size = 0 ORDER BY id"),
-        {"send": send_id, "status": status.value, "size": batch_size}).scalars().all()
-    if not starts:
-        return []
-    last = session.scalar(select(func.max(Delivery.id)).where(Delivery.send_id == send_id,
-                                                              Delivery.status == status))
-    assert last is not None
-    return [(start, (starts[i + 1] - 1) if i + 1 < len(starts) else last) for i, start in enumerate(starts)]
+    """Id ranges of `batch_size` rows in `status` (rows of the per-row path), computed in SQL."""
+    return [(first, last) for first, last, _rows in batches.row_ranges(session, send_id, batch_size, status)]
 
 
 # Sending one batch --------------------------------------------------------------------------------------------

@@ -241,9 +241,8 @@ def classify_pending(session: Session, now: datetime | None = None, limit: int =
     deliveries: dict[int, tuple[Delivery, datetime | None]] = {row.id: (row, at) for row, at in rows}
     signatures = machine_signatures()
     for hit in pending:
-        found = deliveries.get(hit.delivery_id)
-        delivery = found[0] if found else None
-        delivered_at = (found[0].delivered_at or found[1]) if found else None
+        delivery, sent_at = deliveries.get(hit.delivery_id, (None, None))
+        delivered_at = (delivery.delivered_at or sent_at) if delivery else None
         hit.verdict, hit.reason = judge(hit, neighbours[hit.delivery_id], delivered_at, signatures)
         if delivery is not None:
             _count(session, hit, delivery)

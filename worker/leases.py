@@ -100,12 +100,11 @@ class Heartbeat:
         with session_scope() as session:
             if self.batch_id is not None:
                 batches.renew(session, self.batch_id)
-                self.renewals += 1
-                return
-            session.execute(update(_DELIVERIES)
-                            .where(id_in(_DELIVERIES.c.id, self.ids, session.get_bind().dialect.name),
-                                   _DELIVERIES.c.status == DeliveryStatus.SENDING)
-                            .values(claimed_at=utcnow()))
+            else:
+                session.execute(update(_DELIVERIES)
+                                .where(id_in(_DELIVERIES.c.id, self.ids, session.get_bind().dialect.name),
+                                       _DELIVERIES.c.status == DeliveryStatus.SENDING)
+                                .values(claimed_at=utcnow()))
         self.renewals += 1
 
 
@@ -210,7 +209,6 @@ def close_idle_sends(session: Session) -> list[int]:
     closed = session.execute(
         update(Send).where(Send.status == SendStatus.RUNNING, Send.html.is_not(None),
                            Send.kind == SendKind.CAMPAIGN.value,
-                           ~_has(DeliveryStatus.PENDING),
-                           ~_has(DeliveryStatus.SENDING))
+                           ~batches.open_work())
         .values(status=SendStatus.DONE, finished_at=utcnow()).returning(Send.id)).scalars().all()
     return sorted(closed)

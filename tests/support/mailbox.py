@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import re
+from collections import Counter
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -18,6 +19,11 @@ def outbox_messages(directory: Path | None = None) -> list[EmailMessage]:
         return []
     files = sorted(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
     return [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in files]  # type: ignore[misc]
+
+
+def recipients_in_outbox(directory: Path | None = None) -> Counter[str]:
+    """How many messages each address got."""
+    return Counter(m["To"].addresses[0].addr_spec for m in outbox_messages(directory))
 
 
 def messages_to(address: str, directory: Path | None = None) -> list[EmailMessage]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -14,7 +13,7 @@ from mailer.db import session_scope, utcnow
 from subscribers import service
 from subscribers.models import ConsentSource, Subscriber
 from tests.support.audience import age_leases, claim_and_die, counters, make_audience, send_status, started_send
-from tests.support.mailbox import outbox_messages
+from tests.support.mailbox import outbox_messages, recipients_in_outbox
 from tests.support.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.support.smtp_sink import SMTPSink
 from worker import batches, campaigns, leases, sends, tasks
@@ -25,10 +24,6 @@ from worker.ratelimit import TokenBucket
 def start(audience, **kwargs) -> int:
     with session_scope() as session:
         return started_send(session, audience.issue_id, audience.list_id, **kwargs)
-
-
-def recipients_in_outbox() -> Counter[str]:
-    return Counter(m["To"].addresses[0].addr_spec for m in outbox_messages())
 
 
 def test_plan_includes_only_confirmed_unsuppressed_and_each_gets_one(db_url: str, settings) -> None:
