@@ -273,7 +273,7 @@ async def unsubscribe(request: Request, token: str) -> Response:
 def _preferences_page(request: Request, session: Session, subscriber: Subscriber, token: str,
                       notice: str = "", *, field_errors: dict[str, str] | None = None,
                       typed: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
-    rows = session.execute(select(Subscription, MailingList).join(MailingList)
+    rows = session.execute(select(Subscription, MailingList).join(MailingList, MailingList.id == Subscription.list_id)
                            .where(Subscription.subscriber_id == subscriber.id).order_by(MailingList.name)).all()
     home = _home_list(session, subscriber)
     _ = gettext_for(home)
@@ -317,7 +317,8 @@ def _field_values(form: FormData) -> dict[str, str]:
 
 def _home_list(session: Session, subscriber: Subscriber) -> MailingList | None:
     """Whose language and brand a subscriber's own pages wear: their earliest subscription's list."""
-    return session.scalar(select(MailingList).join(Subscription).where(Subscription.subscriber_id == subscriber.id)
+    return session.scalar(select(MailingList).join(Subscription, Subscription.list_id == MailingList.id)
+                          .where(Subscription.subscriber_id == subscriber.id)
                           .order_by(Subscription.created_at, Subscription.id).limit(1))
 
 

@@ -52,7 +52,8 @@ def _snippet(kind: str) -> str:
 
 def _status(email: str) -> SubscriptionStatus | None:
     with session_scope() as session:
-        return session.scalar(select(Subscription.status).join(Subscriber).where(Subscriber.email == email))
+        return session.scalar(select(Subscription.status).join(Subscription.subscriber)
+                              .where(Subscriber.email == email))
 
 
 def test_plain_snippet_from_another_site_subscribes(site: str, browser, tmp_path: Path) -> None:

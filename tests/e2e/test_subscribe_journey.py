@@ -16,7 +16,8 @@ pytestmark = pytest.mark.browser
 
 def status(email: str) -> SubscriptionStatus | None:
     with session_scope() as session:
-        return session.scalar(select(Subscription.status).join(Subscriber).where(Subscriber.email == email))
+        return session.scalar(select(Subscription.status).join(Subscription.subscriber)
+                              .where(Subscriber.email == email))
 
 
 def test_subscribe_confirm_then_unsubscribe(site: str, browser) -> None:

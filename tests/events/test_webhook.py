@@ -161,8 +161,8 @@ def test_every_event_kind_has_its_effect(env: Env, settings) -> None:
         engagement.classify_pending(session, now=utcnow() + timedelta(minutes=5))
     with session_scope() as session:
         suppressed = dict(session.execute(select(Suppression.email, Suppression.reason)).tuples().all())
-        statuses = dict(session.execute(select(Subscriber.email, Subscription.status).join(Subscription)).tuples()
-                        .all())
+        statuses = dict(session.execute(select(Subscriber.email, Subscription.status)
+                                        .join(Subscriber.subscriptions)).tuples().all())
         first = session.scalar(select(Delivery).join(Subscriber, ROW_OF_PERSON).where(Subscriber.email == emails[0]))
         assert first is not None
         assert (first.opens, first.machine_opens, first.clicks, first.delivered_at is not None) == (1, 1, 1, True)

@@ -50,7 +50,8 @@ def embed(client: TestClient, email: str, slug: str = "weekly", origin: str | No
 
 def status_of(email: str) -> SubscriptionStatus | None:
     with session_scope() as session:
-        return session.scalar(select(Subscription.status).join(Subscriber).where(Subscriber.email == email))
+        return session.scalar(select(Subscription.status).join(Subscription.subscriber)
+                              .where(Subscriber.email == email))
 
 
 def test_a_form_on_another_site_subscribes_without_cookie_or_token(client: TestClient) -> None:
@@ -133,7 +134,7 @@ def test_single_opt_in_list_subscribes_at_once(client: TestClient) -> None:
     response = embed(client, "fan@example.com", slug="offers")
     assert "You&#39;re subscribed" in response.text
     with session_scope() as session:
-        subscription = session.scalar(select(Subscription).join(Subscriber)
+        subscription = session.scalar(select(Subscription).join(Subscription.subscriber)
                                       .where(Subscriber.email == "fan@example.com"))
         assert subscription is not None and subscription.status is SubscriptionStatus.CONFIRMED
 

@@ -60,7 +60,7 @@ def events(kind: ConsentKind) -> list[tuple[int | None, int | None, dict[str, An
 
 def status(email: str, mailing_list: MailingList) -> SubscriptionStatus | None:
     with session_scope() as session:
-        return session.scalar(select(Subscription.status).join(Subscriber)
+        return session.scalar(select(Subscription.status).join(Subscription.subscriber)
                               .where(Subscriber.email == email, Subscription.list_id == mailing_list.id))
 
 
