@@ -150,3 +150,36 @@ def test_random_bytes_uploaded_in_the_admin_end_with_a_message(pg_url: str) -> N
         time.sleep(0.05)
     assert "not a UTF-8 text CSV file" in page.text and "Traceback" not in page.text
     assert _jobs() == ["failed"]
+
+
+def test_cells_that_mean_something_to_copy_arrive_as_written(weekly: str, tmp_path: Path) -> None:
+    """On PostgreSQL the rows travel as COPY text, where a backslash starts an escape, a tab ends a column,
+    a line end ends a row and `\\N` means NULL: each must arrive as the person wrote it, on both databases."""
+    names = ["\\N", "C:\\Users\\ann", "tab\there", "carriage\rreturn", "quote \" and \\\" mixed", "ümlaut ☃"]
+    cities = ["\\N", "back\\slash", "tab\tcity", "{\"json\": 1}", "\\u00e9", ""]
+    path = tmp_path / "escapes.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["email", "name", "city"])
+        for i, (name, city) in enumerate(zip(names, cities, strict=True)):
+            writer.writerow([f"esc{i}@example.com", name, city])
+    result = importer.import_csv(new_session, path, "weekly", confirmed=True, consent_source="test")
+    assert (result.imported, result.errors) == (len(names), 0)
+    with session_scope() as session:
+        stored = {email: (name, attributes) for email, name, attributes in session.execute(
+            select(Subscriber.email, Subscriber.name, Subscriber.attributes)).tuples()}
+    assert stored == {f"esc{i}@example.com": (name, {"city": city} if city else {})
+                      for i, (name, city) in enumerate(zip(names, cities, strict=True))}
+
+
+def test_a_nul_byte_in_a_row_skips_that_row_and_the_rest_are_imported(weekly: str, tmp_path: Path) -> None:
+    """No database text can hold NUL; on PostgreSQL such a row used to stop the whole import with a traceback."""
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"email,name,city\nfirst@example.com,First,Oslo\nnul@example.com,Na\x00me,X\n"
+                     b"nul2@exam\x00ple.com,N,X\nlast@example.com,Last,Rome\n")
+    result = importer.import_csv(new_session, path, "weekly", confirmed=True, consent_source="test")
+    assert (result.imported, result.errors) == (2, 2)
+    reasons = {int(r["line"]): (r["email"], r["reason"]) for r in importer.read_report(result.report_path)}
+    assert reasons == {3: ("nul@example.com", "holds a NUL byte (binary data, not text); row not imported"),
+                       4: ("nul2@example.com", "holds a NUL byte (binary data, not text); row not imported")}
+    assert _people() == {("first@example.com", "First"), ("last@example.com", "Last")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,28 @@ def test_cli_import_and_export(weekly: str, tmp_path: Path) -> None:
     rows = list(__import__("csv").DictReader(io.StringIO(exported.stdout)))
     assert [(r["email"], r["name"], r["status"], r["city"], r["attributes"]) for r in rows] == [
         ("a@example.com", "Ann", "confirmed", "Oslo", "")]  # the column became a text field of the list
+
+
+def test_the_interpreter_hands_over_quickly_during_an_import_and_as_before_after(
+        weekly: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread waits for the lock after every round trip; the quick handover must last exactly as
+    long as imports run in the process, also when two overlap."""
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 10)
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    inner = tmp_path / "inner.csv"
+    inner.write_text("email\n" + "".join(f"inner{i}@example.com\n" for i in range(25)))
+    outer = tmp_path / "outer.csv"
+    outer.write_text("email\n" + "".join(f"outer{i}@example.com\n" for i in range(25)))
+
+    def progress(done: int, total: int) -> None:
+        seen.append(sys.getswitchinterval())
+        if len(seen) == 1:  # a second import starts and ends while the first runs
+            importer.import_csv(new_session, inner, "weekly", progress=lambda d, t: seen.append(
+                sys.getswitchinterval()))
+            seen.append(sys.getswitchinterval())
+
+    importer.import_csv(new_session, outer, "weekly", progress=progress)
+    assert sys.getswitchinterval() == before
+    assert len(seen) >= 6 and set(seen) == {importer._HANDOVER_SECONDS}
+    assert count(Subscriber) == 50
