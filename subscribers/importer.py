@@ -77,7 +77,8 @@ class _LineReader:
     """Feeds csv.reader decoded lines while counting the bytes consumed, for the resume checkpoint.
 
     Bytes that are not UTF-8 are kept as surrogates so the row can be reported instead of crashing the import;
-    `bad_lines` counts such lines, so a row needs a closer look only when the count moved while reading it.
+    `bad_lines` counts such lines, so a row needs a closer look only when the count moved while reading it;
+    `nul_lines` the same for lines holding a NUL byte, which no database text can hold.
     """
 
     def __init__(self, handle: IO[bytes], line: int = 0) -> None:
@@ -85,11 +86,14 @@ class _LineReader:
         self.offset = handle.tell()
         self.line = line
         self.bad_lines = 0
+        self.nul_lines = 0
 
     def __iter__(self) -> Iterator[str]:
         for raw in self.handle:
             self.offset += len(raw)
             self.line += 1
+            if b"\x00" in raw:
+                self.nul_lines += 1
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -245,7 +249,7 @@ def _read_chunks(path: Path, resume_offset: int, resume_line: int, check: Callab
         except csv.Error as exc:
             raise ImportFileError(f"{path}: not a UTF-8 text CSV file (the first line cannot be read as CSV: "
                                   f"{exc}); export it from the spreadsheet as CSV UTF-8") from exc
-        if header_reader.bad_lines or any("\x00" in c for c in header or []):
+        if header_reader.bad_lines or header_reader.nul_lines:
             raise ImportFileError(f"{path}: not a UTF-8 text CSV file (the first line holds binary data); "
                                   "export it from the spreadsheet as CSV UTF-8")
         if not header:
@@ -265,7 +269,7 @@ def _read_chunks(path: Path, resume_offset: int, resume_line: int, check: Callab
         chunk: list[Row] = []
         problems: list[tuple[int, str, str]] = []
         while True:
-            start_line, bad_lines = source.line + 1, source.bad_lines
+            start_line, bad_lines, nul_lines = source.line + 1, source.bad_lines, source.nul_lines
             try:
                 values = next(rows)
             except StopIteration:
@@ -282,7 +286,7 @@ def _read_chunks(path: Path, resume_offset: int, resume_line: int, check: Callab
             elif len(values) != len(columns):
                 problems.append((start_line, values[email_index] if len(values) > email_index else "",
                                  f"expected {len(columns)} columns, found {len(values)}"))
-            elif any("\x00" in v for v in values):
+            elif source.nul_lines != nul_lines:
                 # No database text can hold a NUL; a row with one is binary data, not a person.
                 problems.append((start_line, values[email_index].replace("\x00", ""),
                                  "holds a NUL byte (binary data, not text); row not imported"))
