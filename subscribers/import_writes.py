@@ -91,6 +91,16 @@ def write_generic(session: Session, list_id: int, direct: bool, valid: dict[str,
     return len(new_ids), sorted(suppressed), [a for a, i in ids.items() if i not in new_ids]
 
 
+# The chunk's suppressed addresses leave the temporary table, matched on the hash as every suppression is (one whose
+# address was blanked by erasure still counts). One index probe a row, forced by OFFSET 0: the planner, left to
+# itself, hashes the whole suppressions table for every chunk (it prices index probes as disk reads), which took
+# 276 ms a chunk against 500,000 suppressions where the probes take 60-90 ms, and 7 ms against none.
+_REFUSE_SUPPRESSED = """
+DELETE FROM import_rows r
+WHERE EXISTS (SELECT FROM suppressions s WHERE s.email_hash = r.email_hash OFFSET 0)
+RETURNING r.email
+"""
+
 # Subscribers, their subscriptions and the consent events in one statement: one round trip, no arrays of ids
 # back and forth, and no join of the temp table (which has no statistics) against the subscribers table.
 _PG_WRITE = """
@@ -129,9 +139,7 @@ def write_postgresql(session: Session, list_id: int, direct: bool, payload: byte
                        "email_hash text) ON COMMIT DELETE ROWS")
         with cursor.copy("COPY import_rows (email, name, attributes, email_hash) FROM STDIN") as copy:
             copy.write(payload)
-        # Matched on the hash, as every suppression is: one whose address was blanked by erasure still counts.
-        cursor.execute("DELETE FROM import_rows r USING suppressions s WHERE s.email_hash = r.email_hash "
-                       "RETURNING r.email")
+        cursor.execute(_REFUSE_SUPPRESSED)
         suppressed = sorted(email for (email,) in cursor.fetchall())
         status = SubscriptionStatus.CONFIRMED if direct else SubscriptionStatus.PENDING
         cursor.execute(_PG_WRITE, {"now": now, "list": list_id, "status": status.value,
