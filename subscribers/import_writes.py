@@ -59,7 +59,7 @@ def copy_text(rows: dict[str, Row]) -> bytes:
 
 
 def write_generic(session: Session, list_id: int, direct: bool, valid: dict[str, Row], detail: dict[str, Any],
-                   now: Any, welcome: bool) -> tuple[int, list[str], list[str]]:
+                  now: Any, welcome: bool) -> tuple[int, list[str], list[str]]:
     """Any database with INSERT .. ON CONFLICT .. RETURNING (SQLite): executemany of cached statements.
 
     Returns (new subscriptions, suppressed addresses, addresses already on the list)."""
@@ -124,10 +124,11 @@ SELECT (SELECT count(*) FROM logged),
 
 
 def write_postgresql(session: Session, list_id: int, direct: bool, payload: bytes, detail: dict[str, Any],
-                      now: Any, welcome: bool) -> tuple[int, list[str], list[str]]:
+                     now: Any, welcome: bool) -> tuple[int, list[str], list[str]]:
     """PostgreSQL: COPY the chunk into a temporary table, refuse the suppressed addresses there, then one
     statement. Several times faster than any parameterised INSERT, because the rows cross the wire in one stream
-    and are parsed once; the rows arrive encoded (`_with_copy_payload`), so this thread mostly waits.
+    and are parsed once; the rows arrive encoded (`copy_text`, in the importer's reader thread), so this thread
+    mostly waits.
 
     Returns (new subscriptions, suppressed addresses, addresses already on the list)."""
     raw = session.connection().connection.driver_connection

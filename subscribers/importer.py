@@ -298,7 +298,7 @@ def _read_chunks(path: Path, resume_offset: int, resume_line: int, check: Callab
                     problems.append((start_line, email, f"{exc}; row not imported"))
                 else:
                     chunk.append(Row(start_line, email, csvsafe.read_cell(values[name_index].strip())
-                                      if name_index is not None else "", attributes))
+                                     if name_index is not None else "", attributes))
             if len(chunk) + len(problems) >= CHUNK_ROWS:
                 valid, merged = _prepare(chunk, problems, check)
                 yield _Chunk(valid, problems, merged, source.offset, source.line)
