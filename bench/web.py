@@ -221,7 +221,9 @@ def main() -> None:
     parser.add_argument("--routes", nargs="*", default=None, metavar="N",
                         help="only these routes, by number (1-5, in the order printed)")
     parser.add_argument("--server-root", type=Path, default=None,
-                        help="serve the code of another checkout (a 'before' figure; its serve has no --workers)")
+                        help="serve the code of another checkout (a 'before' figure)")
+    parser.add_argument("--single-serve", action="store_true",
+                        help="run `serve` without --workers and with its access log (a checkout from before them)")
     args = parser.parse_args()
 
     name, url = create_database()
@@ -242,9 +244,9 @@ def main() -> None:
     try:
         data = populate(url)
         command = [sys.executable, "-m", "newsletter.cli.run", "serve", "--port", str(port)]
-        if args.server_root is None:
+        if not args.single_serve:
             command += ["--workers", str(args.workers), "--no-access-log"]
-        else:
+        if args.server_root is not None:
             env["PYTHONPATH"] = str(args.server_root)
         server = subprocess.Popen(command, cwd=args.server_root or ROOT, env=env,
                                   stdout=(workdir / "serve.log").open("wb"), stderr=subprocess.STDOUT)
