@@ -186,7 +186,7 @@ _handovers = [0, 0.0]  # imports running in this process, the interval to go bac
 
 @contextmanager
 def _quick_handover() -> Iterator[None]:
-    """The writer thread makes about ten database round trips a chunk, and after each one it must wait for the
+    """The writer thread makes about eight database round trips a chunk, and after each one it must wait for the
     reader, busy in Python, to hand over the interpreter lock: at CPython's default 5 ms interval that wait was
     a fifth of an import's time. 0.5 ms makes the writer's time the database's; the interval is restored once
     the last import in the process ends (a web process's requests only gain from the quicker handover)."""
