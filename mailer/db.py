@@ -61,6 +61,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# How long a thread may hold the interpreter lock while another waits for it (CPython's default is 5 ms). A thread
+# that writes to the database gives the lock up at every round trip and must then wait for it again: with the
+# default, a thread computing beside it (a busy event loop, an import's reader) made each of those waits up to
+# 5 ms, 40-70 ms for one sign-up group's eight round trips and a fifth of an import's time. Set for good by the
+# web and intake processes (newsletter/web/app.py, intake_process.py), and while an import runs by the importer.
+GIL_HANDOVER_S = 0.0005
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

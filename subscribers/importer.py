@@ -24,7 +24,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailer.db import utcnow
+from mailer.db import GIL_HANDOVER_S, utcnow
 from mailer.settings import get_settings
 from subscribers import csvsafe, fields, import_writes
 from subscribers.import_writes import Row
@@ -178,8 +178,6 @@ def import_csv(session_factory: Callable[[], Session], path: Path, list_slug: st
         return ImportResult(job_id, job.imported, job.skipped, job.errors, job.line_no, report, resume_line)
 
 
-# How often a thread that wants the interpreter lock gets it from one that is computing, while an import runs.
-_HANDOVER_SECONDS = 0.0005
 _handover_lock = threading.Lock()
 _handovers = [0, 0.0]  # imports running in this process, the interval to go back to
 
@@ -187,13 +185,13 @@ _handovers = [0, 0.0]  # imports running in this process, the interval to go bac
 @contextmanager
 def _quick_handover() -> Iterator[None]:
     """The writer thread makes about eight database round trips a chunk, and after each one it must wait for the
-    reader, busy in Python, to hand over the interpreter lock: at CPython's default 5 ms interval that wait was
-    a fifth of an import's time. 0.5 ms makes the writer's time the database's; the interval is restored once
-    the last import in the process ends (a web process's requests only gain from the quicker handover)."""
+    reader, busy in Python, to hand over the interpreter lock (mailer.db.GIL_HANDOVER_S). The quicker handover
+    makes the writer's time the database's; the interval is restored once the last import in the process ends (a
+    web process has it already)."""
     with _handover_lock:
         if _handovers[0] == 0:
             _handovers[1] = sys.getswitchinterval()
-            sys.setswitchinterval(min(_handovers[1], _HANDOVER_SECONDS))
+            sys.setswitchinterval(min(_handovers[1], GIL_HANDOVER_S))
         _handovers[0] += 1
     try:
         yield

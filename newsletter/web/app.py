@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from mailer.db import GIL_HANDOVER_S
 from mailer.settings import get_settings
 from newsletter.web import (
     admin,
@@ -32,11 +33,6 @@ from newsletter.web.deps import LoginRequired
 from newsletter.web.security_headers import SecurityHeadersMiddleware
 from newsletter.web.templating import configure_templates
 
-# How long a thread may hold the interpreter lock while another waits for it (Python's default is 5 ms). The writer
-# threads of newsletter/web/intake.py give it up at every round trip to the database and then wait for it again: with
-# the default, a busy event loop made each of those waits up to 5 ms, 40-70 ms for one group's eight round trips.
-SWITCH_INTERVAL_S = 0.0005
-
 
 @asynccontextmanager
 async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +41,7 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     ~170,000 objects and holds every request for 50-150 ms: that pause was the slowest 1% of clicks under load."""
     gc.collect()
     gc.freeze()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    sys.setswitchinterval(GIL_HANDOVER_S)  # for the writer threads of newsletter/web/intake.py
     yield
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailer.db import GIL_HANDOVER_S
 from newsletter.web import intake, pagecache
-from newsletter.web.app import SWITCH_INTERVAL_S
 from newsletter.web.intake_wire import Outbox, answer_frame, read_frame
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def main(path: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s intake: %(message)s")
     gc.collect()
     gc.freeze()  # as the web processes do (app._lifespan): what is loaded now lives as long as the process
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    sys.setswitchinterval(GIL_HANDOVER_S)
     asyncio.run(_serve(path))
 
 
