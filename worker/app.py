@@ -16,6 +16,7 @@ from kombu import pools
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from mailer.collector import freeze_loaded
 from mailer.settings import get_settings
 from worker import shutdown
 
@@ -107,8 +108,10 @@ def enqueue_after_commit(session: Session, task: Any, *args: Any, **kwargs: Any)
 
 
 def _pool_process_started(**_kwargs: Any) -> None:
-    """A pool process finishes recording the batch the provider holds before it obeys SIGTERM."""
+    """A pool process finishes recording the batch the provider holds before it obeys SIGTERM; what it has loaded
+    (the task modules, the app) is moved out of the garbage collector's sight (mailer/collector.py)."""
     shutdown.install()
+    freeze_loaded()
 
 
 worker_process_init.connect(_pool_process_started, weak=False)

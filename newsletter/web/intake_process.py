@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailer.collector import freeze_loaded
 from mailer.db import GIL_HANDOVER_S
 from newsletter.web import intake, pagecache
 from newsletter.web.intake_wire import Outbox, answer_frame, read_frame
@@ -110,8 +110,7 @@ async def _serve(path: str) -> None:
 def main(path: str) -> None:
     """The process's entry point (spawned by `running`)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s intake: %(message)s")
-    gc.collect()
-    gc.freeze()  # as the web processes do (app._lifespan): what is loaded now lives as long as the process
+    freeze_loaded()  # as the web processes do (app._lifespan): what is loaded now lives as long as the process
     sys.setswitchinterval(GIL_HANDOVER_S)
     asyncio.run(_serve(path))
 
